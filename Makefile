@@ -1,0 +1,35 @@
+# The two commands users run: `make demo` and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint system-deps bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev,spark]"
+	@touch $(STAMP)
+
+# Chromium (report test) and a JDK (Spark tests), installed only when absent.
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { echo "installing chromium"; (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+	    (sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null); }
+	@command -v java >/dev/null 2>&1 || \
+	  { echo "installing a JDK"; (apt-get update -qq && apt-get install -y -qq default-jdk-headless >/dev/null) || \
+	    (sudo apt-get update -qq && sudo apt-get install -y -qq default-jdk-headless >/dev/null); }
+
+demo: $(STAMP)
+	$(BIN)/hfrl demo --out demo-out --seed 0
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports
+
+test: $(STAMP) system-deps lint
+	$(BIN)/python -m pytest src tests
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

@@ -1,0 +1,117 @@
+"""The small expression language that every backend understands.
+
+Aggregates are written once, as strings such as ``"reward / propensity"`` or
+``"weight * exp(-0.1 * (12.5 - epoch(timestamp)))"``, and each backend evaluates them its own
+way: numpy for memory, SQL for DuckDB and Spark. Allowed: column names, numbers, ``+ - * /``,
+unary minus, and the functions ``exp``, ``ln``, ``least``, ``greatest``, ``epoch`` (seconds
+since 1970 of a timestamp column) and ``cast_double``. One grammar keeps one source of truth for
+each formula (ARCHITECTURE convention 7).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = ["columns_of", "evaluate_numpy", "parse", "to_sql"]
+
+FUNCTIONS = ("exp", "ln", "least", "greatest", "epoch", "cast_double")
+_BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+
+
+@lru_cache(maxsize=512)
+def parse(expression: str) -> ast.expr:
+    """Parse and check an expression; raise ValueError naming what is not allowed."""
+    try:
+        tree = ast.parse(expression, mode="eval").body
+    except SyntaxError as exc:
+        raise ValueError(f"cannot parse expression {expression!r}: {exc.msg}") from exc
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+                raise ValueError(f"expression {expression!r}: only {FUNCTIONS} may be called")
+        elif isinstance(node, ast.BinOp):
+            if type(node.op) not in _BINARY:
+                raise ValueError(f"expression {expression!r}: only + - * / are allowed")
+        elif isinstance(node, ast.UnaryOp):
+            if not isinstance(node.op, ast.USub | ast.UAdd):
+                raise ValueError(f"expression {expression!r}: only unary minus is allowed")
+        elif isinstance(node, ast.Constant):
+            if not isinstance(node.value, int | float) or isinstance(node.value, bool):
+                raise ValueError(f"expression {expression!r}: only numeric constants are allowed")
+        elif not isinstance(node, ast.Name | ast.Load | ast.operator | ast.unaryop):
+            raise ValueError(f"expression {expression!r}: {type(node).__name__} is not allowed")
+    return tree
+
+
+def columns_of(expression: str) -> set[str]:
+    """The column names an expression reads."""
+    tree = parse(expression)
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in called}
+
+
+def to_sql(expression: str, functions: Mapping[str, Callable[[list[str]], str]]) -> str:
+    """Render an expression as SQL; ``functions`` maps each function to its rendering."""
+
+    def render(node: ast.expr) -> str:
+        if isinstance(node, ast.Constant):
+            return repr(float(node.value))
+        if isinstance(node, ast.Name):
+            return '"' + node.id.replace('"', '""') + '"'
+        if isinstance(node, ast.UnaryOp):
+            sign = "-" if isinstance(node.op, ast.USub) else "+"
+            return f"({sign}{render(node.operand)})"
+        if isinstance(node, ast.BinOp):
+            return f"({render(node.left)} {_BINARY[type(node.op)]} {render(node.right)})"
+        assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        return functions[node.func.id]([render(arg) for arg in node.args])
+
+    return render(parse(expression))
+
+
+def _epoch_seconds(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind == "M":
+        return values.astype("datetime64[ns]").astype(np.int64) / 1e9
+    return np.asarray(values, dtype=np.float64)
+
+
+_NUMPY_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
+    "exp": np.exp,
+    "ln": np.log,
+    "least": np.minimum,
+    "greatest": np.maximum,
+    "epoch": _epoch_seconds,
+    "cast_double": lambda x: np.asarray(x, dtype=np.float64),
+}
+
+
+def evaluate_numpy(expression: str, columns: Mapping[str, np.ndarray], n_rows: int) -> np.ndarray:
+    """Evaluate an expression over numpy columns; constants broadcast to ``n_rows``."""
+
+    def value(node: ast.expr) -> np.ndarray | float:
+        if isinstance(node, ast.Constant):
+            return float(node.value)
+        if isinstance(node, ast.Name):
+            return columns[node.id]
+        if isinstance(node, ast.UnaryOp):
+            operand = value(node.operand)
+            return -operand if isinstance(node.op, ast.USub) else operand
+        if isinstance(node, ast.BinOp):
+            left, right = value(node.left), value(node.right)
+            op = type(node.op)
+            if op is ast.Add:
+                return np.add(left, right)
+            if op is ast.Sub:
+                return np.subtract(left, right)
+            if op is ast.Mult:
+                return np.multiply(left, right)
+            return np.divide(left, right)
+        assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        return _NUMPY_FUNCTIONS[node.func.id](*[value(arg) for arg in node.args])
+
+    result = value(parse(expression))
+    return np.broadcast_to(np.asarray(result, dtype=np.float64), (n_rows,))

@@ -1,0 +1,110 @@
+"""In-memory backend: numpy ``bincount`` over a dense composite key."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from hfrl.backends.base import Backend
+from hfrl.backends.expressions import columns_of, evaluate_numpy
+from hfrl.data.io import LogSource, load_logs
+
+__all__ = ["MemoryBackend"]
+
+_DENSE_LIMIT = 50_000_000  # beyond this many key cells, group through np.unique instead
+
+
+def _frame(logs: LogSource) -> pd.DataFrame:
+    return logs if isinstance(logs, pd.DataFrame) else load_logs(logs, validate=False)
+
+
+def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    values = frame[name]
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        if getattr(values.dt, "tz", None) is not None:
+            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        return values.to_numpy(dtype="datetime64[ns]")
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return values.to_numpy(dtype=np.float64)
+    return values.to_numpy()
+
+
+class MemoryBackend(Backend):
+    """Aggregates a DataFrame with numpy; files are loaded first (use DuckDB for big ones)."""
+
+    name = "memory"
+
+    def group_sums(
+        self,
+        logs: LogSource,
+        keys: Sequence[str],
+        sums: Mapping[str, str],
+        *,
+        where: str | None = None,
+    ) -> pd.DataFrame:
+        frame = _frame(logs)
+        expressions = [*sums.values(), *([where] if where else [])]
+        needed = set().union(*(columns_of(e) for e in expressions))
+        columns = {name: _column(frame, name) for name in needed}
+        n_rows = len(frame)
+        mask = None
+        if where is not None:
+            mask = evaluate_numpy(where, columns, n_rows) != 0
+        key_arrays = [frame[k].to_numpy().astype(np.int64) for k in keys]
+        if mask is not None:
+            key_arrays = [k[mask] for k in key_arrays]
+        values = {}
+        for name, expression in sums.items():
+            v = evaluate_numpy(expression, columns, n_rows)
+            values[name] = v[mask] if mask is not None else v
+        n_kept = n_rows if mask is None else int(mask.sum())
+
+        if not keys:
+            return pd.DataFrame({name: [float(v.sum())] for name, v in values.items()})
+        if n_kept == 0:
+            empty = {k: np.empty(0, np.int64) for k in keys}
+            empty.update({name: np.empty(0, np.float64) for name in values})
+            return pd.DataFrame(empty)
+
+        lows = [int(k.min()) for k in key_arrays]
+        sizes = [int(k.max()) - low + 1 for k, low in zip(key_arrays, lows, strict=True)]
+        if int(np.prod(sizes, dtype=np.float64)) <= _DENSE_LIMIT:
+            code = np.zeros(n_kept, dtype=np.int64)
+            for k, low, size in zip(key_arrays, lows, sizes, strict=True):
+                code = code * size + (k - low)
+            n_cells = int(np.prod(sizes))
+            counts = np.bincount(code, minlength=n_cells)
+            occupied = np.flatnonzero(counts)
+            out: dict[str, np.ndarray] = {}
+            remainder = occupied
+            parts = []
+            for size in reversed(sizes):
+                parts.append(remainder % size)
+                remainder = remainder // size
+            for k, low, part in zip(keys, lows, reversed(parts), strict=True):
+                out[k] = part + low
+            for name, v in values.items():
+                out[name] = np.bincount(code, weights=v, minlength=n_cells)[occupied]
+            return pd.DataFrame(out)
+
+        stacked = np.stack(key_arrays, axis=1)
+        unique, inverse = np.unique(stacked, axis=0, return_inverse=True)
+        inverse = inverse.ravel()
+        out = {k: unique[:, i] for i, k in enumerate(keys)}
+        for name, v in values.items():
+            out[name] = np.bincount(inverse, weights=v, minlength=len(unique))
+        return pd.DataFrame(out)
+
+    def columns(self, logs: LogSource) -> list[str]:
+        if isinstance(logs, pd.DataFrame):
+            return [str(c) for c in logs.columns]
+        return list(load_logs(logs, validate=False).columns)
+
+    def count(self, logs: LogSource) -> int:
+        return len(_frame(logs))
+
+    def key_ranges(self, logs: LogSource, keys: Sequence[str]) -> dict[str, tuple[int, int]]:
+        frame = _frame(logs)
+        return {k: (int(frame[k].min()), int(frame[k].max())) for k in keys}

@@ -1,0 +1,1 @@
+"""hfrl.datasets (being built)."""

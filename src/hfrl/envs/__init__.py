@@ -1,0 +1,1 @@
+"""hfrl.envs (being built)."""

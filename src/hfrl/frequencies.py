@@ -1,0 +1,1 @@
+"""Historical frequencies (being built)."""

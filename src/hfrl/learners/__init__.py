@@ -1,0 +1,1 @@
+"""hfrl.learners (being built)."""

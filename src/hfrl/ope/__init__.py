@@ -1,0 +1,1 @@
+"""hfrl.ope (being built)."""

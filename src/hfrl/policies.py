@@ -1,0 +1,323 @@
+"""TabularPolicy: a probability table pi(a|s) over integer states and actions.
+
+Everything hfrl learns, blends, evaluates and serves is a ``TabularPolicy``: a dense
+``(n_states, n_actions)`` array whose rows are distributions. Sampling precomputes one flat
+cumulative table so that a batch of decisions is a single vectorised binary search.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Mapping
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hfrl.errors import ArtifactError
+
+__all__ = ["ArtifactError", "TabularPolicy", "check_distribution_table", "resolve_rng"]
+
+ARTIFACT_FORMAT = "hfrl.tabular_policy"
+ARTIFACT_VERSION = 1
+_ROW_SUM_TOLERANCE = 1e-6
+
+
+def resolve_rng(random_state: int | np.random.Generator | None) -> np.random.Generator:
+    """Turn a seed, a Generator or None into a ``numpy.random.Generator`` (resolved once)."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    return np.random.default_rng(random_state)
+
+
+def check_distribution_table(table: Any, name: str = "probabilities") -> np.ndarray:
+    """Return ``table`` as a float64 2-D array whose rows are distributions, or raise ValueError.
+
+    The error names the first offending row and what was expected.
+    """
+    array = np.asarray(table, dtype=np.float64)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (n_states, n_actions) array, got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one state and one action, got {array.shape}")
+    finite = np.isfinite(array).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise ValueError(f"{name} row {row} has a NaN or infinite entry; rows must be distributions")
+    negative = (array < 0).any(axis=1)
+    if negative.any():
+        row = int(np.flatnonzero(negative)[0])
+        raise ValueError(
+            f"{name} row {row} has a negative entry ({array[row].min():g}); "
+            f"{int(negative.sum())} rows have one; rows must be distributions"
+        )
+    sums = array.sum(axis=1)
+    off = np.abs(sums - 1.0) > _ROW_SUM_TOLERANCE
+    if off.any():
+        row = int(np.flatnonzero(off)[0])
+        raise ValueError(
+            f"{name} row {row} sums to {sums[row]:.6g}, expected 1; "
+            f"{int(off.sum())} rows are not distributions"
+        )
+    return array
+
+
+class TabularPolicy:
+    """A stochastic policy pi(a|s) stored as a dense table.
+
+    Parameters
+    ----------
+    probabilities : array-like of shape (n_states, n_actions)
+        Row ``s`` is the distribution over actions in state ``s``. Rows are renormalised to sum
+        to exactly 1 after validation (they must already sum to 1 within 1e-6).
+    metadata : mapping, optional
+        JSON-serialisable facts saved with the artifact (encoders, name, training settings).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> policy = TabularPolicy(np.array([[0.5, 0.5], [0.9, 0.1]]))
+    >>> policy.probabilities([1]).tolist()
+    [[0.9, 0.1]]
+    >>> actions, propensities = policy.sample([0, 1, 1], random_state=0)
+    >>> actions.shape, propensities.shape
+    ((3,), (3,))
+    """
+
+    def __init__(self, probabilities: Any, metadata: Mapping[str, Any] | None = None) -> None:
+        table = check_distribution_table(probabilities)
+        table = table / table.sum(axis=1, keepdims=True)
+        table.setflags(write=False)
+        self.table_ = table
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self._flat_cdf: np.ndarray | None = None
+        self._last_positive: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def uniform(cls, n_states: int, n_actions: int) -> TabularPolicy:
+        """The uniform random policy."""
+        return cls(np.full((n_states, n_actions), 1.0 / n_actions))
+
+    @classmethod
+    def from_q_values(
+        cls,
+        q_values: Any,
+        method: str = "greedy",
+        *,
+        epsilon: float = 0.1,
+        temperature: float = 1.0,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> TabularPolicy:
+        """Build a policy from a Q-table.
+
+        ``method`` is ``"greedy"`` (ties share the mass equally), ``"epsilon_greedy"``
+        (``epsilon`` spread uniformly, the rest on the greedy actions) or ``"softmax"``
+        (Boltzmann with ``temperature``).
+        """
+        q = np.asarray(q_values, dtype=np.float64)
+        if q.ndim != 2 or q.size == 0:
+            raise ValueError(f"q_values must be a non-empty 2-D array, got shape {q.shape}")
+        if not np.isfinite(q).all():
+            raise ValueError("q_values has a NaN or infinite entry")
+        n_actions = q.shape[1]
+        if method in ("greedy", "epsilon_greedy"):
+            is_max = np.isclose(q, q.max(axis=1, keepdims=True), rtol=1e-12, atol=1e-12)
+            greedy = is_max / is_max.sum(axis=1, keepdims=True)
+            if method == "greedy":
+                return cls(greedy, metadata)
+            if not 0.0 <= epsilon <= 1.0:
+                raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+            return cls((1.0 - epsilon) * greedy + epsilon / n_actions, metadata)
+        if method == "softmax":
+            if not temperature > 0:
+                raise ValueError(f"temperature must be > 0, got {temperature}")
+            z = (q - q.max(axis=1, keepdims=True)) / temperature
+            e = np.exp(z)
+            return cls(e / e.sum(axis=1, keepdims=True), metadata)
+        raise ValueError(
+            f"method must be 'greedy', 'epsilon_greedy' or 'softmax', got {method!r}"
+        )
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def n_states(self) -> int:
+        return int(self.table_.shape[0])
+
+    @property
+    def n_actions(self) -> int:
+        return int(self.table_.shape[1])
+
+    def __repr__(self) -> str:
+        return f"TabularPolicy(n_states={self.n_states}, n_actions={self.n_actions})"
+
+    def _states(self, states: Any) -> np.ndarray:
+        s = np.asarray(states)
+        if s.ndim == 0:
+            s = s.reshape(1)
+        if s.dtype.kind not in "iu":
+            if s.dtype.kind == "f" and np.all(np.mod(s, 1) == 0):
+                s = s.astype(np.int64)
+            else:
+                raise ValueError(f"states must be integer ids, got dtype {s.dtype}")
+        if s.size and (s.min() < 0 or s.max() >= self.n_states):
+            bad = int(np.flatnonzero((s < 0) | (s >= self.n_states))[0])
+            raise ValueError(
+                f"state id {int(s[bad])} at position {bad} is outside [0, {self.n_states})"
+            )
+        return s.astype(np.intp, copy=False)
+
+    # ------------------------------------------------------------------ queries
+    def probabilities(self, states: Any) -> np.ndarray:
+        """Rows of the table for ``states``: shape ``(len(states), n_actions)``."""
+        return self.table_[self._states(states)]
+
+    def action_probabilities(self, states: Any, actions: Any) -> np.ndarray:
+        """pi(a_i | s_i) for paired arrays of states and actions, without materialising rows."""
+        s = self._states(states)
+        a = np.asarray(actions, dtype=np.intp)
+        if a.shape != s.shape:
+            raise ValueError(f"states and actions differ in shape: {s.shape} vs {a.shape}")
+        if a.size and (a.min() < 0 or a.max() >= self.n_actions):
+            bad = int(np.flatnonzero((a < 0) | (a >= self.n_actions))[0])
+            raise ValueError(
+                f"action id {int(a[bad])} at position {bad} is outside [0, {self.n_actions})"
+            )
+        return self.table_.ravel()[s * self.n_actions + a]
+
+    def _sampling_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._flat_cdf is None:
+            cdf = np.cumsum(self.table_, axis=1)
+            cdf[:, -1] = 1.0
+            positive = self.table_ > 0
+            last_positive = self.n_actions - 1 - np.argmax(positive[:, ::-1], axis=1)
+            self._flat_cdf = (cdf + np.arange(self.n_states)[:, None]).ravel()
+            self._last_positive = last_positive
+        assert self._last_positive is not None
+        return self._flat_cdf, self._last_positive
+
+    def sample(
+        self, states: Any, random_state: int | np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Draw one action per state; return ``(actions, propensities)``.
+
+        Inverse-CDF sampling on a flat cumulative table: one ``searchsorted`` for the batch.
+        The propensity is the policy's probability of the drawn action, never zero.
+        """
+        s = self._states(states)
+        rng = resolve_rng(random_state)
+        flat_cdf, last_positive = self._sampling_tables()
+        u = rng.random(s.shape[0])
+        index = np.searchsorted(flat_cdf, s + u, side="right")
+        actions = np.clip(index - s * self.n_actions, 0, None)
+        actions = np.minimum(actions, last_positive[s])
+        propensities = self.table_[s, actions]
+        zero = propensities <= 0  # only from floating-point ties; redraw exactly
+        for i in np.flatnonzero(zero):
+            actions[i] = rng.choice(self.n_actions, p=self.table_[s[i]])
+            propensities[i] = self.table_[s[i], actions[i]]
+        return actions.astype(np.int64), propensities
+
+    def top_k(self, states: Any, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` most probable actions per state (ties broken by lower id).
+
+        Returns ``(actions, probabilities)``, each of shape ``(len(states), k)``.
+        """
+        if not 1 <= k <= self.n_actions:
+            raise ValueError(f"k must be in [1, {self.n_actions}], got {k}")
+        s = self._states(states)
+        rows = self.table_[s]
+        if k < self.n_actions:
+            part = np.argpartition(-rows, k - 1, axis=1)[:, :k]
+        else:
+            part = np.broadcast_to(np.arange(self.n_actions), rows.shape).copy()
+        picked = np.take_along_axis(rows, part, axis=1)
+        order = np.lexsort((part, -picked), axis=1)
+        actions = np.take_along_axis(part, order, axis=1)
+        return actions.astype(np.int64), np.take_along_axis(picked, order, axis=1)
+
+    def greedy(self) -> TabularPolicy:
+        """The deterministic policy that takes each state's most probable action."""
+        return TabularPolicy.from_q_values(self.table_, "greedy", metadata=self.metadata)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | PathLike[str]) -> Path:
+        """Write a versioned artifact: the table (``.npy``) and JSON metadata in one zip file.
+
+        The metadata records the format version, the library version, the shape and a
+        SHA-256 checksum of the table, so ``load`` can refuse a corrupt or mismatched file.
+        """
+        from hfrl import __version__
+
+        path = Path(path)
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(self.table_), allow_pickle=False)
+        table_bytes = buffer.getvalue()
+        header = {
+            "format": ARTIFACT_FORMAT,
+            "format_version": ARTIFACT_VERSION,
+            "hfrl_version": __version__,
+            "shape": list(self.table_.shape),
+            "dtype": "float64",
+            "sha256": hashlib.sha256(table_bytes).hexdigest(),
+            "metadata": self.metadata,
+        }
+        try:
+            header_bytes = json.dumps(header, sort_keys=True).encode()
+        except TypeError as exc:
+            raise ValueError(f"policy metadata is not JSON-serialisable: {exc}") from exc
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+            archive.writestr("metadata.json", header_bytes)
+            archive.writestr("probabilities.npy", table_bytes)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | PathLike[str]) -> TabularPolicy:
+        """Read an artifact written by ``save``; raise ``ArtifactError`` when it is not sound."""
+        path = Path(path)
+        if not path.is_file():
+            raise ArtifactError(f"{path}: no such artifact file")
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+                missing = {"metadata.json", "probabilities.npy"} - names
+                if missing:
+                    raise ArtifactError(f"{path}: artifact lacks {sorted(missing)}")
+                header_bytes = archive.read("metadata.json")
+                table_bytes = archive.read("probabilities.npy")
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ArtifactError(f"{path}: not a readable hfrl artifact ({exc})") from exc
+        try:
+            header = json.loads(header_bytes)
+        except ValueError as exc:
+            raise ArtifactError(f"{path}: metadata.json is not valid JSON ({exc})") from exc
+        if header.get("format") != ARTIFACT_FORMAT:
+            raise ArtifactError(
+                f"{path}: format is {header.get('format')!r}, expected {ARTIFACT_FORMAT!r}"
+            )
+        if header.get("format_version") != ARTIFACT_VERSION:
+            raise ArtifactError(
+                f"{path}: format_version {header.get('format_version')!r} is not supported "
+                f"(this hfrl reads version {ARTIFACT_VERSION})"
+            )
+        if hashlib.sha256(table_bytes).hexdigest() != header.get("sha256"):
+            raise ArtifactError(f"{path}: checksum mismatch, the table is corrupt")
+        try:
+            table = np.load(io.BytesIO(table_bytes), allow_pickle=False)
+        except ValueError as exc:
+            raise ArtifactError(f"{path}: probabilities.npy is unreadable ({exc})") from exc
+        if list(table.shape) != header.get("shape"):
+            raise ArtifactError(
+                f"{path}: table shape {list(table.shape)} does not match metadata {header.get('shape')}"
+            )
+        try:
+            return cls(table, header.get("metadata") or {})
+        except ValueError as exc:
+            raise ArtifactError(f"{path}: {exc}") from exc

@@ -1,0 +1,1 @@
+"""hfrl.report (being built)."""

@@ -1,0 +1,1 @@
+"""hfrl.service (being built)."""

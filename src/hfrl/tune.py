@@ -1,0 +1,1 @@
+"""Choosing alpha (being built)."""
