@@ -43,7 +43,7 @@ def _alpha_vector(alpha: Any, n_states: int) -> np.ndarray:
         raise ValueError(f"alpha must be a float or one value per state ({n_states},), got {a.shape}")
     if not np.all(np.isfinite(a)) or a.min() < 0.0 or a.max() > 1.0:
         bad = int(np.flatnonzero(~np.isfinite(a) | (a < 0) | (a > 1))[0])
-        raise ValueError(f"alpha must be in [0, 1]; alpha[{bad}] = {a[bad]!r}")
+        raise ValueError(f"alpha must be in [0, 1]; alpha[{bad}] = {float(a[bad])}")
     return a
 
 
