@@ -76,7 +76,8 @@ def test_missing_columns_and_empty_logs():
     with pytest.raises(LogValidationError, match="empty"):
         validate_logs(make_logs().iloc[:0])
     with pytest.raises(LogValidationError, match="propensity"):
-        validate_logs(make_logs().drop(columns="propensity"), required=("state", "action", "reward", "propensity"))
+        required = ("state", "action", "reward", "propensity")
+        validate_logs(make_logs().drop(columns="propensity"), required=required)
     with pytest.raises(TypeError, match="DataFrame"):
         validate_logs([1, 2, 3])
     with pytest.raises(ValueError, match="on_invalid"):
@@ -87,7 +88,8 @@ def test_drop_reports_what_it_dropped():
     logs = make_logs()
     logs.loc[1, "reward"] = np.nan
     logs.loc[4, "propensity"] = 2.0
-    with pytest.warns(LogValidationWarning, match=r"dropped 2 of 6 rows: reward: 1 rows .*propensity: 1 rows"):
+    expected = r"dropped 2 of 6 rows: reward: 1 rows .*propensity: 1 rows"
+    with pytest.warns(LogValidationWarning, match=expected):
         out = validate_logs(logs, on_invalid="drop")
     assert len(out) == 4
     assert out.attrs["n_dropped"] == 2
