@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/hfrl demo --out demo-out --seed 0
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
 	$(BIN)/lint-imports
 
 test: $(STAMP) system-deps lint
