@@ -1,0 +1,258 @@
+"""The HTML report: reading run folders, rendering, and a real headless-Chromium check."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hfrl.errors import ArtifactError
+from hfrl.report import build_report, read_run, write_report
+
+PLOT_IDS = {
+    "plot-learning-curve",
+    "plot-alpha-curve",
+    "plot-heatmap-pi",
+    "plot-heatmap-hf",
+    "plot-heatmap-pi-prime",
+    "plot-estimators",
+    "plot-events-per-state",
+}
+
+
+def make_run_folder(root: Path, n_states: int = 30, n_actions: int = 12, seed: int = 0) -> Path:
+    """A complete run folder with made-up but well-formed contents."""
+    rng = np.random.default_rng(seed)
+    run = root / "run"
+    (run / "curves").mkdir(parents=True)
+    (run / "tables").mkdir()
+    pi = rng.dirichlet(np.full(n_actions, 0.3), size=n_states)
+    hf = rng.dirichlet(np.full(n_actions, 2.0), size=n_states)
+    alpha = 0.4
+    for name, table in {"pi": pi, "hf": hf, "pi_prime": (1 - alpha) * pi + alpha * hf}.items():
+        np.save(run / "tables" / f"{name}.npy", table)
+    np.save(run / "tables" / "state_counts.npy", rng.integers(0, 500, n_states).astype(float))
+    steps = np.arange(1, 51) * 1000
+    pd.DataFrame({"step": steps, "reward": 0.5 - 0.4 * np.exp(-steps / 10000)}).to_csv(
+        run / "curves" / "learning_curve.csv", index=False
+    )
+    alphas = np.linspace(0, 1, 21)
+    estimate = 0.3 + 0.2 * alphas - 0.25 * alphas**2
+    pd.DataFrame({"alpha": alphas, "estimate": estimate, "ci_low": estimate - 0.03,
+                  "ci_high": estimate + 0.03}).to_csv(run / "curves" / "alpha_curve.csv", index=False)
+    policies = {}
+    estimators = []
+    for i, label in enumerate(["logging", "HF only", "pi only", "pi'", "optimal"]):
+        truth = 0.3 + 0.02 * i
+        policies[label] = {"estimate": truth + 0.005, "std_error": 0.01, "ci_low": truth - 0.015,
+                           "ci_high": truth + 0.025, "true_value": truth}
+        for j, est in enumerate(["ips", "snips", "dr"]):
+            estimators.append({"policy": label, "estimator": est, "estimate": truth + 0.003 * j,
+                               "std_error": 0.01, "ci_low": truth - 0.02, "ci_high": truth + 0.02,
+                               "true_value": truth})
+    metrics = {
+        "format": "hfrl.run", "format_version": 1,
+        "run": {"name": "test <run>", "seed": seed, "source": "simulator"},
+        "alpha": alpha,
+        "tuning": {"estimator": "snips", "criterion": "estimate", "level": 0.95},
+        "policies": policies,
+        "estimators": estimators,
+        "data": {"rows": 1000, "n_states": n_states, "n_actions": n_actions,
+                 "splits": {"train": 600, "validation": 200, "test": 200},
+                 "events_per_state": {"min": 0, "median": 30.0, "mean": 33.3, "max": 90}},
+    }
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    (run / "config.json").write_text(json.dumps({"seed": seed, "learner": {"name": "q_learning"}}))
+    return run
+
+
+# ---------------------------------------------------------------------------- reading and rendering
+def test_read_run_reads_every_part(tmp_path):
+    run = read_run(make_run_folder(tmp_path))
+    assert set(run.tables) == {"pi", "hf", "pi_prime"}
+    assert run.tables["pi"].shape == (30, 12)
+    assert list(run.alpha_curve.columns) == ["alpha", "estimate", "ci_low", "ci_high"]
+    assert len(run.learning_curve) == 50
+    assert run.state_counts.shape == (30,)
+    assert run.config["learner"]["name"] == "q_learning"
+
+
+def test_report_is_self_contained_and_has_every_section(tmp_path):
+    run = make_run_folder(tmp_path)
+    page = build_report(run)
+    # plotly.js inlined exactly once; no external script, stylesheet or CDN reference.
+    assert page.count("<script type=\"text/javascript\">") == 1
+    assert not re.search(r"<script[^>]+src=", page)
+    assert not re.search(r"<link[^>]+href=", page)
+    for plot_id in PLOT_IDS:
+        assert f'id="{plot_id}"' in page
+    assert "test &lt;run&gt;" in page and "test <run>" not in page  # metadata is escaped
+    assert "chosen alpha = 0.4" in page
+    assert "Resolved configuration" in page
+
+
+def test_busiest_states_order_the_heatmaps(tmp_path):
+    run_dir = make_run_folder(tmp_path)
+    counts = np.zeros(30)
+    counts[[7, 3]] = [100, 50]
+    np.save(run_dir / "tables" / "state_counts.npy", counts)
+    page = build_report(run_dir)
+    match = re.search(r'"y":\["s(\d+)","s(\d+)"', page)
+    assert match and match.groups() == ("7", "3")
+
+
+def test_partial_run_folder_reports_missing_parts(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"alpha": 0.2}))
+    page = build_report(tmp_path)
+    assert "Learning curve: not in this run." in page
+    assert "Policy heatmaps: not in this run." in page
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda run: (run / "metrics.json").unlink(), "metrics.json: missing"),
+        (lambda run: (run / "metrics.json").write_text("{nope"), "metrics.json: not valid JSON"),
+        (lambda run: (run / "curves" / "alpha_curve.csv").write_text("alpha,estimate\n0,1\n"),
+         "alpha_curve.csv: missing column(s) ['ci_low', 'ci_high']"),
+        (lambda run: (run / "curves" / "learning_curve.csv").write_text("step,reward\n1,0.5\n2,x\n"),
+         "learning_curve.csv: row 1 has a missing or non-numeric value"),
+        (lambda run: np.save(run / "tables" / "hf.npy", np.ones((3, 3)) / 3), "the tables differ in shape"),
+        (lambda run: (run / "metrics.json").write_text('{"format": "other"}'), "expected 'hfrl.run'"),
+    ],
+)
+def test_malformed_run_folder_is_refused_with_the_file_named(tmp_path, mutate, message):
+    run = make_run_folder(tmp_path)
+    mutate(run)
+    with pytest.raises(ArtifactError, match=re.escape(message)):
+        read_run(run)
+
+
+def test_missing_folder_is_refused(tmp_path):
+    with pytest.raises(ArtifactError, match="no such run folder"):
+        read_run(tmp_path / "absent")
+
+
+# ---------------------------------------------------------------------------- real browser
+def _decode_png(data: bytes) -> np.ndarray:
+    """A tiny PNG decoder (8-bit RGB/RGBA, non-interlaced), enough for Chromium screenshots."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, [], None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        pos += 12 + length
+    width, height, depth, color, _, _, interlace = header
+    assert depth == 8 and color in (2, 6) and interlace == 0, header
+    channels = 3 if color == 2 else 4
+    raw = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8)
+    stride = width * channels
+    rows = raw.reshape(height, stride + 1)
+    out = np.zeros((height, stride), dtype=np.int32)
+    previous = np.zeros(stride, dtype=np.int32)
+    for y in range(height):
+        kind, line = rows[y, 0], rows[y, 1:].astype(np.int32)
+        if kind == 0:
+            current = line
+        elif kind == 2:
+            current = (line + previous) & 0xFF
+        else:  # Sub, Average, Paeth depend on the left neighbour: decode pixel by pixel
+            current = np.zeros(stride, dtype=np.int32)
+            for x in range(stride):
+                left = current[x - channels] if x >= channels else 0
+                up = previous[x]
+                if kind == 1:
+                    predictor = left
+                elif kind == 3:
+                    predictor = (left + up) // 2
+                else:
+                    up_left = previous[x - channels] if x >= channels else 0
+                    p = left + up - up_left
+                    pa, pb, pc = abs(p - left), abs(p - up), abs(p - up_left)
+                    predictor = left if pa <= pb and pa <= pc else (up if pb <= pc else up_left)
+                current[x] = (line[x] + predictor) & 0xFF
+        out[y] = current
+        previous = current
+    return out.reshape(height, width, channels)[:, :, :3].astype(np.uint8)
+
+
+_PROBE = """<script>
+window.__probeErrors = [];
+window.addEventListener('error', function (e) {
+  __probeErrors.push('error: ' + (e.message || e.type)); }, true);
+window.addEventListener('unhandledrejection', function (e) { __probeErrors.push('rejection: ' + e.reason); });
+(function () { var original = console.error; console.error = function () {
+  __probeErrors.push('console.error: ' + Array.prototype.join.call(arguments, ' '));
+  return original.apply(console, arguments); }; })();
+window.addEventListener('load', function () { setTimeout(function () {
+  var plots = Array.prototype.map.call(document.querySelectorAll('.plotly-graph-div'), function (d) {
+    var r = d.getBoundingClientRect();
+    return {id: d.id, x: r.left + window.scrollX, y: r.top + window.scrollY, w: r.width, h: r.height,
+            drawn: !!d.querySelector('svg.main-svg')}; });
+  var pre = document.createElement('pre'); pre.id = 'probe-result';
+  pre.textContent = JSON.stringify({errors: __probeErrors, plots: plots,
+                                    height: document.documentElement.scrollHeight});
+  document.body.appendChild(pre); }, 300); });
+</script>"""
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def _run_chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [
+        binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+        "--force-device-scale-factor=1", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+        "--virtual-time-budget=10000", *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium (make system-deps installs it)")
+def test_report_renders_in_headless_chromium(tmp_path):
+    binary = _chromium()
+    page = write_report(make_run_folder(tmp_path)).read_text(encoding="utf-8")
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("<head>", "<head>" + _PROBE, 1), encoding="utf-8")
+    width = 1400
+
+    dump = _run_chromium(binary, tmp_path / "profile1", f"--window-size={width},2000", "--dump-dom",
+                         probed.as_uri())
+    match = re.search(r'<pre id="probe-result">(.*?)</pre>', dump.stdout, re.S)
+    assert match, f"the page did not finish loading; chromium said: {dump.stderr[-2000:]}"
+    result = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert result["errors"] == []
+    console_messages = [line for line in dump.stderr.splitlines() if ":CONSOLE" in line]
+    assert console_messages == []
+    plots = {p["id"]: p for p in result["plots"]}
+    assert set(plots) == PLOT_IDS
+    assert all(p["drawn"] for p in plots.values()), plots
+
+    height = int(result["height"]) + 20
+    shot = tmp_path / "shot.png"
+    _run_chromium(binary, tmp_path / "profile2", f"--window-size={width},{height}", f"--screenshot={shot}",
+                  probed.as_uri())
+    image = _decode_png(shot.read_bytes())
+    assert image.shape[1] == width
+    for plot_id, box in plots.items():
+        x0, y0 = int(box["x"]), int(box["y"])
+        area = image[y0:y0 + int(box["h"]), x0:x0 + int(box["w"])]
+        assert area.size > 0, plot_id
+        background = np.array([255, 255, 255])
+        ink = np.abs(area.astype(int) - background).sum(axis=2) > 30
+        colours = len(np.unique(area.reshape(-1, 3), axis=0))
+        assert ink.mean() > 0.01 and colours >= 8, f"{plot_id} looks blank ({ink.mean():.4f}, {colours})"
