@@ -1,0 +1,266 @@
+"""The model a service decides with: a loaded artifact, its version, its encoders, vectorised decisions.
+
+A ``ServedModel`` is immutable once built; hot reload builds a new one and swaps one reference, so a
+request that picked up the old model finishes on it.
+
+Propensities recorded (the contract the decision log keeps)
+-----------------------------------------------------------
+``explore`` with ``k = 1``
+    one action drawn from pi(.|s); its propensity is pi(a|s).
+``explore`` with ``k > 1``
+    ``k`` distinct actions drawn sequentially without replacement (each pick from pi(.|s)
+    renormalised over the actions not yet picked; done in one vectorised step with the Gumbel-top-k
+    trick, which has exactly that distribution). The propensity at slot ``j`` is the probability of
+    that item at that slot given the earlier picks, pi(a_j|s) / (1 - sum_{i<j} pi(a_i|s)); slot 0's
+    propensity is therefore pi(a_0|s). ``policy_probabilities`` carries the marginal first-pick
+    probability pi(a_j|s) of every slot.
+``exploit``
+    the ``k`` most probable actions (ties to the lower id), a deterministic rule, so every slot's
+    propensity is 1.0; ``policy_probabilities`` again carries pi(a_j|s).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hfrl.data import CategoryEncoder
+from hfrl.errors import ArtifactError
+from hfrl.policies import TabularPolicy
+
+__all__ = ["Decisions", "ServedModel", "artifact_version"]
+
+EXPLORE = "explore"
+EXPLOIT = "exploit"
+_CONTEXT_CACHE_SIZE = 100_000
+
+
+def artifact_version(path: str | PathLike[str]) -> str:
+    """The model version of an artifact: the first 16 hex digits of its table's SHA-256.
+
+    The checksum written by ``TabularPolicy.save`` is the one source of truth; it is read from the
+    zip's ``metadata.json`` without loading the table.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from hfrl.policies import TabularPolicy
+    >>> path = TabularPolicy(np.array([[0.5, 0.5]])).save(tempfile.mkdtemp() + "/p.zip")
+    >>> len(artifact_version(path))
+    16
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            header = json.loads(archive.read("metadata.json"))
+        return str(header["sha256"])[:16]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise ArtifactError(f"{path}: cannot read the artifact checksum ({exc})") from exc
+
+
+class Decisions:
+    """The result of one vectorised decide: arrays of shape ``(n, k)``.
+
+    Attributes
+    ----------
+    states : ndarray of int64, shape (n,)
+    actions : ndarray of int64, shape (n, k)
+    propensities : ndarray of float64, shape (n, k)
+        What the log records (see the module docstring for the exact rule per mode).
+    policy_probabilities : ndarray of float64, shape (n, k)
+        pi(a|s) of each chosen action.
+    """
+
+    __slots__ = ("actions", "policy_probabilities", "propensities", "states")
+
+    def __init__(
+        self,
+        states: np.ndarray,
+        actions: np.ndarray,
+        propensities: np.ndarray,
+        policy_probabilities: np.ndarray,
+    ) -> None:
+        self.states = states
+        self.actions = actions
+        self.propensities = propensities
+        self.policy_probabilities = policy_probabilities
+
+
+class ServedModel:
+    """A policy ready to serve: table, version, encoders and precomputed sampling tables.
+
+    Parameters
+    ----------
+    policy : TabularPolicy
+    version : str
+        The model version reported with every decision (see ``artifact_version``).
+    path : path, optional
+        Where the artifact was loaded from (reported by ``GET /v1/model``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hfrl.policies import TabularPolicy
+    >>> model = ServedModel(TabularPolicy(np.array([[0.2, 0.8], [1.0, 0.0]])), version="v1")
+    >>> out = model.decide(np.array([0, 1]), k=1, mode="explore", rng=np.random.default_rng(0))
+    >>> out.actions[:, 0].tolist(), float(out.propensities[1, 0])
+    ([1, 0], 1.0)
+    >>> model.decide(np.array([0]), k=2, mode="exploit", rng=None).actions.tolist()
+    [[1, 0]]
+    """
+
+    def __init__(self, policy: TabularPolicy, version: str, path: str | None = None) -> None:
+        self.policy = policy
+        self.version = version
+        self.path = path
+        self.name = str(policy.metadata.get("name", Path(path).stem if path else "policy"))
+        meta = policy.metadata
+        self.state_encoder = (
+            CategoryEncoder.from_dict(meta["state_encoder"]) if meta.get("state_encoder") else None
+        )
+        self.action_encoder = (
+            CategoryEncoder.from_dict(meta["action_encoder"]) if meta.get("action_encoder") else None
+        )
+        if self.state_encoder is not None and self.state_encoder.n_ids > policy.n_states:
+            raise ArtifactError(
+                f"state_encoder emits {self.state_encoder.n_ids} ids but the policy has "
+                f"{policy.n_states} states"
+            )
+        self._item_labels = (
+            np.asarray([str(c) for c in self.action_encoder.categories_], dtype=object)
+            if self.action_encoder is not None
+            else None
+        )
+        with np.errstate(divide="ignore"):
+            self._log_table = np.log(policy.table_)  # -inf where pi = 0, for the Gumbel-top-k draw
+        self._positive = (policy.table_ > 0).sum(axis=1)
+        self._context_cache: dict[tuple[tuple[str, Any], ...], int] = {}
+        policy._sampling_tables()  # precompute the flat CDF before the first request
+
+    @classmethod
+    def load(cls, path: str | PathLike[str]) -> ServedModel:
+        """Load an artifact written by ``TabularPolicy.save``; raise ``ArtifactError`` when unsound."""
+        policy = TabularPolicy.load(path)
+        return cls(policy, artifact_version(path), str(path))
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def n_states(self) -> int:
+        return self.policy.n_states
+
+    @property
+    def n_actions(self) -> int:
+        return self.policy.n_actions
+
+    @property
+    def context_columns(self) -> list[str] | None:
+        return list(self.state_encoder.columns) if self.state_encoder is not None else None
+
+    # ------------------------------------------------------------------ contexts
+    def encode_contexts(self, contexts: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """State ids for raw contexts via the artifact's ``state_encoder``.
+
+        Unseen values go to the encoder's unknown bucket. Raises ``KeyError`` naming the first
+        missing context field and ``LookupError`` when the model has no encoder.
+        """
+        encoder = self.state_encoder
+        if encoder is None:
+            raise LookupError("this model has no state_encoder; send 'state' (an integer id) instead")
+        columns = encoder.columns
+        keys = []
+        for context in contexts:
+            missing = [c for c in columns if c not in context]
+            if missing:
+                raise KeyError(missing[0])
+            # the type is part of the key: 1, True and "1" may encode differently
+            keys.append(tuple((type(context[c]).__name__, context[c]) for c in columns))
+        ids = np.empty(len(keys), dtype=np.int64)
+        unseen = [i for i, key in enumerate(keys) if key not in self._context_cache]
+        if unseen:
+            frame = pd.DataFrame(
+                {c: pd.Series([contexts[i][c] for i in unseen], dtype=object) for c in columns}
+            )
+            encoded = encoder.transform(frame)  # the encoder is the one source of truth
+            if len(self._context_cache) > _CONTEXT_CACHE_SIZE:
+                self._context_cache.clear()
+            for i, state in zip(unseen, encoded.tolist(), strict=True):
+                self._context_cache[keys[i]] = state
+        for i, key in enumerate(keys):
+            ids[i] = self._context_cache[key]
+        return ids
+
+    def item_labels(self, actions: np.ndarray) -> list[list[str]] | None:
+        """Raw item ids for action ids when the artifact has an ``action_encoder``, else None."""
+        if self._item_labels is None:
+            return None
+        labels = np.append(self._item_labels, "<unknown>")
+        return labels[np.clip(actions, 0, len(labels) - 1)].tolist()
+
+    # ------------------------------------------------------------------ decisions
+    def check_k(self, states: np.ndarray, k: int, mode: str) -> None:
+        """Raise ``ValueError`` when ``k`` distinct actions cannot be chosen in some state."""
+        if not 1 <= k <= self.n_actions:
+            raise ValueError(f"k must be between 1 and {self.n_actions} (the number of actions), got {k}")
+        if mode == EXPLORE and k > 1:
+            short = self._positive[states] < k
+            if short.any():
+                state = int(states[np.flatnonzero(short)[0]])
+                raise ValueError(
+                    f"k={k} exceeds the {int(self._positive[state])} actions with positive probability "
+                    f"in state {state}; explore cannot sample k distinct actions there"
+                )
+
+    def decide(
+        self, states: np.ndarray, k: int, mode: str, rng: np.random.Generator | None
+    ) -> Decisions:
+        """Choose ``k`` actions for each state in one vectorised step.
+
+        ``states`` must be valid int64 ids (checked at the edge); ``mode`` is ``"explore"`` or
+        ``"exploit"``; ``rng`` is used only when exploring.
+        """
+        states = np.asarray(states, dtype=np.int64)
+        self.check_k(states, k, mode)
+        table = self.policy.table_
+        if mode == EXPLOIT:
+            actions, probs = self.policy.top_k(states, k)
+            return Decisions(states, actions, np.ones_like(probs), probs)
+        if mode != EXPLORE:
+            raise ValueError(f"mode must be 'explore' or 'exploit', got {mode!r}")
+        if rng is None:
+            rng = np.random.default_rng()
+        if k == 1:
+            actions, probs = self.policy.sample(states, random_state=rng)
+            actions = actions[:, None]
+            probs = probs[:, None]
+            return Decisions(states, actions, probs.copy(), probs)
+        # Gumbel-top-k: argmax-k of log pi + Gumbel noise is sequential sampling without replacement
+        keys = self._log_table[states] + rng.gumbel(size=(states.shape[0], self.n_actions))
+        part = np.argpartition(-keys, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(keys, part, axis=1), axis=1)
+        actions = np.take_along_axis(part, order, axis=1).astype(np.int64)
+        probs = table[states[:, None], actions]
+        taken_before = np.cumsum(probs, axis=1) - probs
+        remaining = np.clip(1.0 - taken_before, np.finfo(np.float64).tiny, None)
+        propensities = np.minimum(probs / remaining, 1.0)
+        return Decisions(states, actions, propensities, probs)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /v1/model`` reports."""
+        return {
+            "name": self.name,
+            "model_version": self.version,
+            "n_states": self.n_states,
+            "n_actions": self.n_actions,
+            "context_columns": self.context_columns,
+            "unknown_state": (
+                self.state_encoder.unknown_id if self.state_encoder is not None else None
+            ),
+            "has_item_ids": self.action_encoder is not None,
+            "artifact": self.path,
+        }

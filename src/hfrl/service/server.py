@@ -1,0 +1,81 @@
+"""Run the decision service under uvicorn (``hfrl serve`` and ``python -m hfrl.service`` call ``serve``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+
+from hfrl.service.app import API_KEY_ENV, DEFAULT_MAX_BODY_BYTES, create_app
+
+__all__ = ["main", "read_api_key", "serve"]
+
+
+def read_api_key(api_key_file: str | PathLike[str] | None = None) -> str | None:
+    """The admin key: the first line of ``api_key_file`` when given, else ``$HFRL_API_KEY``, else None.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = tempfile.mkdtemp() + "/key"
+    >>> _ = open(path, "w").write("s3cret\\n")
+    >>> read_api_key(path)
+    's3cret'
+    """
+    if api_key_file is not None:
+        path = Path(api_key_file)
+        if not path.is_file():
+            raise ValueError(f"--api-key-file {path}: no such file")
+        key = path.read_text().strip()
+        if not key:
+            raise ValueError(f"--api-key-file {path}: the file is empty")
+        return key
+    return os.environ.get(API_KEY_ENV) or None
+
+
+def serve(
+    artifact: str | PathLike[str],
+    db: str | PathLike[str] = "decisions.sqlite",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key_file: str | PathLike[str] | None = None,
+    require_key: bool = False,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    seed: int | None = None,
+    log_level: str = "warning",
+) -> None:
+    """Load ``artifact`` and serve it on ``host:port`` until SIGINT/SIGTERM (then drain the log)."""
+    import uvicorn
+
+    key = read_api_key(api_key_file)
+    if require_key and key is None:
+        raise ValueError(f"--require-key needs a key: set {API_KEY_ENV} or pass --api-key-file")
+    app = create_app(
+        artifact, db, api_key=key, require_key=require_key, max_body_bytes=max_body_bytes, seed=seed
+    )
+    uvicorn.run(
+        app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=10
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m hfrl.service ARTIFACT [--db PATH] [--host] [--port] [--api-key-file] [--require-key]``."""
+    parser = argparse.ArgumentParser(prog="python -m hfrl.service", description="Serve a policy artifact.")
+    parser.add_argument("artifact")
+    parser.add_argument("--db", default="decisions.sqlite")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api-key-file", default=None)
+    parser.add_argument("--require-key", action="store_true")
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+    serve(
+        args.artifact, args.db, host=args.host, port=args.port, api_key_file=args.api_key_file,
+        require_key=args.require_key, max_body_bytes=args.max_body_bytes, seed=args.seed,
+        log_level=args.log_level,
+    )
