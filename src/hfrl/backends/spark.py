@@ -1,0 +1,331 @@
+"""Spark backend: the same group-by sums as Spark SQL, on a laptop (``local[2]``) or a cluster.
+
+Logs are CSV/Parquet paths (local files, globs, Parquet directories or object-store URLs such as
+``s3a://bucket/logs/*.parquet``) read by Spark itself, or a pandas DataFrame shipped through Arrow.
+Only the small result (one row per group: states x actions at most) comes back to the driver, so
+rows never have to fit in the driver's memory.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import warnings
+import weakref
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from hfrl.backends.base import Backend
+from hfrl.backends.expressions import columns_of, to_sql
+from hfrl.data.io import LogSource, is_path, resolve_files
+from hfrl.errors import LogValidationError
+
+if TYPE_CHECKING:  # pragma: no cover - pyspark is an optional dependency
+    from pyspark.sql import DataFrame as SparkDataFrame
+    from pyspark.sql import SparkSession
+
+__all__ = ["SparkBackend", "spark_sql"]
+
+SPARK_FUNCTIONS = {
+    "exp": lambda args: f"exp({args[0]})",
+    "ln": lambda args: f"ln({args[0]})",
+    "least": lambda args: f"least({', '.join(args)})",
+    "greatest": lambda args: f"greatest({', '.join(args)})",
+    # exact seconds since 1970 (microsecond resolution, like DuckDB's epoch of a TIMESTAMPTZ)
+    "epoch": lambda args: f"(unix_micros(CAST({args[0]} AS TIMESTAMP)) / 1000000.0)",
+    "cast_double": lambda args: f"CAST({args[0]} AS DOUBLE)",
+}
+
+# The shared renderer writes ANSI SQL: "quoted" identifiers and plain numeric literals. Spark quotes
+# identifiers with backticks and reads ``0.1`` as a DECIMAL (whose division rounds to 6 digits), so
+# each identifier is re-quoted and each number becomes a DOUBLE literal (``0.1D``).
+_TOKEN = re.compile(r'"((?:[^"]|"")*)"|(?<![\w.])(\d+\.?\d*(?:[eE][+-]?\d+)?|inf|nan)(?![\w.])')
+
+_DEFAULT_CONFIG = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.sql.shuffle.partitions": "4",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.driver.memory": "2g",
+}
+
+
+# pandas DataFrames already shipped to Spark, by id, while they live (shared by every SparkBackend,
+# since estimators resolve ``backend="spark"`` to a fresh instance on each call).
+_SHIPPED: dict[int, tuple[weakref.ref[pd.DataFrame], Any, Any]] = {}
+
+
+def _quote_identifier(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _rewrite_token(match: re.Match[str]) -> str:
+    identifier, number = match.group(1), match.group(2)
+    if identifier is not None:
+        return _quote_identifier(identifier.replace('""', '"'))
+    if number == "inf":
+        return "CAST('Infinity' AS DOUBLE)"
+    if number == "nan":
+        return "CAST('NaN' AS DOUBLE)"
+    return number + "D"
+
+
+def spark_sql(expression: str) -> str:
+    """Render an expression of the shared grammar as Spark SQL.
+
+    Parameters
+    ----------
+    expression : str
+        An expression such as ``"reward / propensity"`` (see ``hfrl.backends.expressions``).
+
+    Returns
+    -------
+    str
+        Spark SQL with backtick-quoted columns and DOUBLE literals, so that arithmetic runs in
+        double precision exactly as in the memory and DuckDB backends.
+
+    Examples
+    --------
+    >>> spark_sql("0.5 * reward / propensity")
+    '((0.5D * `reward`) / `propensity`)'
+    >>> spark_sql("epoch(timestamp)")
+    '(unix_micros(CAST(`timestamp` AS TIMESTAMP)) / 1000000.0D)'
+    """
+    return _TOKEN.sub(_rewrite_token, to_sql(expression, SPARK_FUNCTIONS))
+
+
+@contextmanager
+def _quiet_pandas_warning():  # noqa: ANN202 - a context manager
+    # pyspark warns on every Arrow conversion that pandas >= 3 is "not yet fully supported" (and
+    # about pandas' deprecated ``copy=``); the numeric and timestamp columns hfrl moves are
+    # converted exactly (the tests check it), so keep the users' output readable.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+        warnings.filterwarnings("ignore", message="The copy keyword is deprecated")
+        warnings.filterwarnings("ignore", message="toPandas attempted Arrow optimization")
+        yield
+
+
+def _file_format(path: str) -> str:
+    lower = path.lower().rstrip("/")
+    if lower.endswith((".parquet", ".pq")) or ("://" not in path and Path(path).is_dir()):
+        return "parquet"
+    if lower.endswith((".csv", ".csv.gz", ".tsv")):
+        return "csv"
+    raise LogValidationError(
+        f"cannot tell the format of {path!r}: expected a .csv, .csv.gz, .tsv or .parquet file "
+        "(or a directory of Parquet files)",
+        source=path,
+    )
+
+
+class SparkBackend(Backend):
+    """Group-by sums in Spark SQL; the small result comes back to the driver through Arrow.
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession, optional
+        A session to use (for example the one ``spark-submit`` created on a cluster). When omitted,
+        a local session is created on first use with ``master``, few shuffle partitions, no UI,
+        bound to 127.0.0.1, the session time zone in UTC and Arrow enabled.
+    master : str, default "local[2]"
+        Spark master URL for the session created here.
+    config : mapping, optional
+        Extra Spark settings for the session created here (e.g. ``{"spark.driver.memory": "4g"}``).
+
+    Notes
+    -----
+    Paths are read by Spark: local files and globs (expanded with ``hfrl.data.resolve_files``),
+    directories of Parquet files, and object-store URLs (``s3a://``, ``gs://``, ``abfss://``) that
+    the session is configured to reach. A pandas DataFrame is converted once and cached for as
+    long as it lives, so repeated aggregates over the same logs do not re-ship rows (so do not
+    modify a DataFrame in place between calls; pass a new one).
+
+    Examples
+    --------
+    >>> backend = SparkBackend()  # no JVM starts until the first query
+    >>> backend.name
+    'spark'
+    """
+
+    name = "spark"
+
+    def __init__(
+        self,
+        spark: SparkSession | None = None,
+        master: str = "local[2]",
+        config: Mapping[str, str] | None = None,
+    ) -> None:
+        self.spark = spark
+        self.master = master
+        self.config = dict(config or {})
+        self._lock = threading.Lock()
+        self._session: SparkSession | None = spark
+        self._owns_session = False
+
+    def __repr__(self) -> str:
+        return f"SparkBackend(master={self.master!r})" if self.spark is None else "SparkBackend(spark=...)"
+
+    # -- session --------------------------------------------------------------------------------
+    def session(self) -> SparkSession:
+        """The Spark session: the one passed in, or a local one created on first use."""
+        with self._lock:
+            if self._session is None:
+                from pyspark.sql import SparkSession
+
+                with _quiet_pandas_warning():
+                    active = SparkSession.getActiveSession()
+                if active is not None:  # e.g. under spark-submit or a notebook: share it
+                    self._session = active
+                else:
+                    builder = SparkSession.builder.master(self.master).appName("hfrl")
+                    for key, value in {**_DEFAULT_CONFIG, **self.config}.items():
+                        builder = builder.config(key, value)
+                    with _quiet_pandas_warning():
+                        self._session = builder.getOrCreate()
+                    self._session.sparkContext.setLogLevel("ERROR")
+                    self._owns_session = True
+            return self._session
+
+    def stop(self) -> None:
+        """Stop the session if this backend created it (a session passed in is left running)."""
+        with self._lock:
+            if self._session is not None and self._owns_session:
+                self._session.stop()
+                self._session = None
+                self._owns_session = False
+
+    # -- reading --------------------------------------------------------------------------------
+    def frame(self, logs: LogSource) -> SparkDataFrame:
+        """The Spark DataFrame over ``logs`` (a path/glob/URL read lazily, or a pandas DataFrame)."""
+        if is_path(logs):
+            return self._read_files(str(logs))
+        if isinstance(logs, pd.DataFrame):
+            session = self.session()
+            key = id(logs)
+            cached = _SHIPPED.get(key)
+            if cached is not None and cached[0]() is logs and cached[1] is session:
+                return cached[2]
+            with _quiet_pandas_warning():
+                frame = session.createDataFrame(logs)
+            _SHIPPED[key] = (weakref.ref(logs, lambda _ref: _SHIPPED.pop(key, None)), session, frame)
+            return frame
+        if type(logs).__module__.startswith("pyspark."):
+            return logs  # already a Spark DataFrame
+        raise TypeError(f"logs must be a DataFrame or a path, got {type(logs).__name__}")
+
+    def _read_files(self, path: str) -> SparkDataFrame:
+        if "://" not in path and Path(path).is_dir():
+            files = [path]
+        else:
+            files = resolve_files(path)
+        formats = {_file_format(f) for f in files}
+        if len(formats) != 1:
+            raise LogValidationError(f"{path} mixes CSV and Parquet files", source=path)
+        reader = self.session().read
+        try:
+            if formats == {"parquet"}:
+                return reader.parquet(*files)
+            sep = "\t" if all(f.lower().endswith(".tsv") for f in files) else ","
+            return reader.csv(files, header=True, inferSchema=True, sep=sep)
+        except Exception as exc:  # pyspark raises AnalysisException / Py4JJavaError subclasses
+            raise LogValidationError(f"cannot read the logs: {_short(exc)}", source=path) from exc
+
+    # -- queries --------------------------------------------------------------------------------
+    def query(self, sql: str, logs: LogSource, *, needed: set[str] | None = None) -> pd.DataFrame:
+        """Run Spark ``sql`` with ``{logs}`` standing for the logs; errors name the source and column.
+
+        ``needed`` lists the columns the query reads: a missing one is reported before Spark runs.
+        """
+        source = str(logs) if is_path(logs) else None
+        frame = self.frame(logs)
+        if needed:
+            available = set(frame.columns)
+            missing = sorted(needed - available)
+            if missing:
+                raise LogValidationError(
+                    f"column not found: {missing[0]!r} (the logs have {sorted(available)})",
+                    column=missing[0],
+                    source=source,
+                )
+        try:
+            with _quiet_pandas_warning():
+                return self.session().sql(sql, logs=frame).toPandas()
+        except Exception as exc:
+            raise _as_validation_error(exc, source) from exc
+
+    def group_sums(
+        self,
+        logs: LogSource,
+        keys: Sequence[str],
+        sums: Mapping[str, str],
+        *,
+        where: str | None = None,
+    ) -> pd.DataFrame:
+        key_sql = [_quote_identifier(k) for k in keys]
+        select = [f"CAST({k} AS BIGINT) AS {k}" for k in key_sql]
+        select += [
+            f"CAST(sum(CAST({spark_sql(e)} AS DOUBLE)) AS DOUBLE) AS {_quote_identifier(n)}"
+            for n, e in sums.items()
+        ]
+        sql = f"SELECT {', '.join(select)} FROM {{logs}}"
+        needed = set(keys).union(*(columns_of(e) for e in sums.values()))
+        if where is not None:
+            sql += f" WHERE ({spark_sql(where)}) <> 0"
+            needed |= columns_of(where)
+        if keys:
+            sql += f" GROUP BY {', '.join(key_sql)} ORDER BY {', '.join(key_sql)}"
+        result = self.query(sql, logs, needed=needed)
+        if not keys:
+            return result.fillna(0.0).astype("float64")
+        dtypes = {k: "int64" for k in keys} | {n: "float64" for n in sums}
+        return result.astype(dtypes).reset_index(drop=True)
+
+    def columns(self, logs: LogSource) -> list[str]:
+        return [str(c) for c in self.frame(logs).columns]
+
+    def count(self, logs: LogSource) -> int:
+        return int(self.query("SELECT count(*) AS n FROM {logs}", logs)["n"].iloc[0])
+
+    def key_ranges(self, logs: LogSource, keys: Sequence[str]) -> dict[str, tuple[int, int]]:
+        parts = []
+        for k in keys:
+            q = _quote_identifier(k)
+            low, high = _quote_identifier("min_" + k), _quote_identifier("max_" + k)
+            parts.append(f"min({q}) AS {low}, max({q}) AS {high}")
+        row = self.query(f"SELECT {', '.join(parts)} FROM {{logs}}", logs, needed=set(keys)).iloc[0]
+        return {k: (int(row["min_" + k]), int(row["max_" + k])) for k in keys}
+
+
+def _short(exc: BaseException) -> str:
+    """The first line of a Spark error (the JVM stack trace is not for users)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _as_validation_error(exc: Exception, source: str | None) -> Exception:
+    """Map a Spark error to a ``LogValidationError`` naming the source (and column when known)."""
+    condition = ""
+    parameters: dict[str, Any] = {}
+    if hasattr(exc, "getCondition"):
+        condition = exc.getCondition() or ""
+        parameters = exc.getMessageParameters() or {}
+    kind = type(exc).__name__
+    if condition.startswith("UNRESOLVED_COLUMN"):
+        column = str(parameters.get("objectName", "")).strip("`")
+        return LogValidationError(f"column not found: {column!r}", column=column or None, source=source)
+    if condition.startswith(("CAST_INVALID_INPUT", "DATATYPE_MISMATCH")) or kind in (
+        "NumberFormatException",
+        "DateTimeException",
+    ):
+        return LogValidationError(f"a value has the wrong type: {_short(exc)}", source=source)
+    if kind in ("AnalysisException", "ArithmeticException", "SparkRuntimeException", "Py4JJavaError"):
+        return LogValidationError(f"cannot aggregate the logs: {_short(exc)}", source=source)
+    return exc
