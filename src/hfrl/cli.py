@@ -34,5 +34,30 @@ def main(
     """RL policies fine-tuned toward historical frequency: learn, blend, evaluate, serve."""
 
 
+datasets_app = typer.Typer(
+    help="Fetch public datasets (the Open Bandit Dataset sample).", no_args_is_help=True
+)
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.command("obd")
+def datasets_obd(
+    out: str = typer.Option(..., "--out", help="Directory to put the dataset in."),
+    sdist: str | None = typer.Option(
+        None, "--sdist", help="An already downloaded obp-0.5.7.tar.gz (skips pip download)."
+    ),
+) -> None:
+    """Fetch the Open Bandit Dataset small sample from the obp sdist, verify it, print its path."""
+    from hfrl.datasets import fetch_obd
+    from hfrl.errors import HfrlError
+
+    try:
+        root = fetch_obd(out, sdist=sdist)
+    except (HfrlError, RuntimeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(str(root.resolve()))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

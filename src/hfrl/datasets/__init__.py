@@ -1,5 +1,6 @@
 """Loaders for public datasets: the Open Bandit Dataset in the hfrl log schema."""
 
+from hfrl.datasets.fetch import OBD_SAMPLE_ROWS, OBP_VERSION, extract_obd, fetch_obd, verify_obd
 from hfrl.datasets.obd import (
     BEHAVIOR_POLICIES,
     CAMPAIGNS,
@@ -15,6 +16,11 @@ from hfrl.datasets.obd import (
 )
 
 __all__ = [
+    "OBD_SAMPLE_ROWS",
+    "OBP_VERSION",
+    "extract_obd",
+    "fetch_obd",
+    "verify_obd",
     "affinity_columns",
     "BEHAVIOR_POLICIES",
     "CAMPAIGNS",
