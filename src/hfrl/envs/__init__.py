@@ -1,1 +1,39 @@
-"""hfrl.envs (being built)."""
+"""Gymnasium environments with exact ground truth, log simulation and simulators fitted to logs.
+
+``import hfrl.envs`` registers ``hfrl/Recommendation-v0`` and ``hfrl/AdPlacement-v0`` with
+Gymnasium (``gymnasium.make("hfrl.envs:hfrl/Recommendation-v0")`` imports this module itself).
+Every env is a :class:`TabularMDPEnv`: besides ``reset``/``step`` it exposes its exact model
+(``reward_matrix``, ``transition_matrix``, ``initial_distribution``) and the exact truth
+(``expected_reward``, ``policy_value``, ``q_values``, ``optimal_q``, ``optimal_policy``), plus a
+vectorised batch API (``reset_batch``, ``step_batch``) for many independent users at once.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from hfrl.envs.ad_placement import AdPlacementEnv
+from hfrl.envs.logs import collect_logs, logging_policy
+from hfrl.envs.recommendation import RecommendationEnv
+from hfrl.envs.tabular import TabularMDPEnv
+
+__all__ = [
+    "AdPlacementEnv",
+    "RecommendationEnv",
+    "TabularMDPEnv",
+    "collect_logs",
+    "logging_policy",
+]
+
+# The time limit of Recommendation-v0 is a TimeLimit wrapper, not part of the exact truth: see
+# RecommendationEnv.truncation_error_bound (negligible at 1,000 steps with 10% churn).
+RECOMMENDATION_MAX_STEPS = 1000
+
+_REGISTRATIONS = {
+    "hfrl/Recommendation-v0": ("hfrl.envs.recommendation:RecommendationEnv", RECOMMENDATION_MAX_STEPS),
+    "hfrl/AdPlacement-v0": ("hfrl.envs.ad_placement:AdPlacementEnv", None),
+}
+
+for _env_id, (_entry_point, _limit) in _REGISTRATIONS.items():
+    if _env_id not in gym.registry:
+        gym.register(id=_env_id, entry_point=_entry_point, max_episode_steps=_limit)

@@ -1,0 +1,327 @@
+"""Recommendation-v0: a shop where each recommendation may be bought and shapes the next one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from gymnasium import spaces
+
+from hfrl.envs.tabular import TabularMDPEnv, _as_rng
+
+__all__ = ["RecommendationEnv"]
+
+# Above this many (state, item) cells the purchase probabilities are computed per step from their
+# factors instead of being gathered from a precomputed table (keeps 10,000 x 10,000 light).
+_DENSE_CELLS = 4_000_000
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+class RecommendationEnv(TabularMDPEnv):
+    """A shop session: recommend an item (or a slate), the user may buy it, then may leave.
+
+    Generative model
+    ----------------
+    * **Users** belong to one of ``n_segments`` segments, drawn at the start of a session with
+      probabilities ``segment_probabilities``.
+    * **State** ``s = segment * (n_categories + 1) + (last_category + 1)``: the segment and the
+      category of the user's last purchase in this session (``last_category = -1``, "none", at
+      the start). ``n_states = n_segments * (n_categories + 1)``; ``decode_state`` gives the parts.
+    * **Action**: an item id in ``[0, n_items)``; item ``i`` has category ``item_categories[i]``
+      and price ``prices[i]``.
+    * **Purchase** ~ Bernoulli(``sigmoid(affinity[segment, i] + repeat_bonus * [category(i) ==
+      last_category])``); ``affinity`` defaults to ``bias + user_factors @ item_factors.T``
+      drawn once from ``model_seed``.
+    * **Reward** = purchase x ``prices[i]`` (``reward="revenue"``) or purchase (``"purchase"``).
+    * **Transition**: a purchase moves the state to ``(segment, category(i))``; otherwise the
+      state is unchanged. Then the user churns (the episode terminates) with probability
+      ``churn_probability``, independently of the purchase.
+    * **Slate mode** (``slate_size=k``): the action is ``k`` items (``MultiDiscrete``); with a
+      position-based examination model the user examines position ``j`` with probability
+      ``examination[j]`` (default ``1 / (j + 1)``) and buys an examined item with the purchase
+      probability above, independently per position (a repeated item is an independent chance);
+      the reward is the sum over positions; the state moves to the category of the top-most
+      purchased item. ``expected_slate_reward`` is exact; the tabular truth (``reward_matrix``,
+      ``policy_value``, ``optimal_policy``, ...) is for single-item mode only and raises in
+      slate mode.
+
+    The time limit is **not** part of the exact truth: ``policy_value`` is the infinite-horizon
+    discounted value with churn as the only ending. ``gymnasium.make`` wraps the env in a
+    ``TimeLimit`` of 1,000 steps (``truncated=True``), a cut whose effect on values is bounded by
+    ``truncation_error_bound(gamma, 1000)`` (about 1e-46 of the largest price at the defaults).
+
+    Parameters
+    ----------
+    n_segments, n_categories, n_items : int, default 4, 4, 10
+        Sizes (20 states x 10 items by default). Up to 10,000 states x 10,000 items: the batch
+        API and ``expected_reward`` work from the factors; the exact truth builds dense
+        ``(n_states, n_items)`` tables (about 0.8 GB each at the maximum size).
+    reward : {"revenue", "purchase"}, default "revenue"
+    churn_probability : float in (0, 1], default 0.1
+    repeat_bonus : float, default 1.0
+        Logit bonus for an item in the category of the last purchase.
+    slate_size : int, optional
+    affinity : array-like (n_segments, n_items), optional
+        Purchase logits; overrides the random factor model.
+    prices, item_categories, segment_probabilities, examination : array-like, optional
+    n_factors : int, default 4
+    model_seed : int, default 0
+        Seed of the random model parameters (not of episodes: use ``reset(seed=...)``).
+    render_mode : {"ansi"}, optional
+
+    Examples
+    --------
+    >>> import gymnasium as gym
+    >>> import hfrl.envs
+    >>> env = gym.make("hfrl/Recommendation-v0")
+    >>> obs, info = env.reset(seed=0)
+    >>> env.unwrapped.decode_state(obs)
+    {'segment': 2, 'last_category': None}
+    >>> best = env.unwrapped.optimal_policy(gamma=0.9)
+    >>> env.unwrapped.policy_value(best, 0.9) > env.unwrapped.policy_value(
+    ...     hfrl.envs.logging_policy(env, "uniform"), 0.9)
+    True
+    """
+
+    def __init__(
+        self,
+        n_segments: int = 4,
+        n_categories: int = 4,
+        n_items: int = 10,
+        *,
+        reward: str = "revenue",
+        churn_probability: float = 0.1,
+        repeat_bonus: float = 1.0,
+        slate_size: int | None = None,
+        affinity: Any = None,
+        prices: Any = None,
+        item_categories: Any = None,
+        segment_probabilities: Any = None,
+        examination: Any = None,
+        n_factors: int = 4,
+        model_seed: int = 0,
+        render_mode: str | None = None,
+    ) -> None:
+        for name, value in (("n_segments", n_segments), ("n_categories", n_categories), ("n_items", n_items)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if reward not in ("revenue", "purchase"):
+            raise ValueError(f"reward must be 'revenue' or 'purchase', got {reward!r}")
+        if not 0.0 < churn_probability <= 1.0:
+            raise ValueError(f"churn_probability must be in (0, 1], got {churn_probability}")
+        self.n_segments = int(n_segments)
+        self.n_categories = int(n_categories)
+        self.n_items = int(n_items)
+        self.reward = reward
+        self.churn_probability = float(churn_probability)
+        self.repeat_bonus = float(repeat_bonus)
+        self.model_seed = model_seed
+        n_states = self.n_segments * (self.n_categories + 1)
+        self._setup(n_states, self.n_items, render_mode)
+
+        model_rng = np.random.default_rng(model_seed)
+        if affinity is None:
+            user = model_rng.normal(0.0, 1.0, (self.n_segments, n_factors))
+            item = model_rng.normal(0.0, 1.0, (self.n_items, n_factors)) / np.sqrt(max(n_factors, 1))
+            affinity = -1.5 + user @ item.T
+        self.affinity = _fixed(affinity, (self.n_segments, self.n_items), "affinity")
+        if prices is None:
+            prices = np.round(np.exp(model_rng.uniform(np.log(1.0), np.log(20.0), self.n_items)), 2)
+        self.prices = _fixed(prices, (self.n_items,), "prices")
+        if (self.prices < 0).any():
+            raise ValueError("prices must be >= 0")
+        if item_categories is None:
+            item_categories = np.arange(self.n_items) % self.n_categories
+        categories = np.asarray(item_categories)
+        if categories.shape != (self.n_items,) or categories.dtype.kind not in "iu" or (
+            categories.size and (categories.min() < 0 or categories.max() >= self.n_categories)
+        ):
+            raise ValueError(
+                f"item_categories must be {self.n_items} integer ids in [0, {self.n_categories})"
+            )
+        self.item_categories = categories.astype(np.int64)
+        self.item_categories.setflags(write=False)
+        if segment_probabilities is None:
+            segment_probabilities = np.full(self.n_segments, 1.0 / self.n_segments)
+        seg_p = _fixed(segment_probabilities, (self.n_segments,), "segment_probabilities")
+        if (seg_p < 0).any() or abs(seg_p.sum() - 1.0) > 1e-6:
+            raise ValueError("segment_probabilities must be non-negative and sum to 1")
+        self.segment_probabilities = seg_p
+        self._payoff = self.prices if reward == "revenue" else np.ones(self.n_items)
+        self._purchase_table: np.ndarray | None = None
+
+        self.slate_size = None if slate_size is None else int(slate_size)
+        if self.slate_size is not None:
+            if self.slate_size < 1:
+                raise ValueError(f"slate_size must be >= 1, got {slate_size}")
+            if examination is None:
+                examination = 1.0 / np.arange(1, self.slate_size + 1)
+            self.examination = _fixed(examination, (self.slate_size,), "examination")
+            if (self.examination < 0).any() or (self.examination > 1).any():
+                raise ValueError("examination probabilities must be in [0, 1]")
+            self.action_space = spaces.MultiDiscrete(np.full(self.slate_size, self.n_items))
+        else:
+            self.examination = None
+
+    # ------------------------------------------------------------------ state encoding
+    def encode_state(self, segment: Any, last_category: Any) -> Any:
+        """State id of ``(segment, last_category)``; ``last_category=-1`` means no purchase yet."""
+        return np.asarray(segment) * (self.n_categories + 1) + np.asarray(last_category) + 1
+
+    def decode_state(self, s: int) -> dict[str, Any]:
+        """``{"segment": g, "last_category": c or None}`` for state id ``s``."""
+        self._check_ids(np.asarray(s), self.n_states, "state")
+        segment, slot = divmod(int(s), self.n_categories + 1)
+        return {"segment": segment, "last_category": None if slot == 0 else slot - 1}
+
+    # ------------------------------------------------------------------ the model
+    def purchase_probability(self, s: Any, a: Any) -> np.ndarray:
+        """Probability that a user in state ``s`` buys item ``a`` (broadcasting)."""
+        states = self._check_ids(np.asarray(s), self.n_states, "state")
+        items = self._check_ids(np.asarray(a), self.n_items, "item")
+        states, items = np.broadcast_arrays(states, items)
+        return self._purchase(states, items)
+
+    def _purchase(self, states: np.ndarray, items: np.ndarray) -> np.ndarray:
+        if self._purchase_table is None and self.n_states * self.n_items <= _DENSE_CELLS:
+            self._purchase_table = self._purchase_rows(np.arange(self.n_states))
+        if self._purchase_table is not None:
+            return self._purchase_table.ravel()[states * self.n_items + items]
+        segment, slot = np.divmod(states, self.n_categories + 1)
+        logits = self.affinity[segment, items] + self.repeat_bonus * (self.item_categories[items] == slot - 1)
+        return _sigmoid(logits)
+
+    def _purchase_rows(self, states: np.ndarray) -> np.ndarray:
+        segment, slot = np.divmod(states, self.n_categories + 1)
+        same = self.item_categories[None, :] == (slot - 1)[:, None]
+        table = _sigmoid(self.affinity[segment] + self.repeat_bonus * same)
+        table.setflags(write=False)
+        return table
+
+    def _require_single(self) -> None:
+        if self.slate_size is not None:
+            raise NotImplementedError(
+                "the exact tabular truth is for single-item mode (slate_size=None); in slate mode use "
+                "expected_slate_reward for the one-step truth"
+            )
+
+    def _expected_reward(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        return self._purchase(states, actions) * self._payoff[actions]
+
+    def expected_reward(self, s: Any, a: Any) -> Any:
+        """``E[reward | s, item a]`` (single item; ``purchase probability x price`` or ``x 1``)."""
+        return super().expected_reward(s, a)
+
+    def expected_slate_reward(self, s: Any, slate: Any) -> np.ndarray:
+        """Exact expected reward of showing ``slate`` (shape (..., slate_size)) in state ``s``."""
+        if self.slate_size is None:
+            raise ValueError("expected_slate_reward needs slate_size")
+        items = self._check_ids(np.asarray(slate), self.n_items, "item")
+        states = self._check_ids(np.asarray(s), self.n_states, "state")[..., None]
+        states, items = np.broadcast_arrays(states, items)
+        per_position = self._purchase(states, items) * self._payoff[items] * self.examination
+        return per_position.sum(axis=-1)
+
+    def _build_reward_matrix(self) -> np.ndarray:
+        self._require_single()
+        return self._purchase_rows(np.arange(self.n_states)) * self._payoff[None, :]
+
+    def _build_transition_matrix(self) -> sp.csr_matrix:
+        self._require_single()
+        n_s, n_a = self.n_states, self.n_items
+        states = np.repeat(np.arange(n_s), n_a)
+        items = np.tile(np.arange(n_a), n_s)
+        buy = self._purchase_rows(np.arange(n_s)).ravel()
+        segment = states // (self.n_categories + 1)
+        bought_state = segment * (self.n_categories + 1) + self.item_categories[items] + 1
+        stay = 1.0 - self.churn_probability
+        rows = np.concatenate([np.arange(n_s * n_a)] * 2)
+        cols = np.concatenate([bought_state, states])
+        data = np.concatenate([stay * buy, stay * (1.0 - buy)])
+        return sp.coo_matrix((data, (rows, cols)), shape=(n_s * n_a, n_s)).tocsr()
+
+    def _build_initial_distribution(self) -> np.ndarray:
+        mu = np.zeros(self.n_states)
+        mu[np.arange(self.n_segments) * (self.n_categories + 1)] = self.segment_probabilities
+        return mu
+
+    def reward_matrix(self) -> np.ndarray:
+        self._require_single()
+        return super().reward_matrix()
+
+    def popularity_matrix(self) -> np.ndarray:
+        """Price-free purchase probabilities, the weights of the ``"popularity"`` logging policy."""
+        return self._purchase_rows(np.arange(self.n_states))
+
+    # ------------------------------------------------------------------ sampling
+    def _check_batch_actions(self, actions: Any, n: int) -> np.ndarray:
+        if self.slate_size is None:
+            return super()._check_batch_actions(actions, n)
+        a = self._check_ids(np.asarray(actions), self.n_items, "item")
+        if a.shape != (n, self.slate_size):
+            raise ValueError(f"slate actions must have shape ({n}, {self.slate_size}), got {a.shape}")
+        return a
+
+    def _sample_step(self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = states.shape[0]
+        segment_base = (states // (self.n_categories + 1)) * (self.n_categories + 1)
+        if self.slate_size is None:
+            bought = rng.random(n) < self._purchase(states, actions)
+            rewards = np.where(bought, self._payoff[actions], 0.0)
+            moved = segment_base + self.item_categories[actions] + 1
+            next_states = np.where(bought, moved, states)
+        else:
+            assert self.examination is not None
+            shown = np.broadcast_to(states[:, None], actions.shape)
+            chance = self.examination[None, :] * self._purchase(shown, actions)
+            bought_each = rng.random(actions.shape) < chance
+            rewards = (bought_each * self._payoff[actions]).sum(axis=1)
+            bought = bought_each.any(axis=1)
+            first = actions[np.arange(n), bought_each.argmax(axis=1)]
+            next_states = np.where(bought, segment_base + self.item_categories[first] + 1, states)
+        terminated = rng.random(n) < self.churn_probability
+        return rewards, next_states.astype(np.int64), terminated
+
+    def step(self, action: Any) -> tuple[int, float, bool, bool, dict[str, Any]]:
+        """Recommend ``action`` (an item id, or a slate in slate mode)."""
+        if self.slate_size is None:
+            return super().step(action)
+        if not self.action_space.contains(np.asarray(action, dtype=np.int64)):
+            raise ValueError(f"action {action!r} is not in {self.action_space}")
+        slate = np.asarray(action, dtype=np.intp).reshape(1, -1)
+        rewards, next_states, terminated = self._sample_step(
+            np.array([self._state], dtype=np.intp), slate, self.np_random
+        )
+        self._last_action = slate[0].tolist()
+        self._last_reward = float(rewards[0])
+        if not terminated[0]:
+            self._state = int(next_states[0])
+        return self._state, self._last_reward, bool(terminated[0]), False, {}
+
+    def reset_batch(self, n: int, rng: int | np.random.Generator | None = None) -> np.ndarray:
+        """Draw ``n`` start states: a segment each, no purchase yet."""
+        if int(n) < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        cdf = np.cumsum(self.segment_probabilities)
+        cdf[-1] = np.inf
+        segment = np.searchsorted(cdf, _as_rng(rng).random(int(n)), side="right")
+        return (segment * (self.n_categories + 1)).astype(np.int64)
+
+    def _sample_initial(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return self.reset_batch(n, rng)
+
+
+def _fixed(values: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} has a NaN or infinite entry")
+    array = array.copy()
+    array.setflags(write=False)
+    return array
