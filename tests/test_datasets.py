@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import subprocess
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +17,12 @@ from hfrl.datasets import (
     USER_FEATURE_COLUMNS,
     bts_action_distribution,
     export_obd,
+    extract_obd,
+    fetch_obd,
     iter_obd,
     load_obd,
     obd_files,
+    verify_obd,
 )
 from hfrl.errors import LogValidationError
 
@@ -237,3 +243,176 @@ def test_bts_action_distribution_is_seeded_and_matches_the_exact_two_item_case()
     np.testing.assert_array_equal(table, again)
     with pytest.raises(ValueError, match="positive"):
         bts_action_distribution([1.0, 0.0], [1.0, 1.0])
+
+
+# --- `hfrl datasets obd`: extraction and verification on a synthetic sdist ------------------------
+
+SDIST_PREFIX = "obp-0.5.7/obp/dataset/obd"
+
+
+def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv().encode()
+
+
+@pytest.fixture(scope="module")
+def sample_csvs() -> dict[str, bytes]:
+    """The two `all` campaigns at the sample's real size (10,000 rows), with 6 items."""
+    return {
+        "random/all/all.csv": csv_bytes(obd_frame(10_000, seed=2)),
+        "random/all/item_context.csv": csv_bytes(item_frame()),
+        "bts/all/all.csv": csv_bytes(obd_frame(10_000, seed=3)),
+        "bts/all/item_context.csv": csv_bytes(item_frame()),
+    }
+
+
+def make_sdist(path: Path, files: dict[str, bytes], extra: dict[str, bytes] | None = None) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        add_bytes(tar, "obp-0.5.7/setup.py", b"raise SystemExit('never run')\n")
+        add_bytes(tar, "obp-0.5.7/obp/policy/conf/prior_bts.yaml", b"all: {}\n")
+        add_bytes(tar, f"{SDIST_PREFIX}/README.md", b"not a csv\n")
+        for name, data in files.items():
+            add_bytes(tar, f"{SDIST_PREFIX}/{name}", data)
+        for name, data in (extra or {}).items():
+            add_bytes(tar, name, data)
+    return path
+
+
+def test_extract_takes_only_the_obd_csvs(tmp_path: Path, sample_csvs):
+    sdist = make_sdist(tmp_path / "obp.tar.gz", sample_csvs)
+    written = extract_obd(sdist, tmp_path / "out")
+    assert [p.relative_to(tmp_path / "out").as_posix() for p in written] == sorted(sample_csvs)
+    for name, data in sample_csvs.items():
+        assert (tmp_path / "out" / name).read_bytes() == data
+    everything = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*"))
+    assert everything == sorted({*sample_csvs, "random", "random/all", "bts", "bts/all"})
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        f"../../escape/{SDIST_PREFIX}/random/all/all.csv",
+        f"/abs/{SDIST_PREFIX}/random/all/all.csv",
+    ],
+)
+def test_extract_refuses_unsafe_member_names(tmp_path: Path, member: str):
+    sdist = tmp_path / "evil.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        add_bytes(tar, member, b"x\n")
+    with pytest.raises(LogValidationError, match="unsafe path"):
+        extract_obd(sdist, tmp_path / "out" / "deep")
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "out").exists()
+
+
+def test_extract_refuses_links_and_ignores_traversal_outside_the_dataset(tmp_path: Path):
+    sdist = tmp_path / "link.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        add_bytes(tar, "../../outside.txt", b"x\n")  # not a dataset file: never written anywhere
+        link = tarfile.TarInfo(f"{SDIST_PREFIX}/random/all/all.csv")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/etc/passwd"
+        tar.addfile(link)
+    with pytest.raises(LogValidationError, match="regular file"):
+        extract_obd(sdist, tmp_path / "out")
+    assert not (tmp_path.parent.parent / "outside.txt").exists() and not (tmp_path / "outside.txt").exists()
+
+
+def test_extract_refuses_archives_without_the_dataset(tmp_path: Path):
+    with pytest.raises(LogValidationError, match="no Open Bandit Dataset CSV"):
+        extract_obd(make_sdist(tmp_path / "empty.tar.gz", {}), tmp_path / "out")
+    (tmp_path / "plain.txt").write_text("hello")
+    with pytest.raises(LogValidationError, match="not a readable tar archive"):
+        extract_obd(tmp_path / "plain.txt", tmp_path / "out")
+
+
+def write_files(root: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+def test_verify_counts_rows_and_checks_columns(tmp_path: Path, sample_csvs):
+    counts = verify_obd(write_files(tmp_path / "ok", sample_csvs))
+    assert counts == {
+        "random/all/all.csv": 10_000,
+        "random/all/item_context.csv": 6,
+        "bts/all/all.csv": 10_000,
+        "bts/all/item_context.csv": 6,
+    }
+
+
+def test_verify_refuses_a_truncated_file(tmp_path: Path, sample_csvs):
+    files = dict(sample_csvs, **{"bts/all/all.csv": csv_bytes(obd_frame(9_999, seed=3))})
+    expected = r"bts/all/all\.csv: expected 10000 rows, found 9999"
+    with pytest.raises(LogValidationError, match=expected) as info:
+        verify_obd(write_files(tmp_path, files))
+    assert info.value.count == 9_999
+
+
+def test_verify_refuses_missing_columns_and_files(tmp_path: Path, sample_csvs):
+    no_affinity = obd_frame(10_000, seed=2).drop(columns=["user-item_affinity_5"])
+    files = dict(sample_csvs, **{"random/all/all.csv": csv_bytes(no_affinity)})
+    expected = r"random/all/all\.csv: missing column\(s\) \['user-item_affinity_5'\]"
+    with pytest.raises(LogValidationError, match=expected):
+        verify_obd(write_files(tmp_path / "a", files))
+    files = {k: v for k, v in sample_csvs.items() if k != "bts/all/all.csv"}
+    with pytest.raises(LogValidationError, match=r"bts/all/all\.csv: missing file"):
+        verify_obd(write_files(tmp_path / "b", files))
+    files = {k: v for k, v in sample_csvs.items() if k != "random/all/item_context.csv"}
+    with pytest.raises(LogValidationError, match=r"item_context\.csv: missing file"):
+        verify_obd(write_files(tmp_path / "c", files))
+
+
+def test_fetch_runs_pip_download_and_leaves_nothing_on_failure(tmp_path, sample_csvs, monkeypatch):
+    from hfrl.datasets import fetch as fetch_module
+
+    calls = []
+
+    def fake_run(command, **kwargs):
+        calls.append(command)
+        make_sdist(Path(command[command.index("-d") + 1]) / "obp-0.5.7.tar.gz", sample_csvs)
+        return subprocess.CompletedProcess(command, 0, "Saved", "")
+
+    monkeypatch.setattr(fetch_module.subprocess, "run", fake_run)
+    root = fetch_obd(tmp_path / "data")
+    assert calls[0][1:9] == ["-m", "pip", "download", "obp==0.5.7", "--no-deps", "--no-binary", ":all:",
+                             "--ignore-requires-python"]
+    assert "0.5.7" in (root / "SOURCE.txt").read_text()
+    logs = load_obd(root, "bts")
+    assert len(logs) == 10_000 and logs.attrs["n_actions"] == 6
+
+    def failing_run(command, **kwargs):
+        return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution found")
+
+    monkeypatch.setattr(fetch_module.subprocess, "run", failing_run)
+    with pytest.raises(RuntimeError, match="(?s)No matching distribution found.*--sdist"):
+        fetch_obd(tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
+def test_fetch_leaves_out_untouched_when_verification_fails(tmp_path: Path, sample_csvs):
+    files = dict(sample_csvs, **{"random/all/all.csv": csv_bytes(obd_frame(50, seed=2))})
+    with pytest.raises(LogValidationError, match="expected 10000 rows, found 50"):
+        fetch_obd(tmp_path / "data", sdist=make_sdist(tmp_path / "obp.tar.gz", files))
+    assert not (tmp_path / "data").exists()
+
+
+def test_cli_datasets_obd_prints_the_path(tmp_path: Path, sample_csvs):
+    from typer.testing import CliRunner
+
+    from hfrl.cli import app
+
+    sdist = make_sdist(tmp_path / "obp.tar.gz", sample_csvs)
+    arguments = ["datasets", "obd", "--out", str(tmp_path / "data"), "--sdist", str(sdist)]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == str((tmp_path / "data").resolve())
+    assert verify_obd(tmp_path / "data")["random/all/all.csv"] == 10_000
+    bad = CliRunner().invoke(app, ["datasets", "obd", "--out", str(tmp_path / "x"), "--sdist", str(tmp_path)])
+    assert bad.exit_code == 1 and "not a readable tar archive" in bad.output
