@@ -92,7 +92,8 @@ def test_spark_sql_renders_backticks_and_double_literals():
     assert spark_sql("reward / 3") == "(`reward` / 3.0D)"
     assert spark_sql("-2.5e-07 * x1") == "((-2.5e-07D) * `x1`)"
     assert spark_sql("least(a, 1e+20)") == "least(`a`, 1e+20D)"
-    assert spark_sql("exp(ln(cast_double(a)))") == "exp(ln(CAST(`a` AS DOUBLE)))"
+    assert spark_sql("exp(ln(cast_double(a)))") == "exp(ln(TRY_CAST(`a` AS DOUBLE)))"
+    assert "'Infinity'" in spark_sql("finite(a)")  # string literals stay as they are
 
 
 def test_get_backend_resolves_spark():
@@ -141,6 +142,24 @@ def test_columns_count_and_key_ranges(spark_backend, logs, sources):
         "state": (int(logs["state"].min()), int(logs["state"].max())),
         "action": (2, 5),
     }
+
+
+def test_column_ranges_agree_with_duckdb(spark_backend, logs, sources):
+    columns = ["state", "propensity", "timestamp"]
+    expected = DuckDBBackend().column_ranges(sources["parquet"], columns)
+    actual = spark_backend.column_ranges(sources["parquet"], columns)
+    assert list(actual["kind"]) == ["integer", "float", "datetime"] == list(expected["kind"])
+    assert list(actual["nulls"]) == [0, 0, 0]
+    np.testing.assert_allclose(actual[["min", "max"]], expected[["min", "max"]], rtol=RTOL)
+    assert actual.loc["timestamp", "max"] == logs["timestamp"].max().timestamp()
+
+
+def test_comparisons_and_finite_in_where(spark_backend, logs):
+    where = "(propensity > 0.5) * finite(weight) * (action != 3)"
+    sums = {"n": "1", "ips": "reward / propensity"}
+    expected = MemoryBackend().group_sums(logs, ["state"], sums, where=where)
+    assert 0 < expected["n"].sum() < len(logs)
+    assert_same(expected, spark_backend.group_sums(logs, ["state"], sums, where=where))
 
 
 def test_epoch_is_exact_seconds(spark_backend):

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from hfrl.backends.base import Backend
@@ -36,14 +37,16 @@ SPARK_FUNCTIONS = {
     "least": lambda args: f"least({', '.join(args)})",
     "greatest": lambda args: f"greatest({', '.join(args)})",
     # exact seconds since 1970 (microsecond resolution, like DuckDB's epoch of a TIMESTAMPTZ)
-    "epoch": lambda args: f"(unix_micros(CAST({args[0]} AS TIMESTAMP)) / 1000000.0)",
-    "cast_double": lambda args: f"CAST({args[0]} AS DOUBLE)",
+    "epoch": lambda args: f"(unix_micros(TRY_CAST({args[0]} AS TIMESTAMP)) / 1000000.0)",
+    "cast_double": lambda args: f"TRY_CAST({args[0]} AS DOUBLE)",
 }
 
 # The shared renderer writes ANSI SQL: "quoted" identifiers and plain numeric literals. Spark quotes
 # identifiers with backticks and reads ``0.1`` as a DECIMAL (whose division rounds to 6 digits), so
-# each identifier is re-quoted and each number becomes a DOUBLE literal (``0.1D``).
-_TOKEN = re.compile(r'"((?:[^"]|"")*)"|(?<![\w.])(\d+\.?\d*(?:[eE][+-]?\d+)?|inf|nan)(?![\w.])')
+# each identifier is re-quoted and each number becomes a DOUBLE literal (``0.1D``); 'strings' stay.
+_TOKEN = re.compile(
+    r"""'(?:[^']|'')*'|"((?:[^"]|"")*)"|(?<![\w.])(\d+\.?\d*(?:[eE][+-]?\d+)?|inf|nan)(?![\w.])"""
+)
 
 _DEFAULT_CONFIG = {
     "spark.ui.enabled": "false",
@@ -68,6 +71,8 @@ def _quote_identifier(name: str) -> str:
 
 def _rewrite_token(match: re.Match[str]) -> str:
     identifier, number = match.group(1), match.group(2)
+    if identifier is None and number is None:
+        return match.group(0)  # a string literal
     if identifier is not None:
         return _quote_identifier(identifier.replace('""', '"'))
     if number == "inf":
@@ -96,7 +101,7 @@ def spark_sql(expression: str) -> str:
     >>> spark_sql("0.5 * reward / propensity")
     '((0.5D * `reward`) / `propensity`)'
     >>> spark_sql("epoch(timestamp)")
-    '(unix_micros(CAST(`timestamp` AS TIMESTAMP)) / 1000000.0D)'
+    '(unix_micros(TRY_CAST(`timestamp` AS TIMESTAMP)) / 1000000.0D)'
     """
     return _TOKEN.sub(_rewrite_token, to_sql(expression, SPARK_FUNCTIONS))
 
@@ -302,6 +307,51 @@ class SparkBackend(Backend):
             parts.append(f"min({q}) AS {low}, max({q}) AS {high}")
         row = self.query(f"SELECT {', '.join(parts)} FROM {{logs}}", logs, needed=set(keys)).iloc[0]
         return {k: (int(row["min_" + k]), int(row["max_" + k])) for k in keys}
+
+    def column_ranges(self, logs: LogSource, columns: Sequence[str]) -> pd.DataFrame:
+        # One aggregate job (Spark scans; it does not answer min/max from Parquet footers).
+        frame = self.frame(logs)
+        types = {field.name: field.dataType.typeName() for field in frame.schema.fields}
+        kinds = [_kind(types.get(c, "")) for c in columns]
+        parts = ["count(*) AS n_rows"]
+        for i, (column, kind) in enumerate(zip(columns, kinds, strict=True)):
+            q = _quote_identifier(column)
+            parts.append(f"count({q}) AS c{i}")
+            if kind == "datetime":
+                low, high = (f"unix_micros(CAST({f}({q}) AS TIMESTAMP)) / 1000000.0D" for f in ("min", "max"))
+                parts.append(f"{low} AS lo{i}, {high} AS hi{i}")
+            elif kind in ("integer", "float", "bool"):
+                parts.append(f"CAST(min({q}) AS DOUBLE) AS lo{i}, CAST(max({q}) AS DOUBLE) AS hi{i}")
+            else:
+                parts.append(f"CAST(NULL AS DOUBLE) AS lo{i}, CAST(NULL AS DOUBLE) AS hi{i}")
+        row = self.query(f"SELECT {', '.join(parts)} FROM {{logs}}", logs, needed=set(columns)).iloc[0]
+        n_rows = int(row["n_rows"])
+        records = []
+        for i, kind in enumerate(kinds):
+            low, high = row[f"lo{i}"], row[f"hi{i}"]
+            records.append(
+                {
+                    "min": np.nan if pd.isna(low) else float(low),
+                    "max": np.nan if pd.isna(high) else float(high),
+                    "nulls": n_rows - int(row[f"c{i}"]),
+                    "kind": kind,
+                }
+            )
+        return pd.DataFrame(records, index=pd.Index(list(columns)))
+
+
+_KINDS = {
+    "byte": "integer", "short": "integer", "integer": "integer", "long": "integer",
+    "float": "float", "double": "float", "boolean": "bool",
+    "timestamp": "datetime", "timestamp_ntz": "datetime", "date": "datetime",
+}
+
+
+def _kind(type_name: str) -> str:
+    """The column kind (as in ``Backend.column_ranges``) of a Spark type name."""
+    if type_name.startswith("decimal"):
+        return "float"
+    return _KINDS.get(type_name, "other")
 
 
 def _short(exc: BaseException) -> str:
