@@ -13,6 +13,7 @@ from __future__ import annotations
 import gymnasium as gym
 
 from hfrl.envs.ad_placement import AdPlacementEnv
+from hfrl.envs.fitted import fit_env
 from hfrl.envs.logs import collect_logs, logging_policy
 from hfrl.envs.recommendation import RecommendationEnv
 from hfrl.envs.tabular import TabularMDPEnv
@@ -22,6 +23,7 @@ __all__ = [
     "RecommendationEnv",
     "TabularMDPEnv",
     "collect_logs",
+    "fit_env",
     "logging_policy",
 ]
 
