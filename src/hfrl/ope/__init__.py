@@ -1,1 +1,29 @@
-"""hfrl.ope (being built)."""
+"""Off-policy evaluation: what a policy is worth from logged data, with honest uncertainty.
+
+``evaluate`` (IPS, clipped IPS, SNIPS, DM, DR, Switch-DR with normal and Poisson-bootstrap
+intervals and weight/support diagnostics), ``evaluate_sessions`` (per-decision importance sampling
+for multi-step sessions) and ``compare`` (the deployment verdict: does a candidate beat the logging
+policy, paired on the same rows).
+"""
+
+from hfrl.ope.compare import Comparison, compare
+from hfrl.ope.estimators import (
+    DEFAULT_ESTIMATORS,
+    ESTIMATORS,
+    SupportWarning,
+    evaluate,
+    fit_reward_model,
+)
+from hfrl.ope.sessions import SESSION_ESTIMATORS, evaluate_sessions
+
+__all__ = [
+    "DEFAULT_ESTIMATORS",
+    "ESTIMATORS",
+    "SESSION_ESTIMATORS",
+    "Comparison",
+    "SupportWarning",
+    "compare",
+    "evaluate",
+    "evaluate_sessions",
+    "fit_reward_model",
+]

@@ -1,0 +1,806 @@
+"""Off-policy estimators of a target policy's value from logged bandit feedback.
+
+Each estimator's per-row term is ``c_1 + c_r r + c_rp r/p + c_ip / p`` with coefficients that depend
+only on the row's cell (state, action, propensity); see ``hfrl.ope.statistics``. An estimator is
+therefore a few coefficient arrays, and its value, standard error and the Gram matrices used by
+``hfrl.tune`` are sums over a small table of cells, whichever backend computed it.
+
+Estimators (``r`` reward, ``p`` logged propensity, ``w = pi(a|s) / p``, ``q`` the reward model):
+
+===============  ==========================================================================
+``ips``          mean of ``w r``; standard error = sample std of the terms / sqrt(n)
+``clipped_ips``  mean of ``min(w, clip_threshold) r``
+``snips``        ``sum(w r) / sum(w)``; standard error by the delta method
+``dm``           mean over rows of ``sum_a pi(a|s) q(s, a)``
+``dr``           ``dm`` term + ``w (r - q(s, a))``
+``switch_dr``    ``dr`` with the correction dropped where ``w > switch_threshold`` (the
+                 form of Open Bandit Pipeline's SwitchDoublyRobust)
+===============  ==========================================================================
+
+The reward model of ``dm``/``dr``/``switch_dr`` is, by default, the shrunk mean reward per
+``(state, action)``, ``q = (R_sa + k m) / (N_sa + k)`` with ``k = reward_prior`` and ``m`` the
+global mean reward, **cross-fitted leave-one-out**: row ``i``'s term uses the model fit on all
+rows but ``i`` (exact, from the same group sums). The shrinkage target ``m`` is the mean over all
+rows (each row moves it by ``1/n``). Pass ``reward_model=`` a table fitted on a separate split
+(``fit_reward_model(train_logs, ...)``) to use that instead. The standard errors of these three
+estimators treat the reward model as fixed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hfrl.backends import Backend, get_backend
+from hfrl.data import schema
+from hfrl.data.io import LogSource, is_path, load_logs
+from hfrl.data.validation import validate_logs
+from hfrl.errors import LogValidationError
+from hfrl.ope.statistics import (
+    REWARD_SUMS,
+    Cells,
+    atom_cells,
+    grouped_cells,
+    row_cells,
+)
+from hfrl.policies import TabularPolicy, resolve_rng
+
+__all__ = [
+    "DEFAULT_ESTIMATORS",
+    "ESTIMATORS",
+    "PROPENSITY_ESTIMATORS",
+    "SupportWarning",
+    "evaluate",
+    "fit_reward_model",
+]
+
+ESTIMATORS = ("ips", "clipped_ips", "snips", "dm", "dr", "switch_dr")
+DEFAULT_ESTIMATORS = ("ips", "snips", "dm", "dr")
+PROPENSITY_ESTIMATORS = ("ips", "clipped_ips", "snips", "dr", "switch_dr")
+MODEL_ESTIMATORS = ("dm", "dr", "switch_dr")
+_S, _A, _R, _P = schema.STATE, schema.ACTION, schema.REWARD, schema.PROPENSITY
+_BOOTSTRAP_CHUNK_BYTES = 64 * 2**20
+
+
+class SupportWarning(UserWarning):
+    """The target policy puts mass on actions the logging policy never took in a state."""
+
+
+# ---------------------------------------------------------------------------------------------
+# argument checks (the edge)
+
+
+def check_estimators(estimators: str | Iterable[str]) -> tuple[str, ...]:
+    """Lower-cased estimator names, or ValueError naming the unknown ones."""
+    names = (estimators,) if isinstance(estimators, str) else tuple(estimators)
+    names = tuple(str(n).lower() for n in names)
+    unknown = [n for n in names if n not in ESTIMATORS]
+    if unknown or not names:
+        raise ValueError(f"unknown estimator(s) {unknown}; choose from {ESTIMATORS}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"estimators has duplicates: {list(names)}")
+    return names
+
+
+def check_level(level: float) -> float:
+    """A confidence level strictly between 0 and 1."""
+    if not isinstance(level, int | float) or not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must be a confidence level in (0, 1), e.g. 0.95; got {level!r}")
+    return float(level)
+
+
+def normal_quantile(level: float) -> float:
+    """The two-sided normal critical value of ``level`` (1.96 for 0.95)."""
+    return NormalDist().inv_cdf(0.5 + level / 2.0)
+
+
+def _check_positive(value: float, name: str) -> float:
+    if not isinstance(value, int | float) or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _fail_validation(logs: LogSource, columns: list[str], n_states: int | None, n_actions: int) -> None:
+    """Re-run the canonical validation to raise its message (column, first row, count)."""
+    if isinstance(logs, pd.DataFrame):
+        validate_logs(logs[columns], n_states=n_states, n_actions=n_actions, required=columns)
+    else:
+        load_logs(logs, columns=columns, n_states=n_states, n_actions=n_actions, required=columns)
+    raise LogValidationError(f"the logs' columns {columns} hold values outside the log schema")
+
+
+def _integer_ok(values: np.ndarray, upper: int | None) -> bool:
+    if values.dtype.kind in "iu":
+        return bool(values.size == 0 or (values.min() >= 0 and (upper is None or values.max() < upper)))
+    if values.dtype.kind != "f":
+        return False
+    if not np.isfinite(values).all() or (np.mod(values, 1.0) != 0).any():
+        return False
+    return bool(values.min() >= 0 and (upper is None or values.max() < upper))
+
+
+def check_logs(
+    logs: LogSource,
+    backend: Backend,
+    columns: list[str],
+    n_states: int | None,
+    n_actions: int,
+) -> int:
+    """Fast schema checks of the columns used; on failure raise the canonical validation error.
+
+    Returns the number of rows.
+    """
+    if isinstance(logs, pd.DataFrame):
+        missing = [c for c in columns if c not in logs.columns]
+        if missing:
+            raise LogValidationError(
+                f"missing required column(s) {missing}; the logs have {list(logs.columns)}",
+                column=missing[0],
+            )
+        if len(logs) == 0:
+            raise LogValidationError("the logs are empty (0 rows)", count=0)
+        ok = _integer_ok(logs[_S].to_numpy(), n_states) and _integer_ok(logs[_A].to_numpy(), n_actions)
+        reward = logs[_R].to_numpy()
+        ok = ok and reward.dtype.kind in "fiub" and bool(np.isfinite(reward.astype(np.float64)).all())
+        if _P in columns:
+            p = logs[_P].to_numpy()
+            ok = ok and p.dtype.kind in "fiu" and bool(((p > 0) & (p <= 1)).all())
+        if not ok:
+            _fail_validation(logs, columns, n_states, n_actions)
+        return len(logs)
+
+    available = backend.columns(logs)
+    missing = [c for c in columns if c not in available]
+    if missing:
+        raise LogValidationError(
+            f"missing required column(s) {missing}; the logs have {available}",
+            column=missing[0],
+            source=str(logs) if is_path(logs) else None,
+        )
+    n_rows = backend.count(logs)
+    if n_rows == 0:
+        raise LogValidationError("the logs are empty (0 rows)", count=0)
+    checks = {"reward_rows": f"{_R} * 0 + 1"}
+    if _P in columns:
+        checks.update({
+            "propensity_rows": f"{_P} * 0 + 1 / {_P} * 0 + 1",
+            "below_zero": f"least({_P}, 0)",
+            "above_one": f"greatest({_P} - 1, 0)",
+        })
+    totals = backend.group_sums(logs, [], checks).iloc[0]
+    ranges = backend.key_ranges(logs, [_S, _A])
+    ok = totals["reward_rows"] == n_rows
+    if _P in columns:
+        ok = ok and totals["propensity_rows"] == n_rows and totals["below_zero"] == 0
+        ok = ok and totals["above_one"] == 0
+    ok = ok and ranges[_S][0] >= 0 and (n_states is None or ranges[_S][1] < n_states)
+    ok = ok and ranges[_A][0] >= 0 and ranges[_A][1] < n_actions
+    if not ok:
+        _fail_validation(logs, columns, n_states, n_actions)
+    return n_rows
+
+
+def missing_propensity_message(names: Sequence[str]) -> str:
+    needing = [n for n in names if n in PROPENSITY_ESTIMATORS]
+    return (
+        f"the logs have no {_P!r} column, which estimator(s) {needing} need (only 'dm' does not); "
+        "pass propensity='estimate' to estimate the logging policy as the smoothed frequency of "
+        "actions per state, or evaluate with estimators=('dm',)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# prepared logs: cells, reward model, propensities
+
+
+def _dense(cells: Cells, values: np.ndarray, n_states: int, n_actions: int) -> np.ndarray:
+    key = cells.state * n_actions + cells.action
+    return np.bincount(key, weights=values, minlength=n_states * n_actions).reshape(n_states, n_actions)
+
+
+def _check_reward_model(model: Any, n_states: int, n_actions: int) -> np.ndarray:
+    table = np.asarray(model, dtype=np.float64)
+    if table.shape != (n_states, n_actions):
+        raise ValueError(
+            f"reward_model must be an (n_states, n_actions) = ({n_states}, {n_actions}) table, "
+            f"got shape {table.shape}"
+        )
+    if not np.isfinite(table).all():
+        raise ValueError("reward_model has a NaN or infinite entry")
+    return table
+
+
+@dataclass
+class Target:
+    """A target policy read at each cell: pi(a|s) of the cell's action and sum_a pi(a|s) q(s,a)."""
+
+    action_probability: np.ndarray
+    model_value: np.ndarray
+    support_violation_share: float
+    support_example: tuple[int, int] | None
+
+
+@dataclass
+class Terms:
+    """An estimator as coefficient arrays (n_cells, 4) over the basis (1, r, r/p, 1/p).
+
+    The estimate is ``sum(numerator) / sum(denominator)`` (denominator: the row count when None);
+    ``spread``, when given, is the term whose variance gives the standard error (the direct
+    method's influence, which includes the noise of a reward model fit on the same logs).
+    """
+
+    numerator: np.ndarray
+    denominator: np.ndarray | None = None
+    spread: np.ndarray | None = None
+
+
+@dataclass
+class Estimate:
+    """An estimator's value and its influence terms (coefficients per cell; they sum to ~0)."""
+
+    name: str
+    estimate: float
+    influence: np.ndarray
+    numerator: np.ndarray
+    denominator: np.ndarray | None
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PreparedLogs:
+    """Logs reduced to cells, with the reward model and propensities; reused across policies."""
+
+    logs: LogSource
+    backend: Backend
+    cells: Cells
+    n_states: int
+    n_actions: int
+    counts: np.ndarray
+    reward_sums: np.ndarray
+    reward_model: np.ndarray
+    leave_one_out: bool
+    reward_prior: float
+    propensity_mode: str
+    estimated_propensity: np.ndarray | None
+    row_level: bool
+    _atoms: Cells | None = None
+
+    @property
+    def n_rows(self) -> int:
+        return self.cells.n_rows
+
+    @property
+    def propensity_source(self) -> str:
+        return {"logged": "logged", "estimated": "estimated", "none": "none"}[self.propensity_mode]
+
+    @property
+    def reward_model_source(self) -> str:
+        return "cross-fitted (leave-one-out)" if self.leave_one_out else "given"
+
+    def atoms(self) -> Cells:
+        """Cells whose rows are identical: distinct (state, action, reward, propensity), or rows."""
+        if self.row_level or self.cells.grain == "atom":
+            return self.cells
+        if self._atoms is None:
+            self._atoms = atom_cells(self.logs, self.backend, self.propensity_mode, self.estimated_propensity)
+        return self._atoms
+
+    # -- the reward model read at cells: q, and the leave-one-out refit A - c r
+    def model_terms(self, cells: Cells) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        q = self.reward_model[cells.state, cells.action]
+        if not self.leave_one_out:
+            return q, q, np.zeros_like(q)
+        n = self.counts[cells.state, cells.action]
+        r = self.reward_sums[cells.state, cells.action]
+        m = self.reward_sums.sum() / self.counts.sum()
+        denominator = n - 1.0 + self.reward_prior
+        return q, (r + self.reward_prior * m) / denominator, 1.0 / denominator
+
+    def target(self, policy: np.ndarray, cells: Cells | None = None) -> Target:
+        """Read a policy (an (n_states, n_actions) table, or one row per logged row) at the cells."""
+        cells = self.cells if cells is None else cells
+        unseen = self.counts == 0
+        if self.row_level:
+            probabilities = policy
+            rows = np.arange(cells.n_cells)
+            pi = probabilities[rows, cells.action]
+            value = np.empty(cells.n_cells)
+            mass = np.empty(cells.n_cells)
+            step = 65536
+            for start in range(0, cells.n_cells, step):
+                stop = min(start + step, cells.n_cells)
+                block = probabilities[start:stop]
+                states = cells.state[start:stop]
+                value[start:stop] = np.einsum("ij,ij->i", block, self.reward_model[states])
+                mass[start:stop] = np.einsum("ij,ij->i", block, unseen[states])
+            share = float(mass.mean())
+            example = None
+            if share > 0:
+                i = int(np.flatnonzero(mass > 0)[0])
+                s = int(cells.state[i])
+                example = (s, int(np.argmax(probabilities[i] * unseen[s])))
+            return Target(pi, value, share, example)
+        table = policy
+        pi = table[cells.state, cells.action]
+        state_value = np.einsum("ij,ij->i", table, self.reward_model)
+        mass = np.einsum("ij,ij->i", table, unseen)
+        state_counts = self.counts.sum(axis=1)
+        share = float(mass @ state_counts / state_counts.sum())
+        example = None
+        if share > 0:
+            s = int(np.flatnonzero((mass > 0) & (state_counts > 0))[0])
+            example = (s, int(np.argmax(table[s] * unseen[s])))
+        return Target(pi, state_value[cells.state], share, example)
+
+
+def prepare(
+    logs: LogSource,
+    n_states: int | None,
+    n_actions: int,
+    *,
+    needs_propensity: bool,
+    needs_model: bool = True,
+    propensity: str = "logged",
+    backend: str | Backend | None = None,
+    reward_model: Any = None,
+    reward_prior: float = 1.0,
+    propensity_prior: float = 1.0,
+    row_level: bool = False,
+    estimators: Sequence[str] = (),
+) -> PreparedLogs:
+    """Validate the logs and reduce them to cells (one ``group_sums``), reward model and propensities.
+
+    ``n_states=None`` (row-level policies) takes the number of states from the logs.
+    """
+    if propensity not in ("logged", "estimate"):
+        raise ValueError(f"propensity must be 'logged' or 'estimate', got {propensity!r}")
+    reward_prior = _check_positive(reward_prior, "reward_prior")
+    propensity_prior = _check_positive(propensity_prior, "propensity_prior")
+    engine = get_backend(backend, logs)
+    if row_level and not isinstance(logs, pd.DataFrame):
+        logs = load_logs(logs, validate=False)
+    if propensity == "estimate":
+        mode = "estimated"
+    elif not needs_propensity:
+        mode = "none"
+    else:
+        mode = "logged"
+    columns = [_S, _A, _R] + ([_P] if mode == "logged" else [])
+    if mode == "logged":
+        has_column = _P in (logs.columns if isinstance(logs, pd.DataFrame) else engine.columns(logs))
+        if not has_column:
+            raise LogValidationError(missing_propensity_message(estimators), column=_P)
+    check_logs(logs, engine, columns, n_states, n_actions)
+
+    if row_level:
+        assert isinstance(logs, pd.DataFrame)
+        base = row_cells(logs, "none")
+        if n_states is None:
+            n_states = int(base.state.max()) + 1
+    else:
+        base = grouped_cells(logs, engine, "logged" if mode == "logged" else "none")
+    assert n_states is not None
+    counts = _dense(base, base.sums["n"], n_states, n_actions)
+    reward_sums = _dense(base, base.sums["r"], n_states, n_actions)
+
+    estimated = None
+    if mode == "estimated":
+        state_counts = counts.sum(axis=1, keepdims=True)
+        estimated = (counts + propensity_prior / n_actions) / (state_counts + propensity_prior)
+    if row_level:
+        cells = row_cells(logs, mode, estimated)
+    elif mode == "estimated":
+        assert estimated is not None
+        cells = grouped_cells(logs, engine, "estimated", estimated)
+    else:
+        cells = base
+
+    if reward_model is None:
+        mean = reward_sums.sum() / counts.sum()
+        model = (reward_sums + reward_prior * mean) / (counts + reward_prior)
+        leave_one_out = True
+    else:
+        model = _check_reward_model(reward_model, n_states, n_actions)
+        leave_one_out = False
+
+    prepared = PreparedLogs(
+        logs=logs, backend=engine, cells=cells, n_states=n_states, n_actions=n_actions,
+        counts=counts, reward_sums=reward_sums, reward_model=model, leave_one_out=leave_one_out,
+        reward_prior=reward_prior, propensity_mode=mode, estimated_propensity=estimated,
+        row_level=row_level,
+    )
+    if mode == "logged" and np.isnan(cells.propensity).any():
+        # propensities vary inside some (state, action): work on exact atoms instead
+        prepared.cells = prepared.atoms()
+    return prepared
+
+
+def fit_reward_model(
+    logs: LogSource,
+    n_states: int,
+    n_actions: int,
+    reward_prior: float = 1.0,
+    backend: str | Backend | None = None,
+) -> np.ndarray:
+    """The shrunk mean reward per (state, action), for ``evaluate(..., reward_model=)``.
+
+    ``q(s, a) = (R_sa + k m) / (N_sa + k)`` with ``k = reward_prior`` and ``m`` the mean reward of
+    ``logs``. Fit it on a split that is not the one evaluated.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> train = pd.DataFrame({"state": [0, 0, 1], "action": [1, 1, 0], "reward": [1.0, 0.0, 1.0]})
+    >>> fit_reward_model(train, n_states=2, n_actions=2, reward_prior=1.0).round(3).tolist()
+    [[0.667, 0.556], [0.833, 0.667]]
+    """
+    reward_prior = _check_positive(reward_prior, "reward_prior")
+    engine = get_backend(backend, logs)
+    check_logs(logs, engine, [_S, _A, _R], n_states, n_actions)
+    frame = engine.group_sums(logs, [_S, _A], REWARD_SUMS)
+    counts = np.zeros((n_states, n_actions))
+    sums = np.zeros((n_states, n_actions))
+    s, a = frame[_S].to_numpy(np.int64), frame[_A].to_numpy(np.int64)
+    counts[s, a] = frame["n"].to_numpy()
+    sums[s, a] = frame["r"].to_numpy()
+    mean = sums.sum() / counts.sum()
+    return (sums + reward_prior * mean) / (counts + reward_prior)
+
+
+# ---------------------------------------------------------------------------------------------
+# the estimators: coefficient arrays over the basis (1, r, r/p, 1/p)
+
+
+def _coefficients(columns: dict[int, np.ndarray], n_cells: int) -> np.ndarray:
+    out = np.zeros((n_cells, 4))
+    for j, values in columns.items():
+        out[:, j] = values
+    return out
+
+
+def estimator_terms(
+    name: str,
+    prepared: PreparedLogs,
+    cells: Cells,
+    target: Target,
+    clip_threshold: float,
+    switch_threshold: float,
+) -> Terms:
+    """Coefficients (n_cells, 4) of the estimator's terms; all are linear in the target policy."""
+    pi = target.action_probability
+    n = cells.n_cells
+    if name == "ips":
+        return Terms(_coefficients({2: pi}, n))
+    if name == "snips":
+        return Terms(_coefficients({2: pi}, n), _coefficients({3: pi}, n))
+    if name == "clipped_ips":
+        weight = np.minimum(pi / cells.propensity, clip_threshold)
+        return Terms(_coefficients({1: weight}, n))
+    q, refit, slope = prepared.model_terms(cells)
+    constant = target.model_value + pi * (refit - q)
+    if name == "dm":
+        numerator = _coefficients({0: constant, 1: -pi * slope}, n)
+        if not prepared.leave_one_out:
+            return Terms(numerator)
+        # The model is fit on these logs: its noise enters the value. The influence of a row of
+        # (s, a) on sum_s p(s) sum_a pi(a|s) q(s,a) is v(s) + pi(a|s) N_s / (N_sa + k) (r - q).
+        state_counts = prepared.counts.sum(axis=1)[cells.state]
+        gain = pi * state_counts / (prepared.counts[cells.state, cells.action] + prepared.reward_prior)
+        return Terms(numerator, spread=_coefficients({0: target.model_value - gain * q, 1: gain}, n))
+    keep = np.ones_like(pi) if name == "dr" else (pi / cells.propensity <= switch_threshold).astype(float)
+    return Terms(_coefficients(
+        {0: constant, 1: -pi * slope, 2: keep * pi * (1.0 + slope), 3: -keep * pi * refit}, n
+    ))
+
+
+def summarize(cells: Cells, terms: Terms) -> tuple[float, np.ndarray]:
+    """The estimate and the coefficients of its influence terms (mean zero by construction)."""
+    n = cells.n_rows
+    if terms.denominator is None:
+        estimate = cells.total(terms.numerator) / n
+        spread = terms.numerator if terms.spread is None else terms.spread
+        influence = spread.copy()
+        influence[:, 0] -= cells.total(spread) / n
+        return estimate, influence
+    mean_weight = cells.total(terms.denominator) / n
+    estimate = cells.total(terms.numerator) / (mean_weight * n)
+    return estimate, (terms.numerator - estimate * terms.denominator) / mean_weight
+
+
+def standard_error(cells: Cells, influence: np.ndarray) -> float:
+    """sqrt(sum(psi^2) / (n (n - 1))): the sample std of the influence terms over sqrt(n)."""
+    n = cells.n_rows
+    if n < 2:
+        return float("nan")
+    return float(np.sqrt(max(cells.cross(influence, influence), 0.0) / (n * (n - 1.0))))
+
+
+def _weight_diagnostics(
+    name: str, cells: Cells, pi: np.ndarray, clip_threshold: float, switch_threshold: float
+) -> dict[str, float]:
+    n = cells.n_rows
+    if name == "dm":
+        return {"ess": float(n), "max_weight": float("nan"), "clipped_share": 0.0}
+    weight = pi / cells.propensity
+    logged = cells.count > 0
+    if name == "clipped_ips":
+        clipped = np.minimum(weight, clip_threshold)
+        total, squares = float(clipped @ cells.count), float(clipped**2 @ cells.count)
+        share = float(cells.count[weight > clip_threshold].sum() / n)
+        max_weight = float(clipped[logged].max())
+    else:
+        total = float(pi @ cells.sums["inv_p"])
+        squares = float(pi**2 @ cells.sums["inv_p2"])
+        max_weight = float(weight[logged].max())
+        share = float(cells.count[weight > switch_threshold].sum() / n) if name == "switch_dr" else 0.0
+    ess = total * total / squares if squares > 0 else 0.0
+    return {"ess": ess, "max_weight": max_weight, "clipped_share": share}
+
+
+def run_estimators(
+    names: Sequence[str],
+    prepared: PreparedLogs,
+    policy: np.ndarray,
+    clip_threshold: float = 10.0,
+    switch_threshold: float = 10.0,
+    cells: Cells | None = None,
+) -> tuple[list[Estimate], Target]:
+    """Every estimator's value, influence coefficients and weight diagnostics on ``cells``."""
+    cells = prepared.cells if cells is None else cells
+    target = prepared.target(policy, cells)
+    results = []
+    for name in names:
+        terms = estimator_terms(name, prepared, cells, target, clip_threshold, switch_threshold)
+        estimate, influence = summarize(cells, terms)
+        diagnostics = _weight_diagnostics(
+            name, cells, target.action_probability, clip_threshold, switch_threshold
+        )
+        results.append(Estimate(name, estimate, influence, terms.numerator, terms.denominator, diagnostics))
+    return results, target
+
+
+def poisson_bootstrap(
+    atoms: Cells,
+    terms: Sequence[tuple[np.ndarray, np.ndarray | None]],
+    n_bootstrap: int,
+    random_state: int | np.random.Generator | None,
+) -> np.ndarray:
+    """Bootstrap replicates (n_bootstrap, n_terms) of ratio estimates sum(P u) / sum(P d).
+
+    Each row gets a Poisson(1) weight; the rows of an atom are exchangeable, so an atom's total
+    weight is one Poisson(count) draw. One pass over the atoms, in chunks of resamples; all
+    estimators share the draws (paired). Seeded: the same ``random_state`` gives the same result.
+    """
+    rng = resolve_rng(random_state)
+    values = np.stack([atoms.unit_values(numerator) for numerator, _ in terms], axis=1)
+    weights = np.stack(
+        [np.ones(atoms.n_cells) if d is None else atoms.unit_values(d) for _, d in terms], axis=1
+    )
+    count = atoms.count
+    out = np.empty((n_bootstrap, len(terms)))
+    chunk = max(1, min(n_bootstrap, _BOOTSTRAP_CHUNK_BYTES // (8 * max(atoms.n_cells, 1))))
+    for start in range(0, n_bootstrap, chunk):
+        stop = min(start + chunk, n_bootstrap)
+        draws = rng.poisson(count, size=(stop - start, atoms.n_cells)).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start:stop] = (draws @ values) / (draws @ weights)
+    return out
+
+
+def bootstrap_interval(replicates: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Percentile interval and standard deviation of bootstrap replicates, per column."""
+    tail = (1.0 - level) / 2.0
+    low = np.nanquantile(replicates, tail, axis=0)
+    high = np.nanquantile(replicates, 1.0 - tail, axis=0)
+    return low, high, np.nanstd(replicates, axis=0, ddof=1)
+
+
+def warn_support(target: Target, stacklevel: int = 3) -> None:
+    if target.support_violation_share > 0:
+        s, a = target.support_example or (-1, -1)
+        warnings.warn(
+            f"the target policy puts {target.support_violation_share:.2%} of its mass (averaged over "
+            f"logged rows) on actions the logging policy never took in that state (e.g. state {s}, "
+            f"action {a}); importance-weighted estimates ignore that mass and are biased there, "
+            "DM and DR extrapolate it with the reward model",
+            SupportWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def policy_table(policy: Any, name: str = "policy") -> tuple[np.ndarray, bool]:
+    """``(probabilities, row_level)``: a TabularPolicy's table, or a per-row array of distributions."""
+    if isinstance(policy, TabularPolicy):
+        return policy.table_, False
+    if isinstance(policy, pd.DataFrame | pd.Series):
+        raise TypeError(f"{name} must be a TabularPolicy or a numpy array, got {type(policy).__name__}")
+    array = np.asarray(policy, dtype=np.float64)
+    if array.ndim != 2:
+        raise ValueError(
+            f"{name} must be a TabularPolicy or an (n_rows, n_actions) array, got shape {array.shape}"
+        )
+    if not np.isfinite(array).all() or (array < 0).any():
+        row = int(np.flatnonzero(~np.isfinite(array).all(axis=1) | (array < 0).any(axis=1))[0])
+        raise ValueError(f"{name} row {row} has a negative, NaN or infinite probability")
+    sums = array.sum(axis=1)
+    off = np.abs(sums - 1.0) > 1e-6
+    if off.any():
+        row = int(np.flatnonzero(off)[0])
+        raise ValueError(f"{name} row {row} sums to {sums[row]:.6g}, expected 1 (rows are distributions)")
+    return array, True
+
+
+def evaluate(
+    logs: LogSource,
+    policy: TabularPolicy | np.ndarray,
+    estimators: str | Iterable[str] = DEFAULT_ESTIMATORS,
+    level: float = 0.95,
+    n_bootstrap: int = 0,
+    random_state: int | np.random.Generator | None = None,
+    backend: str | Backend | None = None,
+    *,
+    propensity: str = "logged",
+    reward_model: Any = None,
+    reward_prior: float = 1.0,
+    propensity_prior: float = 1.0,
+    clip_threshold: float = 10.0,
+    switch_threshold: float = 10.0,
+) -> pd.DataFrame:
+    """Estimate a target policy's value from logged bandit feedback, with intervals and diagnostics.
+
+    Parameters
+    ----------
+    logs : DataFrame or path/glob of CSV/Parquet files
+        Columns ``state``, ``action``, ``reward`` and (for all but ``dm``) ``propensity``.
+    policy : TabularPolicy or array of shape (n_rows, n_actions)
+        The target policy, read at each row's state (a TabularPolicy; never expanded to rows), or
+        one distribution per logged row (then ``logs`` is read into memory).
+    estimators : str or sequence of str
+        Any of ``"ips"``, ``"clipped_ips"``, ``"snips"``, ``"dm"``, ``"dr"``, ``"switch_dr"``.
+    level : float
+        Confidence level of the intervals.
+    n_bootstrap : int
+        Number of Poisson bootstrap resamples (0 for none): adds ``boot_std_error``,
+        ``boot_ci_low``, ``boot_ci_high`` (percentile interval at ``level``).
+    random_state : int, Generator or None
+        Seed of the bootstrap.
+    backend : {"memory", "duckdb", "spark"}, Backend or None
+        Where the group sums run; None picks memory for a DataFrame and DuckDB for a path.
+    propensity : {"logged", "estimate"}
+        ``"estimate"`` replaces the propensity column by the smoothed frequency of actions per state
+        in ``logs``, ``(N_sa + propensity_prior / n_actions) / (N_s + propensity_prior)``; the
+        result says ``propensity_source="estimated"``.
+    reward_model : array of shape (n_states, n_actions), optional
+        The reward model of dm/dr/switch_dr, fitted on another split; default: cross-fitted
+        leave-one-out shrunk means (see the module docstring).
+    reward_prior, propensity_prior : float
+        Pseudo-counts of the reward model's shrinkage and of the estimated propensities.
+    clip_threshold, switch_threshold : float
+        Weight cap of ``clipped_ips``; weight above which ``switch_dr`` drops the correction.
+
+    Returns
+    -------
+    DataFrame
+        One row per estimator (index = name): ``estimate``, ``std_error``, ``ci_low``, ``ci_high``
+        (normal interval), ``ess`` (effective sample size of the weights), ``max_weight``,
+        ``clipped_share`` (rows whose weight was clipped / switched), ``n_rows``,
+        ``support_violation_share``, ``propensity_source``, ``reward_model``, ``level``, and with
+        a bootstrap ``boot_std_error``, ``boot_ci_low``, ``boot_ci_high``.
+
+    Raises
+    ------
+    LogValidationError
+        A missing column (naming the estimators that need it) or a value outside the schema.
+    ValueError
+        Unknown estimator, bad level, a policy that does not fit the logs.
+
+    Warns
+    -----
+    SupportWarning
+        When the target puts mass on actions never logged in a state.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from hfrl.policies import TabularPolicy
+    >>> logs = pd.DataFrame({"state": [0, 0, 1, 1], "action": [0, 1, 0, 1],
+    ...                      "reward": [1.0, 0.0, 0.0, 1.0], "propensity": [0.5] * 4})
+    >>> target = TabularPolicy(np.array([[0.9, 0.1], [0.1, 0.9]]))
+    >>> result = evaluate(logs, target, estimators=("ips", "snips"))
+    >>> result["estimate"].round(3).tolist()
+    [0.9, 0.9]
+    >>> list(result.columns[:6])
+    ['estimate', 'std_error', 'ci_low', 'ci_high', 'ess', 'max_weight']
+    """
+    names = check_estimators(estimators)
+    level = check_level(level)
+    if not isinstance(n_bootstrap, int | np.integer) or n_bootstrap < 0 or n_bootstrap == 1:
+        raise ValueError(f"n_bootstrap must be 0 or an integer >= 2, got {n_bootstrap!r}")
+    clip_threshold = _check_positive(clip_threshold, "clip_threshold")
+    switch_threshold = _check_positive(switch_threshold, "switch_threshold")
+    table, row_level = policy_table(policy)
+    prepared = prepare(
+        logs,
+        None if row_level else table.shape[0],
+        table.shape[1],
+        needs_propensity=any(n in PROPENSITY_ESTIMATORS for n in names),
+        propensity=propensity,
+        backend=backend,
+        reward_model=reward_model,
+        reward_prior=reward_prior,
+        propensity_prior=propensity_prior,
+        row_level=row_level,
+        estimators=names,
+    )
+    if row_level and table.shape[0] != prepared.n_rows:
+        raise ValueError(
+            f"policy has {table.shape[0]} rows but the logs have {prepared.n_rows}; an array policy "
+            "needs one distribution per logged row (use a TabularPolicy for one per state)"
+        )
+    results, target = run_estimators(names, prepared, table, clip_threshold, switch_threshold)
+    warn_support(target)
+    return _result_frame(results, prepared, target, level, n_bootstrap, random_state, table,
+                         clip_threshold, switch_threshold)
+
+
+def _result_frame(
+    results: list[Estimate],
+    prepared: PreparedLogs,
+    target: Target,
+    level: float,
+    n_bootstrap: int,
+    random_state: int | np.random.Generator | None,
+    table: np.ndarray,
+    clip_threshold: float,
+    switch_threshold: float,
+) -> pd.DataFrame:
+    z = normal_quantile(level)
+    rows = []
+    for result in results:
+        se = standard_error(prepared.cells, result.influence)
+        uses_propensity = result.name in PROPENSITY_ESTIMATORS
+        rows.append({
+            "estimate": result.estimate,
+            "std_error": se,
+            "ci_low": result.estimate - z * se,
+            "ci_high": result.estimate + z * se,
+            **result.diagnostics,
+            "n_rows": prepared.n_rows,
+            "support_violation_share": target.support_violation_share,
+            "propensity_source": prepared.propensity_source if uses_propensity else "not used",
+            "reward_model": prepared.reward_model_source if result.name in MODEL_ESTIMATORS else "not used",
+            "level": level,
+        })
+    frame = pd.DataFrame(rows, index=pd.Index([r.name for r in results], name="estimator"))
+    if n_bootstrap:
+        atoms = prepared.atoms()
+        atom_results = results
+        if atoms is not prepared.cells:
+            atom_results, _ = run_estimators(
+                [r.name for r in results], prepared, table, clip_threshold, switch_threshold, atoms
+            )
+        terms = [_bootstrap_terms(r, prepared) for r in atom_results]
+        replicates = poisson_bootstrap(atoms, terms, int(n_bootstrap), random_state)
+        low, high, spread = bootstrap_interval(replicates, level)
+        frame["boot_std_error"] = spread
+        frame["boot_ci_low"] = low
+        frame["boot_ci_high"] = high
+        frame["n_bootstrap"] = int(n_bootstrap)
+    return frame
+
+
+def _bootstrap_terms(result: Estimate, prepared: PreparedLogs) -> tuple[np.ndarray, np.ndarray | None]:
+    """What each resample averages: the estimator's own terms, or for the direct method with a
+    model fit on these logs its influence terms (a linearised bootstrap that includes the model's
+    noise, which resampling the terms with a fixed model would miss)."""
+    if result.name == "dm" and prepared.leave_one_out:
+        centred = result.influence.copy()
+        centred[:, 0] += result.estimate
+        return centred, None
+    return result.numerator, result.denominator

@@ -1,0 +1,268 @@
+"""Sufficient statistics of logged bandit feedback, from which every tabular estimator is computed.
+
+Every estimator in ``hfrl.ope`` has a per-row term that is a linear combination of the basis
+``phi = (1, r, r/p, 1/p)`` with coefficients that depend only on the row's cell (its state, its
+action and, for clipping, its propensity). Sums of terms and of their products therefore need only
+the per-cell sums of ``phi_j * phi_l``::
+
+    n, r, r/p, 1/p, r^2, r^2/p, r^2/p^2, r/p^2, 1/p^2
+
+which any backend computes in one group-by over ``(state, action)``. The per-row
+``(n_rows, n_actions)`` matrix of a tabular policy is never built.
+
+Cells come in two grains:
+
+* ``(state, action)`` groups, when each cell's propensity is constant (a tabular logging policy, or
+  estimated propensities), which is exact for every estimator, clipping included;
+* *atoms*: distinct ``(state, action, reward, propensity)`` rows with their counts, used for the
+  Poisson bootstrap (rows of one atom are exchangeable) and when propensities vary inside a cell.
+  An array policy (one row of probabilities per logged row) uses one cell per row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from hfrl.backends import Backend
+from hfrl.data import schema
+from hfrl.data.io import LogSource, is_path, load_logs
+
+__all__ = ["BASIS", "PRODUCT_SUMS", "Cells", "atom_cells", "grouped_cells", "row_cells"]
+
+BASIS = ("1", "r", "r/p", "1/p")
+
+S, A, R, P = schema.STATE, schema.ACTION, schema.REWARD, schema.PROPENSITY
+
+# per-row expressions (hfrl.backends.expressions grammar) of the products phi_j * phi_l
+PRODUCT_SUMS: dict[str, str] = {
+    "n": "1",
+    "r": f"{R}",
+    "r_p": f"{R} / {P}",
+    "inv_p": f"1 / {P}",
+    "r2": f"{R} * {R}",
+    "r2_p": f"{R} * {R} / {P}",
+    "r2_p2": f"{R} * {R} / ({P} * {P})",
+    "r_p2": f"{R} / ({P} * {P})",
+    "inv_p2": f"1 / ({P} * {P})",
+}
+# the products that do not involve the propensity
+REWARD_SUMS = {"n": "1", "r": f"{R}", "r2": f"{R} * {R}"}
+
+_PAIR = {
+    (0, 0): "n", (0, 1): "r", (0, 2): "r_p", (0, 3): "inv_p",
+    (1, 1): "r2", (1, 2): "r2_p", (1, 3): "r_p",
+    (2, 2): "r2_p2", (2, 3): "r_p2",
+    (3, 3): "inv_p2",
+}
+PAIR_SUM = {**_PAIR, **{(j, i): name for (i, j), name in _PAIR.items()}}
+
+# relative tolerance below which a cell's propensity counts as constant
+_CONSTANT_TOLERANCE = 1e-9
+
+
+@dataclass
+class Cells:
+    """Per-cell sums of the basis products.
+
+    Attributes
+    ----------
+    state, action : int64 arrays of shape (n_cells,)
+    sums : dict name -> float64 array of shape (n_cells,); names are the keys of ``PRODUCT_SUMS``
+    propensity : float64 array of shape (n_cells,); the cell's propensity when it is constant in
+        the cell, NaN otherwise (or when there is none)
+    grain : "state_action", "atom" or "row"
+    """
+
+    state: np.ndarray
+    action: np.ndarray
+    sums: dict[str, np.ndarray]
+    propensity: np.ndarray
+    grain: str
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.state.shape[0])
+
+    @property
+    def n_rows(self) -> int:
+        return int(round(float(self.sums["n"].sum())))
+
+    @property
+    def count(self) -> np.ndarray:
+        return self.sums["n"]
+
+    def first_moments(self) -> np.ndarray:
+        """Per-cell sums of the basis, shape (n_cells, 4)."""
+        s = self.sums
+        return np.stack([s["n"], s["r"], s["r_p"], s["inv_p"]], axis=1)
+
+    def total(self, coefficients: np.ndarray) -> float:
+        """Sum over all rows of the term whose per-cell basis coefficients are given (n_cells, 4)."""
+        total = 0.0
+        for j, name in enumerate(("n", "r", "r_p", "inv_p")):
+            column = coefficients[:, j]
+            if column.any():
+                total += float(column @ self.sums[name])
+        return total
+
+    def cross(self, first: np.ndarray, second: np.ndarray) -> float:
+        """Sum over all rows of the product of two terms given by their coefficients."""
+        used_first = [j for j in range(4) if first[:, j].any()]
+        used_second = [j for j in range(4) if second[:, j].any()]
+        total = 0.0
+        for j in used_first:
+            for k in used_second:
+                total += float((first[:, j] * second[:, k]) @ self.sums[PAIR_SUM[(j, k)]])
+        return total
+
+    def gram(self, terms: list[np.ndarray]) -> np.ndarray:
+        """Matrix of sums of products of every pair of terms."""
+        size = len(terms)
+        out = np.empty((size, size))
+        for i in range(size):
+            for j in range(i, size):
+                out[i, j] = out[j, i] = self.cross(terms[i], terms[j])
+        return out
+
+    def unit_values(self, coefficients: np.ndarray) -> np.ndarray:
+        """The term's value for one row of each cell (cells whose rows are identical: atoms, rows)."""
+        count = self.sums["n"]
+        return (coefficients * self.first_moments()).sum(axis=1) / count
+
+
+def _products(reward: np.ndarray, propensity: np.ndarray, count: np.ndarray) -> dict[str, np.ndarray]:
+    inv_p = 1.0 / propensity
+    return {
+        "n": count,
+        "r": count * reward,
+        "r_p": count * reward * inv_p,
+        "inv_p": count * inv_p,
+        "r2": count * reward * reward,
+        "r2_p": count * reward * reward * inv_p,
+        "r2_p2": count * (reward * inv_p) ** 2,
+        "r_p2": count * reward * inv_p * inv_p,
+        "inv_p2": count * inv_p * inv_p,
+    }
+
+
+def _with_propensity(state, action, base, propensity, grain) -> Cells:
+    """Cells whose propensity is one known value per cell, from the reward sums n, r, r^2."""
+    inv_p = 1.0 / propensity
+    sums = {
+        "n": base["n"], "r": base["r"], "r2": base["r2"],
+        "r_p": base["r"] * inv_p, "inv_p": base["n"] * inv_p,
+        "r2_p": base["r2"] * inv_p, "r2_p2": base["r2"] * inv_p * inv_p,
+        "r_p2": base["r"] * inv_p * inv_p, "inv_p2": base["n"] * inv_p * inv_p,
+    }
+    return Cells(state, action, sums, propensity, grain)
+
+
+def grouped_cells(
+    logs: LogSource,
+    backend: Backend,
+    propensity_mode: str,
+    estimated_propensity: np.ndarray | None = None,
+) -> Cells:
+    """One cell per logged ``(state, action)``: a single ``group_sums`` over the logs.
+
+    ``propensity_mode`` is ``"logged"`` (use the column), ``"estimated"`` (use
+    ``estimated_propensity[state, action]``; only reward sums are read) or ``"none"`` (no
+    propensity; the propensity sums are zero and only the direct method may use the cells).
+    """
+    sums = PRODUCT_SUMS if propensity_mode == "logged" else REWARD_SUMS
+    frame = backend.group_sums(logs, [S, A], sums)
+    state = frame[S].to_numpy(np.int64)
+    action = frame[A].to_numpy(np.int64)
+    values = {name: frame[name].to_numpy(np.float64) for name in sums}
+    if propensity_mode == "logged":
+        n, inv_p, inv_p2 = values["n"], values["inv_p"], values["inv_p2"]
+        spread = n * inv_p2 - inv_p * inv_p  # n^2 times the variance of 1/p in the cell
+        constant = np.abs(spread) <= _CONSTANT_TOLERANCE * inv_p * inv_p
+        propensity = np.where(constant, n / inv_p, np.nan)
+        return Cells(state, action, values, propensity, "state_action")
+    if propensity_mode == "estimated":
+        assert estimated_propensity is not None
+        return _with_propensity(state, action, values, estimated_propensity[state, action], "state_action")
+    zero = np.zeros_like(values["n"])
+    filled = {name: values.get(name, zero) for name in PRODUCT_SUMS}
+    return Cells(state, action, filled, np.full(state.shape, np.nan), "state_action")
+
+
+def _needed_columns(propensity_mode: str) -> list[str]:
+    return [S, A, R] + ([P] if propensity_mode == "logged" else [])
+
+
+def _frame(logs: LogSource, columns: list[str]) -> pd.DataFrame:
+    if isinstance(logs, pd.DataFrame):
+        return logs
+    return load_logs(logs, columns=columns, validate=False)
+
+
+def atom_cells(
+    logs: LogSource,
+    backend: Backend,
+    propensity_mode: str,
+    estimated_propensity: np.ndarray | None = None,
+) -> Cells:
+    """One cell per distinct ``(state, action, reward, propensity)``, sorted by those keys.
+
+    DuckDB groups in SQL; other backends group in memory (files are read column-wise first).
+    """
+    columns = _needed_columns(propensity_mode)
+    if backend.name == "duckdb" and (is_path(logs) or isinstance(logs, pd.DataFrame)):
+        listed = ", ".join(f'"{c}"' for c in columns)
+        sql = (
+            f"SELECT {listed}, count(*) AS n FROM {{logs}} GROUP BY {listed} ORDER BY {listed}"
+        )
+        grouped = backend.query(sql, logs)  # type: ignore[attr-defined]
+        keys = {c: grouped[c].to_numpy() for c in columns}
+        count = grouped["n"].to_numpy(np.float64)
+    else:
+        frame = _frame(logs, columns)
+        size = frame.groupby(columns, sort=True, observed=True).size()
+        keys = {c: size.index.get_level_values(c).to_numpy() for c in columns}
+        count = size.to_numpy(np.float64)
+    state = keys[S].astype(np.int64)
+    action = keys[A].astype(np.int64)
+    reward = keys[R].astype(np.float64)
+    if propensity_mode == "logged":
+        propensity = keys[P].astype(np.float64)
+    elif propensity_mode == "estimated":
+        assert estimated_propensity is not None
+        propensity = estimated_propensity[state, action]
+    else:
+        propensity = np.ones_like(reward)
+    sums = _products(reward, propensity, count)
+    if propensity_mode == "none":
+        for name in ("r_p", "inv_p", "r2_p", "r2_p2", "r_p2", "inv_p2"):
+            sums[name] = np.zeros_like(count)
+        propensity = np.full_like(reward, np.nan)
+    return Cells(state, action, sums, propensity, "atom")
+
+
+def row_cells(
+    frame: pd.DataFrame,
+    propensity_mode: str,
+    estimated_propensity: np.ndarray | None = None,
+) -> Cells:
+    """One cell per logged row, in row order (for policies given as one row per logged row)."""
+    state = frame[S].to_numpy().astype(np.int64)
+    action = frame[A].to_numpy().astype(np.int64)
+    reward = frame[R].to_numpy(np.float64)
+    count = np.ones_like(reward)
+    if propensity_mode == "logged":
+        propensity = frame[P].to_numpy(np.float64)
+    elif propensity_mode == "estimated":
+        assert estimated_propensity is not None
+        propensity = estimated_propensity[state, action]
+    else:
+        propensity = np.ones_like(reward)
+    sums = _products(reward, propensity, count)
+    if propensity_mode == "none":
+        for name in ("r_p", "inv_p", "r2_p", "r2_p2", "r_p2", "inv_p2"):
+            sums[name] = np.zeros_like(count)
+        propensity = np.full_like(reward, np.nan)
+    return Cells(state, action, sums, propensity, "row")
