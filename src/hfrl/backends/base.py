@@ -3,6 +3,19 @@
 Frequencies, the offline learners' sufficient statistics and every tabular OPE estimator reduce to
 sums of per-row expressions grouped by a few integer keys (state, action, ...). The resulting
 tables are small (states x actions), so everything after the sums runs in numpy on the driver.
+
+Interface additions (issue 3, announced here for every backend):
+
+- ``column_ranges(logs, columns)``: min, max, null count and kind of a few columns in one cheap
+  query (DuckDB answers it from Parquet statistics without a scan). Used to size dense tables,
+  to find the latest timestamp for time decay and to skip the row-level validation scan when the
+  statistics already prove the columns valid. The base class raises ``NotImplementedError``;
+  callers then fall back to ``key_ranges`` and a validation scan.
+- ``first_row(logs, where)``: 0-based position of the first row where ``where`` is non-zero, in
+  file order, or None (no such row, or the backend cannot tell; the base class returns None).
+  Used only after a validation count found offending rows, to name the first one.
+- The expression grammar gained comparisons, ``finite`` and ``floor`` (see ``expressions.py``);
+  ``to_sql`` renders them by default, so SQL backends need no change.
 """
 
 from __future__ import annotations
@@ -49,6 +62,21 @@ class Backend(ABC):
     @abstractmethod
     def key_ranges(self, logs: LogSource, keys: Sequence[str]) -> dict[str, tuple[int, int]]:
         """Min and max of each integer key column (to size dense tables)."""
+
+    def column_ranges(self, logs: LogSource, columns: Sequence[str]) -> pd.DataFrame:
+        """Min, max, null count and kind of each column, cheaply.
+
+        Returns a DataFrame indexed by column name with ``min`` and ``max`` (float64 over the
+        non-null values; date-times as seconds since 1970, strings as NaN), ``nulls`` (int64: the
+        number of NULL/NaT values) and ``kind`` (one of ``"integer"``, ``"float"``,
+        ``"datetime"``, ``"bool"``, ``"other"``). On float columns NaN may be ignored by
+        ``min``/``max``; callers must not rely on them to find NaN.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement column_ranges")
+
+    def first_row(self, logs: LogSource, where: str) -> int | None:
+        """0-based position of the first row where ``where`` is non-zero, or None if unknown."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

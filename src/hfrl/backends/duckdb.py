@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from hfrl.backends.base import Backend
@@ -19,9 +20,27 @@ SQL_FUNCTIONS = {
     "ln": lambda args: f"ln({args[0]})",
     "least": lambda args: f"least({', '.join(args)})",
     "greatest": lambda args: f"greatest({', '.join(args)})",
-    "epoch": lambda args: f"epoch(CAST({args[0]} AS TIMESTAMPTZ))",
-    "cast_double": lambda args: f"CAST({args[0]} AS DOUBLE)",
+    "epoch": lambda args: f"epoch(TRY_CAST({args[0]} AS TIMESTAMPTZ))",
+    "cast_double": lambda args: f"TRY_CAST({args[0]} AS DOUBLE)",
+    "floor": lambda args: f"floor({args[0]})",
 }
+
+
+PERFECT_HASH_BITS = 22
+_KINDS = {
+    "TINYINT": "integer", "SMALLINT": "integer", "INTEGER": "integer", "BIGINT": "integer",
+    "HUGEINT": "integer", "UTINYINT": "integer", "USMALLINT": "integer", "UINTEGER": "integer",
+    "UBIGINT": "integer", "UHUGEINT": "integer", "FLOAT": "float", "DOUBLE": "float",
+    "BOOLEAN": "bool", "DATE": "datetime",
+}
+
+
+def _kind(sql_type: str) -> str:
+    if sql_type.startswith("TIMESTAMP"):
+        return "datetime"
+    if sql_type.startswith("DECIMAL"):
+        return "float"
+    return _KINDS.get(sql_type, "other")
 
 
 def _quote_identifier(name: str) -> str:
@@ -50,16 +69,24 @@ class DuckDBBackend(Backend):
             if self.threads:
                 connection.execute(f"SET threads = {int(self.threads)}")
             connection.execute("SET preserve_insertion_order = false")
+            # Dense small-range keys (ids from Parquet statistics) go through DuckDB's perfect
+            # hash aggregate instead of a general hash table: 1,000 x 500 ids need 19-20 bits.
+            connection.execute(f"SET perfect_ht_threshold = {PERFECT_HASH_BITS}")
             self._local.connection = connection
         return connection
 
     def relation(self, logs: LogSource) -> str:
         """The table expression for ``logs`` (a registered view for a DataFrame)."""
+        return self.relation_sql(logs, self.connection())
+
+    @staticmethod
+    def relation_sql(logs: LogSource, connection) -> str:  # noqa: ANN001 - duckdb is imported lazily
+        """The table expression for ``logs`` on ``connection`` (registering a DataFrame there)."""
         if is_path(logs):
             return scan_sql(logs)
         if isinstance(logs, pd.DataFrame):
             name = f"hfrl_frame_{id(logs)}"
-            self.connection().register(name, logs)
+            connection.register(name, logs)
             return _quote_identifier(name)
         raise TypeError(f"logs must be a DataFrame or a path, got {type(logs).__name__}")
 
@@ -115,3 +142,54 @@ class DuckDBBackend(Backend):
             parts.append(f"min({q}) AS {low}, max({q}) AS {high}")
         row = self.query(f"SELECT {', '.join(parts)} FROM {{logs}}", logs).iloc[0]
         return {k: (int(row["min_" + k]), int(row["max_" + k])) for k in keys}
+
+    def column_ranges(self, logs: LogSource, columns: Sequence[str]) -> pd.DataFrame:
+        # Plain min/max/count over columns: DuckDB answers these from Parquet statistics.
+        quoted = [_quote_identifier(c) for c in columns]
+        described = self.query(f"DESCRIBE SELECT {', '.join(quoted)} FROM {{logs}}", logs)
+        kinds = [_kind(str(t)) for t in described["column_type"]]
+        parts = ["count(*) AS n_rows"]
+        for i, (q, kind) in enumerate(zip(quoted, kinds, strict=True)):
+            parts.append(f"count({q}) AS c{i}")
+            if kind == "datetime":
+                parts.append(f"epoch(CAST(min({q}) AS TIMESTAMPTZ)) AS lo{i}")
+                parts.append(f"epoch(CAST(max({q}) AS TIMESTAMPTZ)) AS hi{i}")
+            elif kind in ("integer", "float", "bool"):
+                parts.append(f"CAST(min({q}) AS DOUBLE) AS lo{i}, CAST(max({q}) AS DOUBLE) AS hi{i}")
+            else:
+                parts.append(f"NULL AS lo{i}, NULL AS hi{i}")
+        row = self.query(f"SELECT {', '.join(parts)} FROM {{logs}}", logs).iloc[0]
+        n_rows = int(row["n_rows"])
+        records = []
+        for i, kind in enumerate(kinds):
+            low, high = row[f"lo{i}"], row[f"hi{i}"]
+            records.append({
+                "min": np.nan if pd.isna(low) else float(low),
+                "max": np.nan if pd.isna(high) else float(high),
+                "nulls": n_rows - int(row[f"c{i}"]),
+                "kind": kind,
+            })
+        return pd.DataFrame(records, index=pd.Index(list(columns)))
+
+    def first_row(self, logs: LogSource, where: str) -> int | None:
+        import duckdb
+
+        # A fresh connection that keeps file order, streamed so that it stops at the first hit.
+        connection = duckdb.connect()
+        try:
+            if self.threads:
+                connection.execute(f"SET threads = {int(self.threads)}")
+            connection.execute("SET preserve_insertion_order = true")
+            condition = to_sql(where, SQL_FUNCTIONS)
+            relation = self.relation_sql(logs, connection)
+            sql = f"SELECT coalesce(({condition}) <> 0, false) AS hit FROM {relation}"
+            reader = connection.sql(sql).to_arrow_reader(1 << 20)
+            offset = 0
+            for batch in reader:
+                hits = np.flatnonzero(batch.column(0).to_numpy(zero_copy_only=False))
+                if hits.size:
+                    return offset + int(hits[0])
+                offset += batch.num_rows
+            return None
+        finally:
+            connection.close()

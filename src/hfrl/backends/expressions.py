@@ -4,8 +4,14 @@ Aggregates are written once, as strings such as ``"reward / propensity"`` or
 ``"weight * exp(-0.1 * (12.5 - epoch(timestamp)))"``, and each backend evaluates them its own
 way: numpy for memory, SQL for DuckDB and Spark. Allowed: column names, numbers, ``+ - * /``,
 unary minus, and the functions ``exp``, ``ln``, ``least``, ``greatest``, ``epoch`` (seconds
-since 1970 of a timestamp column) and ``cast_double``. One grammar keeps one source of truth for
-each formula (ARCHITECTURE convention 7).
+since 1970 of a timestamp column) and ``cast_double`` (NULL/NaN when a value is not a number).
+One grammar keeps one source of truth for each formula (ARCHITECTURE convention 7).
+
+Added for validating files in one pass (issue 3): comparisons ``< <= > >= == !=`` give 1.0 or
+0.0 (0.0 when a side is NULL; on NaN the result is unspecified, so guard with ``finite``),
+``finite(x)`` is 1.0 for a non-null finite number and 0.0 otherwise, and ``floor(x)``.
+``to_sql`` renders any function missing from the backend's map with ``DEFAULT_SQL_FUNCTIONS``
+(written to work in both DuckDB and Spark SQL).
 """
 
 from __future__ import annotations
@@ -13,13 +19,36 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable, Mapping
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["columns_of", "evaluate_numpy", "parse", "to_sql"]
+__all__ = ["DEFAULT_SQL_FUNCTIONS", "FUNCTIONS", "columns_of", "evaluate_numpy", "parse", "to_sql"]
 
-FUNCTIONS = ("exp", "ln", "least", "greatest", "epoch", "cast_double")
+FUNCTIONS = ("exp", "ln", "least", "greatest", "epoch", "cast_double", "finite", "floor")
 _BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+_COMPARE = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "=", ast.NotEq: "<>"}
+
+
+def _sql_finite(args: list[str]) -> str:
+    value = f"TRY_CAST({args[0]} AS DOUBLE)"
+    return (
+        f"(CASE WHEN {value} IS NOT NULL AND NOT isnan({value}) "
+        f"AND abs({value}) < CAST('Infinity' AS DOUBLE) THEN 1.0 ELSE 0.0 END)"
+    )
+
+
+DEFAULT_SQL_FUNCTIONS: dict[str, Callable[[list[str]], str]] = {
+    "exp": lambda args: f"exp({args[0]})",
+    "ln": lambda args: f"ln({args[0]})",
+    "least": lambda args: f"least({', '.join(args)})",
+    "greatest": lambda args: f"greatest({', '.join(args)})",
+    "epoch": lambda args: f"unix_timestamp({args[0]})",
+    "cast_double": lambda args: f"TRY_CAST({args[0]} AS DOUBLE)",
+    "finite": _sql_finite,
+    "floor": lambda args: f"floor({args[0]})",
+}
 
 
 @lru_cache(maxsize=512)
@@ -36,13 +65,18 @@ def parse(expression: str) -> ast.expr:
         elif isinstance(node, ast.BinOp):
             if type(node.op) not in _BINARY:
                 raise ValueError(f"expression {expression!r}: only + - * / are allowed")
+        elif isinstance(node, ast.Compare):
+            if len(node.ops) != 1 or type(node.ops[0]) not in _COMPARE:
+                raise ValueError(
+                    f"expression {expression!r}: only single comparisons < <= > >= == != are allowed"
+                )
         elif isinstance(node, ast.UnaryOp):
             if not isinstance(node.op, ast.USub | ast.UAdd):
                 raise ValueError(f"expression {expression!r}: only unary minus is allowed")
         elif isinstance(node, ast.Constant):
             if not isinstance(node.value, int | float) or isinstance(node.value, bool):
                 raise ValueError(f"expression {expression!r}: only numeric constants are allowed")
-        elif not isinstance(node, ast.Name | ast.Load | ast.operator | ast.unaryop):
+        elif not isinstance(node, ast.Name | ast.Load | ast.operator | ast.unaryop | ast.cmpop):
             raise ValueError(f"expression {expression!r}: {type(node).__name__} is not allowed")
     return tree
 
@@ -67,16 +101,42 @@ def to_sql(expression: str, functions: Mapping[str, Callable[[list[str]], str]])
             return f"({sign}{render(node.operand)})"
         if isinstance(node, ast.BinOp):
             return f"({render(node.left)} {_BINARY[type(node.op)]} {render(node.right)})"
+        if isinstance(node, ast.Compare):
+            left, right = render(node.left), render(node.comparators[0])
+            return f"(CASE WHEN {left} {_COMPARE[type(node.ops[0])]} {right} THEN 1.0 ELSE 0.0 END)"
         assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-        return functions[node.func.id]([render(arg) for arg in node.args])
+        render_call = functions.get(node.func.id) or DEFAULT_SQL_FUNCTIONS[node.func.id]
+        return render_call([render(arg) for arg in node.args])
 
     return render(parse(expression))
 
 
 def _epoch_seconds(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind == "M":
-        return values.astype("datetime64[ns]").astype(np.int64) / 1e9
-    return np.asarray(values, dtype=np.float64)
+        seconds = values.astype("datetime64[ns]").astype(np.int64) / 1e9
+        return np.where(np.isnat(values), np.nan, seconds)
+    return _as_double(values)
+
+
+def _as_double(values: Any) -> np.ndarray:
+    array = np.asarray(values)
+    if array.dtype.kind in "fiub":
+        return array.astype(np.float64, copy=False)
+    numeric = pd.to_numeric(pd.Series(array.ravel()), errors="coerce")
+    return numeric.to_numpy(dtype=np.float64, na_value=np.nan).reshape(array.shape)
+
+
+def _finite(values: Any) -> np.ndarray:
+    return np.isfinite(_as_double(values)).astype(np.float64)
+
+
+def _compare(op: type, left: Any, right: Any) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        result = {
+            ast.Lt: np.less, ast.LtE: np.less_equal, ast.Gt: np.greater,
+            ast.GtE: np.greater_equal, ast.Eq: np.equal, ast.NotEq: np.not_equal,
+        }[op](left, right)
+    return np.asarray(result, dtype=np.float64)
 
 
 _NUMPY_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
@@ -85,7 +145,9 @@ _NUMPY_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "least": np.minimum,
     "greatest": np.maximum,
     "epoch": _epoch_seconds,
-    "cast_double": lambda x: np.asarray(x, dtype=np.float64),
+    "cast_double": _as_double,
+    "finite": _finite,
+    "floor": np.floor,
 }
 
 
@@ -110,6 +172,8 @@ def evaluate_numpy(expression: str, columns: Mapping[str, np.ndarray], n_rows: i
             if op is ast.Mult:
                 return np.multiply(left, right)
             return np.divide(left, right)
+        if isinstance(node, ast.Compare):
+            return _compare(type(node.ops[0]), value(node.left), value(node.comparators[0]))
         assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
         return _NUMPY_FUNCTIONS[node.func.id](*[value(arg) for arg in node.args])
 

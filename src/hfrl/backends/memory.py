@@ -108,3 +108,37 @@ class MemoryBackend(Backend):
     def key_ranges(self, logs: LogSource, keys: Sequence[str]) -> dict[str, tuple[int, int]]:
         frame = _frame(logs)
         return {k: (int(frame[k].min()), int(frame[k].max())) for k in keys}
+
+    def column_ranges(self, logs: LogSource, columns: Sequence[str]) -> pd.DataFrame:
+        frame = _frame(logs)
+        rows = []
+        for name in columns:
+            series = frame[name]
+            nulls = int(series.isna().sum())
+            low = high = np.nan
+            if pd.api.types.is_bool_dtype(series.dtype):
+                kind = "bool"
+            elif pd.api.types.is_integer_dtype(series.dtype):
+                kind = "integer"
+            elif pd.api.types.is_float_dtype(series.dtype):
+                kind = "float"
+            elif pd.api.types.is_datetime64_any_dtype(series.dtype):
+                kind = "datetime"
+            else:
+                kind = "other"
+            if kind == "datetime":
+                seconds = evaluate_numpy(f"epoch({name})", {name: _column(frame, name)}, len(frame))
+                if np.isfinite(seconds).any():
+                    low, high = float(np.nanmin(seconds)), float(np.nanmax(seconds))
+            elif kind != "other" and len(series) > nulls:
+                values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+                if not np.isnan(values).all():
+                    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+            rows.append({"min": low, "max": high, "nulls": nulls, "kind": kind})
+        return pd.DataFrame(rows, index=pd.Index(list(columns)))
+
+    def first_row(self, logs: LogSource, where: str) -> int | None:
+        frame = _frame(logs)
+        columns = {name: _column(frame, name) for name in columns_of(where)}
+        hits = np.flatnonzero(evaluate_numpy(where, columns, len(frame)) != 0)
+        return int(hits[0]) if hits.size else None
