@@ -1,0 +1,112 @@
+"""Small pieces every learner shares: parameter checks, env access, schedules, learning curves."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hfrl.errors import NotFittedError
+
+BATCH_API = ("n_states", "n_actions", "reset_batch", "step_batch")
+
+
+def check_in_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
+    """Return ``value`` as a float or raise ValueError naming the parameter and the range."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    below = number <= low if low_open else number < low
+    if not math.isfinite(number) or below or number > high:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value!r}")
+    return number
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Return ``value`` as an int >= 1 or raise ValueError naming the parameter."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def batch_env(env: Any) -> Any:
+    """The unwrapped env when it offers the batch API (``reset_batch``/``step_batch``), else raise."""
+    base = getattr(env, "unwrapped", env)
+    missing = [name for name in BATCH_API if not hasattr(base, name)]
+    if missing:
+        raise TypeError(
+            f"{type(base).__name__} lacks {missing}; learners step hfrl envs (or any env with "
+            f"n_states, n_actions, reset_batch(n, rng) and step_batch(states, actions, rng))"
+        )
+    return base
+
+
+def expected_rewards(env: Any) -> np.ndarray | None:
+    """The env's exact (n_states, n_actions) mean rewards when it exposes them, else None."""
+    base = getattr(env, "unwrapped", env)
+    if hasattr(base, "reward_matrix"):
+        return np.asarray(base.reward_matrix(), dtype=np.float64)
+    return None
+
+
+def epsilon_schedule(start: float, final: float | None, decay: str, n_iterations: int,
+                     decay_fraction: float) -> np.ndarray:
+    """Exploration rate for each iteration: constant, or a linear/exponential decay to ``final``.
+
+    The decay runs over the first ``decay_fraction`` of the iterations; afterwards epsilon stays at
+    ``final`` (greedy in the limit with infinite exploration when ``final > 0``).
+    """
+    if final is None or decay == "constant":
+        return np.full(n_iterations, start)
+    horizon = max(1, int(round(decay_fraction * n_iterations)))
+    progress = np.minimum(np.arange(n_iterations) / horizon, 1.0)
+    if decay == "linear":
+        return start + (final - start) * progress
+    if decay == "exponential":
+        if start <= 0 or final <= 0:
+            raise ValueError("exponential epsilon decay needs epsilon > 0 and epsilon_final > 0")
+        return start * (final / start) ** progress
+    raise ValueError(f"epsilon_decay must be 'constant', 'linear' or 'exponential', got {decay!r}")
+
+
+class CurveRecorder:
+    """Accumulates rewards into windows of about ``window`` env steps; ``frame()`` is the curve."""
+
+    def __init__(self, n_steps: int, n_windows: int = 100) -> None:
+        self.window = max(1, n_steps // n_windows)
+        self.steps: list[int] = []
+        self.means: list[float] = []
+        self._sum = 0.0
+        self._count = 0
+        self._done = 0
+
+    def add(self, reward_sum: float, count: int) -> None:
+        self._sum += reward_sum
+        self._count += count
+        self._done += count
+        if self._count >= self.window:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._count:
+            self.steps.append(self._done)
+            self.means.append(self._sum / self._count)
+            self._sum = 0.0
+            self._count = 0
+
+    def frame(self) -> pd.DataFrame:
+        self.flush()
+        return pd.DataFrame({"step": np.asarray(self.steps, dtype=np.int64),
+                             "mean_reward": np.asarray(self.means, dtype=np.float64)})
+
+
+def check_fitted(estimator: Any, attribute: str) -> None:
+    """Raise NotFittedError when ``estimator`` has not learned ``attribute`` yet."""
+    if getattr(estimator, attribute, None) is None:
+        raise NotFittedError(
+            f"this {type(estimator).__name__} is not fitted yet; call fit(...) first"
+        )

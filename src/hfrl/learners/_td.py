@@ -1,0 +1,246 @@
+"""The loop shared by the tabular TD learners (Q-learning, SARSA, Expected SARSA).
+
+Each learner's own file holds its update target in a few lines (``_target`` for a batch of
+transitions, ``_target_one`` for one); this module only runs the episodes around it:
+
+* ``n_envs == 1``: the classic one-step loop over the Gymnasium API (``env.step``), so any
+  ``Discrete``-observation env works, wrappers included. ``truncated`` (a time limit) still
+  bootstraps; ``terminated`` does not.
+* ``n_envs > 1``: ``n_envs`` independent users stepped together with the env's batch API
+  (``reset_batch``/``step_batch``) and one vectorised update per batch.
+
+Duplicates in a batch. Several users may update the same (s, a) in one batch (greedy users in
+one state all pick the same action). They are combined exactly as ``k`` successive updates toward
+a common target would be when that target is their mean: with ``k`` copies,
+``Q <- Q + (1 - (1 - lr)**k) * (mean_target - Q)``. No sample is discarded, and the step never
+overshoots (``1 - (1 - lr)**k < 1``), unlike summing ``k`` TD errors.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from hfrl.learners._common import (
+    CurveRecorder,
+    batch_env,
+    check_in_range,
+    check_positive_int,
+    epsilon_schedule,
+)
+from hfrl.policies import TabularPolicy, resolve_rng
+
+
+class TabularTDLearner:
+    """Base of the tabular TD learners; see ``QLearning`` for the parameters."""
+
+    #: SARSA bootstraps on the next action actually taken, so it must choose it before updating.
+    _needs_next_action = False
+    #: Expected SARSA needs each state's mean Q-value.
+    _needs_row_mean = False
+
+    def __init__(
+        self,
+        gamma: float = 0.95,
+        learning_rate: float = 0.1,
+        epsilon: float = 0.1,
+        *,
+        epsilon_final: float | None = None,
+        epsilon_decay: str = "linear",
+        decay_fraction: float = 0.5,
+        n_envs: int = 1,
+        initial_q: float = 0.0,
+        random_state: int | np.random.Generator | None = None,
+    ) -> None:
+        self.gamma = gamma
+        self.learning_rate = learning_rate
+        self.epsilon = epsilon
+        self.epsilon_final = epsilon_final
+        self.epsilon_decay = epsilon_decay
+        self.decay_fraction = decay_fraction
+        self.n_envs = n_envs
+        self.initial_q = initial_q
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ the learner's own rule
+    def _target(self, rewards: np.ndarray, next_states: np.ndarray, terminated: np.ndarray,
+                next_actions: np.ndarray | None, epsilon: float) -> np.ndarray:
+        raise NotImplementedError
+
+    def _target_one(self, reward: float, next_state: int, terminated: bool, next_action: int,
+                    epsilon: float) -> float:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, env: Any, n_steps: int = 100_000) -> TabularTDLearner:
+        """Learn Q-values by interacting with ``env`` for ``n_steps`` transitions in total.
+
+        Parameters
+        ----------
+        env : gymnasium.Env or hfrl env
+            Discrete states and actions. ``n_envs > 1`` needs the batch API of hfrl envs.
+        n_steps : int
+            Environment transitions to take, summed over the parallel users.
+
+        Returns
+        -------
+        self
+            With ``q_values_``, ``policy_`` (greedy in ``q_values_``), ``learning_curve_``
+            (``step``, ``mean_reward`` per window), ``n_steps_`` and ``n_episodes_``.
+        """
+        n_steps = check_positive_int("n_steps", n_steps)
+        n_envs = check_positive_int("n_envs", self.n_envs)
+        self._gamma = check_in_range("gamma", self.gamma, 0.0, 1.0)
+        self._lr = check_in_range("learning_rate", self.learning_rate, 0.0, 1.0, low_open=True)
+        start = check_in_range("epsilon", self.epsilon, 0.0, 1.0)
+        final = None if self.epsilon_final is None else check_in_range(
+            "epsilon_final", self.epsilon_final, 0.0, 1.0)
+        fraction = check_in_range("decay_fraction", self.decay_fraction, 0.0, 1.0, low_open=True)
+        rng = resolve_rng(self.random_state)
+        n_iterations = math.ceil(n_steps / n_envs)
+        self._epsilons = epsilon_schedule(start, final, self.epsilon_decay, n_iterations, fraction)
+        if n_envs == 1:
+            self._fit_one_step(env, n_steps, rng)
+        else:
+            self._fit_batch(batch_env(env), n_iterations, n_envs, rng)
+        self.policy_ = TabularPolicy.from_q_values(
+            self.q_values_, "greedy", metadata={"learner": type(self).__name__})
+        return self
+
+    def _init_tables(self, n_states: int, n_actions: int) -> None:
+        self.q_values_ = np.full((n_states, n_actions), float(self.initial_q))
+        self._best_action = np.zeros(n_states, dtype=np.intp)
+        self._best_value = np.full(n_states, float(self.initial_q))
+        self._row_mean = np.full(n_states, float(self.initial_q))
+
+    def _fit_one_step(self, env: Any, n_steps: int, rng: np.random.Generator) -> None:
+        base = getattr(env, "unwrapped", env)
+        n_states, n_actions = _discrete_sizes(env, base)
+        self._init_tables(n_states, n_actions)
+        q = self.q_values_
+        lr = self._lr
+        uniforms = rng.random(n_steps)  # one draw decides explore-or-not and, if so, the action
+        curve = CurveRecorder(n_steps)
+        state, _ = env.reset(seed=int(rng.integers(2**31)))
+        state = int(state)
+        episodes = 0
+
+        def choose(s: int, t: int) -> int:
+            u, e = uniforms[t], self._epsilons[t]
+            return min(int(u / e * n_actions), n_actions - 1) if u < e else int(q[s].argmax())
+
+        action = choose(state, 0)
+        for t in range(n_steps):
+            next_state, reward, terminated, truncated, _ = env.step(action)
+            next_state = int(next_state)
+            following = min(t + 1, n_steps - 1)
+            next_action = choose(next_state, following) if self._needs_next_action else -1
+            target = self._target_one(float(reward), next_state, bool(terminated), next_action,
+                                      self._epsilons[t])
+            q[state, action] += lr * (target - q[state, action])
+            curve.add(float(reward), 1)
+            if terminated or truncated:
+                episodes += 1
+                next_state, _ = env.reset()
+                next_state = int(next_state)
+                next_action = choose(next_state, following)
+            elif not self._needs_next_action:
+                next_action = choose(next_state, following)
+            state, action = next_state, next_action
+        self._refresh()
+        self.learning_curve_ = curve.frame()
+        self.n_steps_ = n_steps
+        self.n_episodes_ = episodes
+
+    def _fit_batch(self, base: Any, n_iterations: int, n_envs: int, rng: np.random.Generator) -> None:
+        n_states, n_actions = int(base.n_states), int(base.n_actions)
+        self._init_tables(n_states, n_actions)
+        q_flat = self.q_values_.reshape(-1)
+        target_sum = np.zeros(q_flat.size)
+        target_count = np.zeros(q_flat.size)
+        # k duplicates of one (s, a) in a batch move Q by 1 - (1 - lr)**k toward their mean target
+        step_for_count = 1.0 - (1.0 - self._lr) ** np.arange(n_envs + 1)
+        touched = np.zeros(n_states, dtype=bool)
+        curve = CurveRecorder(n_iterations * n_envs)
+        states = np.asarray(base.reset_batch(n_envs, rng), dtype=np.intp)
+        actions = self._select(states, self._epsilons[0], rng)
+        episodes = 0
+        for it in range(n_iterations):
+            epsilon = self._epsilons[it]
+            rewards, next_states, terminated = base.step_batch(states, actions, rng)
+            next_states = np.asarray(next_states, dtype=np.intp)
+            terminated = np.asarray(terminated, dtype=bool)
+            next_actions = self._select(next_states, epsilon, rng) if self._needs_next_action else None
+            targets = self._target(rewards, next_states, terminated, next_actions, epsilon)
+
+            index = states * n_actions + actions
+            np.add.at(target_sum, index, targets)
+            np.add.at(target_count, index, 1.0)
+            old = q_flat.take(index)
+            counts = target_count.take(index)
+            mean_targets = target_sum.take(index) / counts
+            q_flat[index] = old + step_for_count.take(counts.astype(np.intp)) * (mean_targets - old)
+            target_sum[index] = 0.0
+            target_count[index] = 0.0
+
+            touched[states] = True
+            self._refresh(touched)
+            touched[:] = False
+            curve.add(float(rewards.sum()), n_envs)
+
+            n_done = int(terminated.sum())
+            if n_done:
+                episodes += n_done
+                next_states = next_states.copy()
+                next_states[terminated] = np.asarray(base.reset_batch(n_done, rng), dtype=np.intp)
+            next_epsilon = self._epsilons[min(it + 1, n_iterations - 1)]
+            if next_actions is None:
+                next_actions = self._select(next_states, next_epsilon, rng)
+            elif n_done:
+                next_actions[terminated] = self._select(next_states[terminated], next_epsilon, rng)
+            states, actions = next_states, next_actions
+        self.learning_curve_ = curve.frame()
+        self.n_steps_ = n_iterations * n_envs
+        self.n_episodes_ = episodes
+
+    # ------------------------------------------------------------------ helpers
+    def _select(self, states: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+        """Epsilon-greedy actions: one uniform draw per user decides explore and which action."""
+        greedy = self._best_action.take(states)
+        if epsilon <= 0.0:
+            return greedy
+        n_actions = self.q_values_.shape[1]
+        u = rng.random(states.shape[0])
+        explore = np.minimum((u * (n_actions / epsilon)).astype(np.intp), n_actions - 1)
+        return np.where(u < epsilon, explore, greedy)
+
+    def _refresh(self, touched: np.ndarray | None = None) -> None:
+        """Recompute greedy action, max and (Expected SARSA) mean of the touched states' rows."""
+        q = self.q_values_
+        rows = None if touched is None else np.flatnonzero(touched)
+        if rows is None or rows.size * 2 > q.shape[0]:
+            self._best_action = q.argmax(axis=1)
+            self._best_value = np.take_along_axis(q, self._best_action[:, None], axis=1)[:, 0]
+            if self._needs_row_mean:
+                self._row_mean = q.mean(axis=1)
+            return
+        sub = q[rows]
+        best = sub.argmax(axis=1)
+        self._best_action[rows] = best
+        self._best_value[rows] = np.take_along_axis(sub, best[:, None], axis=1)[:, 0]
+        if self._needs_row_mean:
+            self._row_mean[rows] = sub.mean(axis=1)
+
+
+def _discrete_sizes(env: Any, base: Any) -> tuple[int, int]:
+    n_states = getattr(base, "n_states", None)
+    n_actions = getattr(base, "n_actions", None)
+    if n_states is None:
+        n_states = getattr(env.observation_space, "n", None)
+    if n_actions is None:
+        n_actions = getattr(env.action_space, "n", None)
+    if n_states is None or n_actions is None:
+        raise TypeError("tabular TD learners need Discrete observation and action spaces")
+    return int(n_states), int(n_actions)

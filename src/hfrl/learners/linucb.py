@@ -1,0 +1,252 @@
+"""LinUCB (Li et al., 2010, disjoint model): a ridge regression per arm plus an optimism bonus.
+
+For context features x and each arm a, with A_a = ridge * I + sum x x^T and b_a = sum r x:
+
+    theta_a = A_a^-1 b_a
+    a_t     = argmax_a  theta_a . x + alpha * sqrt(x^T A_a^-1 x)
+
+One update keeps A_a^-1 current with the Sherman-Morrison identity (O(d^2), no inversion):
+
+    A_a^-1 <- A_a^-1 - (A_a^-1 x)(A_a^-1 x)^T / (1 + x^T A_a^-1 x)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from hfrl.errors import NotFittedError
+from hfrl.learners._common import CurveRecorder, batch_env, check_in_range, check_positive_int
+from hfrl.policies import TabularPolicy, resolve_rng
+
+__all__ = ["LinUCB"]
+
+
+class LinUCB:
+    """Contextual bandit with linear reward models and upper-confidence exploration.
+
+    Parameters
+    ----------
+    alpha : float, default 1.0
+        Width of the confidence bonus.
+    ridge : float, default 1.0
+        Ridge penalty (prior precision) of every arm's regression.
+    features : array-like of shape (n_states, n_features), optional
+        Feature vector of each env state; needed for ``fit(env, ...)`` and ``policy_`` and lets
+        ``select``/``update`` take a state id as context. Without it, contexts are vectors.
+    n_actions, n_features : int, optional
+        Needed before ``select``/``update`` when ``fit`` has not been called.
+    n_envs : int, default 1
+        Users served per round in ``fit(env, n_steps=)``.
+    random_state : int, Generator or None
+
+    Attributes
+    ----------
+    theta_ : ndarray of shape (n_actions, n_features)
+    covariance_inverse_ : ndarray of shape (n_actions, n_features, n_features)
+    policy_ : TabularPolicy
+        Greedy in ``features @ theta_.T`` (only with ``features``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> bandit = LinUCB(alpha=0.5, n_actions=2, n_features=2)
+    >>> for _ in range(50):
+    ...     for x in ([1.0, 0.0], [0.0, 1.0]):
+    ...         arm = bandit.select(x)
+    ...         bandit.update(arm, float(arm == int(x[1])), x)
+    >>> bandit.select([1.0, 0.0]), bandit.select([0.0, 1.0])
+    (0, 1)
+    """
+
+    def __init__(self, alpha: float = 1.0, ridge: float = 1.0, *, features: Any = None,
+                 n_actions: int | None = None, n_features: int | None = None, n_envs: int = 1,
+                 random_state: int | np.random.Generator | None = None) -> None:
+        self.alpha = alpha
+        self.ridge = ridge
+        self.features = features
+        self.n_actions = n_actions
+        self.n_features = n_features
+        self.n_envs = n_envs
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ state
+    def _initialise(self, n_actions: int, n_features: int) -> None:
+        self._alpha = check_in_range("alpha", self.alpha, 0.0, float("inf"))
+        self._ridge = check_in_range("ridge", self.ridge, 0.0, float("inf"), low_open=True)
+        n_actions = check_positive_int("n_actions", n_actions)
+        n_features = check_positive_int("n_features", n_features)
+        self._features = None
+        if self.features is not None:
+            features = np.asarray(self.features, dtype=np.float64)
+            if features.ndim != 2 or features.shape[1] != n_features or not np.isfinite(features).all():
+                raise ValueError(f"features must be a finite (n_states, {n_features}) array, "
+                                 f"got shape {features.shape}")
+            self._features = features
+        self.n_actions_, self.n_features_ = n_actions, n_features
+        self.covariance_ = np.broadcast_to(self._ridge * np.eye(n_features),
+                                           (n_actions, n_features, n_features)).copy()
+        self.covariance_inverse_ = np.broadcast_to(np.eye(n_features) / self._ridge,
+                                                   (n_actions, n_features, n_features)).copy()
+        self.response_ = np.zeros((n_actions, n_features))
+        self.theta_ = np.zeros((n_actions, n_features))
+        self.counts_ = np.zeros(n_actions)
+        self._rng = resolve_rng(self.random_state)
+
+    def _ensure_initialised(self) -> None:
+        if getattr(self, "theta_", None) is not None:
+            return
+        n_features = self.n_features
+        if n_features is None and self.features is not None:
+            n_features = np.asarray(self.features).shape[1]
+        if self.n_actions is None or n_features is None:
+            raise NotFittedError("LinUCB has no arms yet: pass n_actions= and n_features= (or features=) "
+                                 "to the constructor, or call fit(...) first")
+        self._initialise(self.n_actions, n_features)
+
+    def _context(self, context: Any) -> np.ndarray:
+        if self._features is not None and np.ndim(context) == 0 and context is not None:
+            s = int(context)
+            if s != context or not 0 <= s < self._features.shape[0]:
+                raise ValueError(f"context must be a state id in [0, {self._features.shape[0]}) "
+                                 f"or a feature vector, got {context!r}")
+            return self._features[s]
+        x = np.asarray(context, dtype=np.float64)
+        if x.shape != (self.n_features_,) or not np.isfinite(x).all():
+            raise ValueError(f"context must be a finite feature vector of length {self.n_features_}, "
+                             f"got {context!r}")
+        return x
+
+    # ------------------------------------------------------------------ one decision at a time
+    def select(self, context: Any) -> int:
+        """The arm with the highest upper confidence bound for ``context``."""
+        self._ensure_initialised()
+        x = self._context(context)
+        spread = self.covariance_inverse_ @ x  # (n_actions, n_features)
+        scores = self.theta_ @ x + self._alpha * np.sqrt(spread @ x)
+        return int(scores.argmax())
+
+    def update(self, action: int, reward: float, context: Any) -> None:
+        """Add one observation to arm ``action``'s regression (Sherman-Morrison, O(d^2))."""
+        self._ensure_initialised()
+        x = self._context(context)
+        a = int(action)
+        if a != action or not 0 <= a < self.n_actions_:
+            raise ValueError(f"action must be an arm id in [0, {self.n_actions_}), got {action!r}")
+        r = float(reward)
+        if not math.isfinite(r):
+            raise ValueError(f"reward must be a finite number, got {reward!r}")
+        inverse = self.covariance_inverse_[a]
+        spread = inverse @ x
+        inverse -= np.outer(spread, spread) / (1.0 + x @ spread)
+        self.covariance_[a] += np.outer(x, x)
+        self.response_[a] += r * x
+        self.theta_[a] = inverse @ self.response_[a]
+        self.counts_[a] += 1.0
+
+    # ------------------------------------------------------------------ batches
+    def _select_batch(self, contexts: np.ndarray) -> np.ndarray:
+        spread = np.einsum("kde,ne->nkd", self.covariance_inverse_, contexts)
+        bonus = np.sqrt(np.einsum("nkd,nd->nk", spread, contexts))
+        return (contexts @ self.theta_.T + self._alpha * bonus).argmax(axis=1)
+
+    def _update_batch(self, contexts: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
+        for a in np.unique(actions):
+            rows = contexts[actions == a]
+            self.covariance_[a] += rows.T @ rows
+            self.response_[a] += rewards[actions == a] @ rows
+            self.counts_[a] += rows.shape[0]
+        self.covariance_inverse_ = np.linalg.inv(self.covariance_)
+        self.theta_ = np.einsum("kde,ke->kd", self.covariance_inverse_, self.response_)
+
+    def partial_fit(self, actions: Any, rewards: Any, contexts: Any) -> LinUCB:
+        """Add logged decisions: arms, rewards and their (n, n_features) contexts (or state ids)."""
+        self._ensure_initialised()
+        actions_arr = np.asarray(actions)
+        rewards_arr = np.asarray(rewards, dtype=np.float64)
+        contexts_arr = np.asarray(contexts)
+        if contexts_arr.ndim == 1 and self._features is not None:
+            contexts_arr = self._features[contexts_arr.astype(np.intp)]
+        contexts_arr = np.asarray(contexts_arr, dtype=np.float64)
+        n = actions_arr.shape[0] if actions_arr.ndim == 1 else -1
+        if (n < 0 or rewards_arr.shape != (n,) or contexts_arr.shape != (n, self.n_features_)):
+            raise ValueError(f"expected actions (n,), rewards (n,) and contexts (n, {self.n_features_}); "
+                             f"got {actions_arr.shape}, {rewards_arr.shape}, {contexts_arr.shape}")
+        if actions_arr.dtype.kind not in "iu" or (actions_arr < 0).any() or (
+                actions_arr >= self.n_actions_).any():
+            raise ValueError(f"actions must be arm ids in [0, {self.n_actions_})")
+        if not (np.isfinite(rewards_arr).all() and np.isfinite(contexts_arr).all()):
+            raise ValueError("rewards and contexts must be finite")
+        self._update_batch(contexts_arr, actions_arr.astype(np.intp), rewards_arr)
+        return self
+
+    def fit(self, env_or_actions: Any, rewards: Any = None, contexts: Any = None, *,
+            n_steps: int | None = None) -> LinUCB:
+        """Learn from an env (``fit(env, n_steps=)``, needs ``features``) or from logged arrays.
+
+        Returns
+        -------
+        self
+            After an env fit also ``learning_curve_`` (``step``, ``mean_reward``) and
+            ``policy_``.
+        """
+        base = getattr(env_or_actions, "unwrapped", env_or_actions)
+        if hasattr(base, "step_batch"):
+            if n_steps is None:
+                raise ValueError("fit(env, n_steps=) needs n_steps")
+            return self._fit_env(batch_env(env_or_actions), check_positive_int("n_steps", n_steps))
+        if rewards is None or contexts is None:
+            raise ValueError("fit(actions, rewards, contexts) needs all three, or an env with n_steps=")
+        actions_arr = np.asarray(env_or_actions)
+        contexts_arr = np.asarray(contexts)
+        n_features = (contexts_arr.shape[1] if contexts_arr.ndim == 2
+                      else np.asarray(self.features).shape[1] if self.features is not None else 1)
+        n_actions = self.n_actions if self.n_actions is not None else int(actions_arr.max()) + 1
+        self._initialise(n_actions, n_features)
+        return self.partial_fit(actions_arr, rewards, contexts_arr)
+
+    def _fit_env(self, base: Any, n_steps: int) -> LinUCB:
+        if self.features is None:
+            raise ValueError("fit(env, ...) needs features= (one feature vector per env state)")
+        features = np.asarray(self.features, dtype=np.float64)
+        if features.ndim != 2 or features.shape[0] != int(base.n_states):
+            raise ValueError(f"features must have one row per env state ({int(base.n_states)}), "
+                             f"got shape {features.shape}")
+        self._initialise(int(base.n_actions), features.shape[1])
+        n_envs = check_positive_int("n_envs", self.n_envs)
+        curve = CurveRecorder(n_steps)
+        states = np.asarray(base.reset_batch(n_envs, self._rng), dtype=np.intp)
+        done = 0
+        while done < n_steps:
+            states = states[: n_steps - done]
+            if states.shape[0] == 1:
+                actions = np.array([self.select(int(states[0]))], dtype=np.intp)
+            else:
+                actions = self._select_batch(features[states])
+            rewards, next_states, terminated = base.step_batch(states, actions, self._rng)
+            rewards = np.asarray(rewards, dtype=np.float64)
+            if states.shape[0] == 1:
+                self.update(int(actions[0]), float(rewards[0]), int(states[0]))
+            else:
+                self._update_batch(features[states], actions, rewards)
+            done += states.shape[0]
+            curve.add(float(rewards.sum()), states.shape[0])
+            next_states = np.asarray(next_states, dtype=np.intp).copy()
+            terminated = np.asarray(terminated, dtype=bool)
+            if terminated.any():
+                next_states[terminated] = base.reset_batch(int(terminated.sum()), self._rng)
+            states = next_states
+        self.learning_curve_ = curve.frame()
+        return self
+
+    @property
+    def policy_(self) -> TabularPolicy:
+        """Greedy policy over env states (needs ``features``)."""
+        if getattr(self, "theta_", None) is None:
+            raise NotFittedError("this LinUCB is not fitted yet; call fit(...) first")
+        if self._features is None:
+            raise ValueError("policy_ needs features= (one feature vector per state)")
+        return TabularPolicy.from_q_values(self._features @ self.theta_.T, "greedy",
+                                           metadata={"learner": "LinUCB"})
