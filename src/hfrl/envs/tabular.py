@@ -15,13 +15,14 @@ Q-values, the optimal Q-values and an optimal policy.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import scipy.sparse as sp
 from gymnasium import spaces
-from scipy.sparse.linalg import spsolve
+from scipy.sparse.linalg import MatrixRankWarning, spsolve
 
 from hfrl.policies import TabularPolicy, check_distribution_table, resolve_rng
 
@@ -288,7 +289,9 @@ class TabularMDPEnv(gym.Env):
         if gamma == 0.0:
             return r_pi.copy()
         system = (sp.identity(self._n_states, format="csc") - gamma * p_pi.tocsc()).tocsc()
-        values = np.atleast_1d(spsolve(system, r_pi))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MatrixRankWarning)  # reported below as a ValueError
+            values = np.atleast_1d(spsolve(system, r_pi))
         if not np.isfinite(values).all():
             raise ValueError(
                 f"the Bellman system is singular at gamma={gamma}: some states never end an "
