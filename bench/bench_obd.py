@@ -1,0 +1,480 @@
+"""The Open Bandit Dataset end to end: OPE check, policy learning with the HF blend, which estimator to trust.
+
+Usage::
+
+    python bench/bench_obd.py --data /work/shared/data/obd [--replications 100] [--seed 0]
+
+Prints one JSON line of figures, then a Markdown report (the tables of ``examples/obd.md``).
+Sections:
+
+1. Loading: ``hfrl.datasets.load_obd`` (DuckDB) against a plain pandas ``read_csv`` +
+   ``CategoryEncoder`` peer on the same file (time, and the same state ids).
+2. OPE check: the value of Bernoulli TS (its action distribution per position from the Beta
+   priors in ``prior_bts.yaml`` by Monte Carlo, and as the empirical action frequency of the BTS
+   logs) estimated from the uniform-random logs by every estimator, against the BTS logs'
+   on-policy mean click (with its binomial CI).
+3. Policy learning on the random logs, time-ordered train / validation / test: HF of clicks per
+   (user, position) state, offline learners (DM, IPS), the blend with alpha tuned on validation
+   by SNIPS and by the lower-bound criterion, and each policy's estimated CTR on test with 95% CI.
+4. Which estimator to trust: a simulator fitted to the random logs (``hfrl.envs.fit_env``), the
+   uniform logging design replayed in it ``--replications`` times, each estimator's bias, RMSE and
+   CI coverage against the replica's exact values.
+5. The deployment verdict (``hfrl.ope.compare``) for the blended policy vs the uniform logging
+   policy on test.
+
+Pieces whose upstream module is missing are reported as missing, never faked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hfrl.data import CategoryEncoder
+from hfrl.datasets import USER_FEATURE_COLUMNS, bts_action_distribution, load_obd
+from hfrl.policies import TabularPolicy
+
+STATE_COLUMNS = [*USER_FEATURE_COLUMNS, "position"]
+Z95 = 1.959963984540054
+
+
+def mean_ci(values: np.ndarray) -> dict[str, float]:
+    """On-policy value: the mean with its normal 95% interval."""
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean())
+    se = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else float("nan")
+    return {"estimate": mean, "std_error": se, "ci_low": mean - Z95 * se, "ci_high": mean + Z95 * se,
+            "n_rows": int(values.size)}
+
+
+# --- 1. loading ------------------------------------------------------------------------------------
+
+
+def load_section(data: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    start = time.perf_counter()
+    random_logs = load_obd(data, "random", state_columns=STATE_COLUMNS, include_affinities=True)
+    load_seconds = time.perf_counter() - start
+    bts_logs = load_obd(data, "bts", state_columns=STATE_COLUMNS)
+
+    start = time.perf_counter()
+    raw = pd.read_csv(data / "random" / "all" / "all.csv", index_col=0)
+    peer_states = CategoryEncoder(STATE_COLUMNS).fit_transform(raw)
+    peer_seconds = time.perf_counter() - start
+    figures = {
+        "rows_random": len(random_logs),
+        "rows_bts": len(bts_logs),
+        "clicks_random": int(random_logs["reward"].sum()),
+        "clicks_bts": int(bts_logs["reward"].sum()),
+        "n_states": int(random_logs.attrs["n_states"]),
+        "n_actions": int(random_logs.attrs["n_actions"]),
+        "load_seconds": round(load_seconds, 3),
+        "pandas_peer_seconds": round(peer_seconds, 3),
+        "states_equal_to_peer": bool(np.array_equal(peer_states, random_logs["state"].to_numpy())),
+    }
+    return random_logs, bts_logs, figures
+
+
+# --- 2. the BTS policy and the OPE check ------------------------------------------------------------
+
+
+def state_positions(logs: pd.DataFrame) -> np.ndarray:
+    """The 1-based position of every state id (0 for the unknown bucket)."""
+    encoder = CategoryEncoder.from_dict(logs.attrs["state_encoder"])
+    decoded = encoder.inverse_transform(np.arange(encoder.n_ids))["position"]
+    return pd.to_numeric(decoded, errors="coerce").fillna(0).to_numpy(dtype=np.int64)
+
+
+def per_position_policy(logs: pd.DataFrame, by_position: np.ndarray, name: str) -> TabularPolicy:
+    """A state policy that plays ``by_position[k - 1]`` in every state at position k."""
+    positions = state_positions(logs)
+    table = np.where(
+        (positions > 0)[:, None], by_position[np.clip(positions - 1, 0, None)], by_position.mean(axis=0)
+    )
+    return TabularPolicy(table / table.sum(axis=1, keepdims=True), {"name": name})
+
+
+def bts_tables(data: Path, bts_logs: pd.DataFrame, n_actions: int, seed: int) -> dict[str, np.ndarray]:
+    tables = {}
+    prior_file = data / "prior_bts.yaml"
+    if prior_file.is_file():
+        import yaml
+
+        prior = yaml.safe_load(prior_file.read_text())["all"]
+        tables["bts_prior_mc"] = bts_action_distribution(
+            prior["alpha"], prior["beta"], n_positions=3, n_samples=100_000, random_state=seed
+        )
+    counts = np.zeros((3, n_actions))
+    np.add.at(counts, (bts_logs["position"].to_numpy() - 1, bts_logs["action"].to_numpy()), 1.0)
+    tables["bts_empirical"] = counts / counts.sum(axis=1, keepdims=True)
+    return tables
+
+
+def ope_section(random_logs, bts_logs, tables) -> tuple[dict, dict[str, TabularPolicy]]:
+    from hfrl.ope import ESTIMATORS, evaluate
+
+    truth = mean_ci(bts_logs["reward"].to_numpy())
+    out = {"truth": truth, "policies": {}}
+    policies = {}
+    for name, by_position in tables.items():
+        policy = per_position_policy(random_logs, by_position, name)
+        policies[name] = policy
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = evaluate(random_logs, policy, estimators=ESTIMATORS, level=0.95)
+        rows = {}
+        for estimator, row in result.iterrows():
+            rows[estimator] = {
+                "estimate": float(row["estimate"]),
+                "ci_low": float(row["ci_low"]),
+                "ci_high": float(row["ci_high"]),
+                "relative_error": float((row["estimate"] - truth["estimate"]) / truth["estimate"]),
+                "covers_truth": bool(row["ci_low"] <= truth["estimate"] <= row["ci_high"]),
+                "ess": float(row["ess"]),
+            }
+        out["policies"][name] = rows
+    return out, policies
+
+
+# --- 3. policy learning on time-ordered splits ------------------------------------------------------
+
+
+def time_splits(logs: pd.DataFrame, fractions=(0.6, 0.2, 0.2)):
+    try:
+        from hfrl.tune import split_logs
+    except ImportError:
+        split_logs = None
+    if split_logs is not None:
+        parts = split_logs(logs, fractions=fractions, by="timestamp")
+        return tuple(parts), "hfrl.tune.split_logs"
+    order = np.argsort(logs["timestamp"].to_numpy(), kind="stable")
+    cuts = np.cumsum(np.round(np.array(fractions[:-1]) * len(logs)).astype(int))
+    parts = [logs.iloc[np.sort(index)].reset_index(drop=True) for index in np.split(order, cuts)]
+    for part in parts:
+        part.attrs = dict(logs.attrs)
+    return tuple(parts), "time quantiles (split_logs not available)"
+
+
+def evaluate_test(test: pd.DataFrame, policy: TabularPolicy) -> dict:
+    from hfrl.ope import evaluate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = evaluate(test, policy, estimators=("snips", "ips", "dr"), level=0.95)
+    row = result.loc["snips"]
+    return {
+        "estimator": "snips",
+        "estimate": float(row["estimate"]),
+        "ci_low": float(row["ci_low"]),
+        "ci_high": float(row["ci_high"]),
+        "ess": float(row["ess"]),
+        "ips": float(result.loc["ips", "estimate"]),
+        "dr": float(result.loc["dr", "estimate"]),
+    }
+
+
+def state_features(train: pd.DataFrame, n_states: int, n_actions: int) -> np.ndarray:
+    """Per-state LinUCB features: a bias, one-hot user features and position, mean affinities.
+
+    The affinities vary between users who share a state, so a state gets the mean affinity
+    vector of its training rows (the pooled mean when it has none).
+    """
+    encoder = CategoryEncoder.from_dict(train.attrs["state_encoder"])
+    decoded = encoder.inverse_transform(np.arange(n_states))
+    blocks = [np.ones((n_states, 1))]
+    for column in STATE_COLUMNS:
+        values = decoded[column].fillna("<unknown>").to_numpy(dtype=object)
+        levels = sorted(set(values) - {"<unknown>"})
+        blocks.append((values[:, None] == np.array(levels, dtype=object)[None, :]).astype(np.float64))
+    affinity_names = [f"user-item_affinity_{i}" for i in range(n_actions)]
+    affinities = train[affinity_names].to_numpy(dtype=np.float64)
+    sums = np.zeros((n_states, n_actions))
+    np.add.at(sums, train["state"].to_numpy(), affinities)
+    counts = np.bincount(train["state"].to_numpy(), minlength=n_states)[:, None]
+    pooled = affinities.mean(axis=0)
+    blocks.append(np.where(counts > 0, sums / np.maximum(counts, 1), pooled))
+    return np.hstack(blocks)
+
+
+def learning_section(random_logs, bts_logs, policies, seed) -> tuple[dict, dict[str, TabularPolicy]]:
+    n_states, n_actions = random_logs.attrs["n_states"], random_logs.attrs["n_actions"]
+    (train, valid, test), split_method = time_splits(random_logs)
+    out: dict = {
+        "split": split_method,
+        "rows": [len(train), len(valid), len(test)],
+        "clicks": [int(train["reward"].sum()), int(valid["reward"].sum()), int(test["reward"].sum())],
+        "missing": [],
+    }
+    start_test = test["timestamp"].min()
+    bts_test = bts_logs[bts_logs["timestamp"] >= start_test]
+    results = {
+        "uniform random (on-policy)": {**mean_ci(test["reward"].to_numpy()), "estimator": "on-policy mean"},
+        "BTS (on-policy, same days)": {**mean_ci(bts_test["reward"].to_numpy()), "estimator": "on-policy mean"},
+    }
+    if "bts_prior_mc" in policies:
+        results["BTS (prior MC) off-policy"] = evaluate_test(test, policies["bts_prior_mc"])
+    learned: dict[str, TabularPolicy] = {}
+
+    try:
+        from hfrl.frequencies import HistoricalFrequency
+
+        hf = HistoricalFrequency(kind="share", prior_strength=1.0, group_column="position").fit(
+            train, n_states=n_states, n_actions=n_actions
+        )
+        learned["HF only"] = TabularPolicy(hf.probabilities_, {"name": "hf"})
+    except ImportError as exc:
+        out["missing"].append(f"HistoricalFrequency: {exc}")
+        hf = None
+
+    try:
+        from hfrl.learners import DirectMethodLearner, IPSLearner, LinUCB
+
+        for name, learner in (("DM learner", DirectMethodLearner()), ("IPS learner", IPSLearner())):
+            learned[name] = learner.fit(train, n_states=n_states, n_actions=n_actions).policy_
+        features = state_features(train, n_states, n_actions)
+        linucb = LinUCB(alpha=0.0, ridge=1.0, features=features, n_actions=n_actions, random_state=seed)
+        linucb.fit(train["action"].to_numpy(), train["reward"].to_numpy(), train["state"].to_numpy())
+        learned["LinUCB (user features + affinities)"] = TabularPolicy.from_q_values(
+            features @ linucb.theta_.T, "greedy"
+        )
+        out["linucb_features"] = int(features.shape[1])
+    except ImportError as exc:
+        out["missing"].append(f"offline learners: {exc}")
+
+    # the blend's base learner: the best learner on validation (SNIPS), never chosen on test
+    candidates = [n for n in learned if n != "HF only"]
+    validation = {name: evaluate_test(valid, learned[name]) for name in candidates}
+    out["validation"] = validation
+    base_name = max(candidates, key=lambda n: validation[n]["estimate"]) if candidates else None
+    out["base_learner"] = base_name
+    if hf is not None and base_name is not None:
+        try:
+            from hfrl.tune import tune_alpha
+
+            for criterion in ("estimate", "lower_bound"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    tuned = tune_alpha(learned[base_name], hf, valid, estimator="snips", alphas="auto",
+                                       criterion=criterion)
+                out[f"alpha_{criterion}"] = float(tuned.alpha)
+                learned[f"blend, alpha by {criterion}"] = tuned.policy
+        except ImportError as exc:
+            out["missing"].append(f"tune_alpha: {exc}")
+    for name, policy in learned.items():
+        results[name] = evaluate_test(test, policy)
+    out["test"] = results
+    return out, {**learned, "_test": test}  # type: ignore[dict-item]
+
+
+# --- 4. which estimator to trust: a replica fitted to the logs --------------------------------------
+
+
+def replica_section(random_logs, targets: dict[str, TabularPolicy], replications: int, seed: int) -> dict:
+    try:
+        from hfrl.envs import collect_logs, fit_env, logging_policy
+    except ImportError as exc:
+        return {"missing": f"fit_env / collect_logs: {exc}"}
+    from hfrl.ope import ESTIMATORS, evaluate
+
+    n_states, n_actions = random_logs.attrs["n_states"], random_logs.attrs["n_actions"]
+    # shrinkage worth one expected click: a single lucky click does not make a cell a hit
+    prior_strength = 1.0 / float(random_logs["reward"].mean())
+    replica = fit_env(random_logs[["state", "action", "reward"]], n_states=n_states, n_actions=n_actions,
+                      prior_strength=prior_strength)
+    uniform = logging_policy(replica, "uniform")
+    truths = {name: replica.policy_value(policy, 0.0) for name, policy in targets.items()}
+    errors = {name: {e: [] for e in ESTIMATORS} for name in targets}
+    covered = {name: {e: [] for e in ESTIMATORS} for name in targets}
+    start = time.perf_counter()
+    for r in range(replications):
+        logs = collect_logs(replica, uniform, n=len(random_logs), seed=seed + 1000 + r)
+        for name, policy in targets.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = evaluate(logs, policy, estimators=ESTIMATORS, level=0.95)
+            for estimator, row in result.iterrows():
+                errors[name][estimator].append(row["estimate"] - truths[name])
+                covered[name][estimator].append(row["ci_low"] <= truths[name] <= row["ci_high"])
+    seconds = time.perf_counter() - start
+    summary: dict = {"replications": replications, "seconds": round(seconds, 2),
+                     "prior_strength": round(prior_strength, 1), "targets": {}}
+    for name in targets:
+        rows = {}
+        for estimator in ESTIMATORS:
+            e = np.asarray(errors[name][estimator])
+            rows[estimator] = {
+                "truth": truths[name],
+                "bias": float(e.mean()),
+                "rmse": float(np.sqrt(np.mean(e**2))),
+                "relative_rmse": float(np.sqrt(np.mean(e**2)) / truths[name]),
+                "coverage": float(np.mean(covered[name][estimator])),
+            }
+        summary["targets"][name] = rows
+    # trust: lowest mean relative RMSE among estimators whose 95% intervals cover >= 85% of the time
+    scores = {}
+    for estimator in ESTIMATORS:
+        rel = [summary["targets"][n][estimator]["relative_rmse"] for n in targets]
+        cov = [summary["targets"][n][estimator]["coverage"] for n in targets]
+        scores[estimator] = (float(np.mean(rel)), float(np.min(cov)))
+    eligible = {e: s for e, s in scores.items() if s[1] >= 0.85} or scores
+    summary["trust"] = min(eligible, key=lambda e: eligible[e][0])
+    summary["scores"] = {e: {"mean_relative_rmse": s[0], "min_coverage": s[1]} for e, s in scores.items()}
+    return summary
+
+
+# --- 5. the deployment verdict ----------------------------------------------------------------------
+
+
+def verdict_section(test: pd.DataFrame, candidate: TabularPolicy, estimator: str) -> dict:
+    from hfrl.ope import compare
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = compare(candidate, test, baseline="logging", level=0.95, estimator=estimator)
+    return {
+        "verdict": result.verdict,
+        "difference": float(result.difference),
+        "ci_low": float(result.ci_low),
+        "ci_high": float(result.ci_high),
+        "estimator": estimator,
+        "ess": float(result.ess),
+        "reason": result.reason,
+    }
+
+
+# --- report ------------------------------------------------------------------------------------------
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.3f}%"
+
+
+def markdown(figures: dict) -> str:
+    lines = []
+    load = figures["load"]
+    lines += [
+        "### Data",
+        "",
+        f"random: {load['rows_random']} rows, {load['clicks_random']} clicks; bts: {load['rows_bts']} rows, "
+        f"{load['clicks_bts']} clicks; {load['n_states']} states (user features x position, with the "
+        f"unknown bucket), {load['n_actions']} items. `load_obd` {load['load_seconds']} s vs pandas "
+        f"read_csv + CategoryEncoder {load['pandas_peer_seconds']} s (same state ids: "
+        f"{load['states_equal_to_peer']}).",
+        "",
+    ]
+    ope = figures.get("ope")
+    if ope:
+        truth = ope["truth"]
+        lines += [
+            "### OPE check: Bernoulli TS estimated from the uniform-random logs",
+            "",
+            f"Ground truth (BTS logs' on-policy mean click): {pct(truth['estimate'])} "
+            f"(95% CI {pct(truth['ci_low'])} .. {pct(truth['ci_high'])}, n = {truth['n_rows']}).",
+            "",
+            "| BTS policy | estimator | estimate | 95% CI | relative error | CI covers truth | ESS |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for policy, rows in ope["policies"].items():
+            for estimator, row in rows.items():
+                lines.append(
+                    f"| {policy} | {estimator} | {pct(row['estimate'])} | {pct(row['ci_low'])} .. "
+                    f"{pct(row['ci_high'])} | {row['relative_error']:+.1%} | {row['covers_truth']} | "
+                    f"{row['ess']:.0f} |"
+                )
+        lines.append("")
+    learning = figures.get("learning")
+    if learning:
+        lines += [
+            "### Policy learning on the random logs (time-ordered splits)",
+            "",
+            f"Split: {learning['split']}; rows train/valid/test = {learning['rows']}, clicks = "
+            f"{learning['clicks']}. Blend base learner: {learning.get('base_learner')}; alpha by SNIPS "
+            f"estimate = {learning.get('alpha_estimate', 'n/a')}, by lower bound = "
+            f"{learning.get('alpha_lower_bound', 'n/a')}.",
+            "",
+            "| policy (test split) | CTR estimate | 95% CI | estimator | ESS | IPS | DR |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, row in learning["test"].items():
+            lines.append(
+                f"| {name} | {pct(row['estimate'])} | {pct(row['ci_low'])} .. {pct(row['ci_high'])} | "
+                f"{row['estimator']} | {row.get('ess', float('nan')):.0f} | "
+                f"{pct(row['ips']) if 'ips' in row else '-'} | {pct(row['dr']) if 'dr' in row else '-'} |"
+            )
+        for missing in learning["missing"]:
+            lines.append(f"\nMissing: {missing}")
+        lines.append("")
+    replica = figures.get("replica")
+    if replica and "targets" in replica:
+        lines += [
+            f"### Which estimator to trust: fit_env replica, uniform logging replayed "
+            f"{replica['replications']} times",
+            "",
+            "| target | estimator | exact value | bias | RMSE | relative RMSE | 95% CI coverage |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for target, rows in replica["targets"].items():
+            for estimator, row in rows.items():
+                lines.append(
+                    f"| {target} | {estimator} | {pct(row['truth'])} | {pct(row['bias'])} | {pct(row['rmse'])} "
+                    f"| {row['relative_rmse']:.1%} | {row['coverage']:.0%} |"
+                )
+        lines += ["", f"Trust on this data: **{replica['trust']}** (lowest mean relative RMSE among "
+                  "estimators whose intervals cover at least 85% of the time).", ""]
+    elif replica:
+        lines += [f"Replica section missing: {replica.get('missing')}", ""]
+    verdict = figures.get("verdict")
+    if verdict:
+        lines += [
+            "### Deployment verdict (hfrl.ope.compare, blended vs uniform logging, test split)",
+            "",
+            f"**{verdict['verdict']}**: difference {pct(verdict['difference'])} (95% CI "
+            f"{pct(verdict['ci_low'])} .. {pct(verdict['ci_high'])}, {verdict['estimator']}, ESS "
+            f"{verdict['ess']:.0f}). {verdict['reason']}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/obd"))
+    parser.add_argument("--replications", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    start = time.perf_counter()
+    figures: dict = {"bench": "obd", "machine": f"{platform.machine()}, python {sys.version.split()[0]}"}
+    random_logs, bts_logs, figures["load"] = load_section(args.data)
+    tables = bts_tables(args.data, bts_logs, random_logs.attrs["n_actions"], args.seed)
+    figures["ope"], bts_policies = ope_section(random_logs, bts_logs, tables)
+    figures["learning"], learned = learning_section(random_logs, bts_logs, bts_policies, args.seed)
+    test = learned.pop("_test")
+    targets = {"BTS": bts_policies.get("bts_prior_mc", bts_policies["bts_empirical"])}
+    for name, policy in learned.items():
+        if name.startswith("blend") and "estimate" in name:
+            targets["blend"] = policy
+        elif not name.startswith("blend"):
+            targets[name] = policy
+    figures["replica"] = replica_section(random_logs, targets, args.replications, args.seed)
+    blended = next((p for n, p in learned.items() if n.startswith("blend") and "estimate" in n), None)
+    trust = figures["replica"].get("trust", "snips")
+    if blended is not None:
+        figures["verdict"] = verdict_section(test, blended, trust if trust != "dm" else "snips")
+    figures["seconds"] = round(time.perf_counter() - start, 2)
+    print(json.dumps(figures, default=float, separators=(",", ":")))
+    print()
+    print(markdown(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
