@@ -1,7 +1,238 @@
-"""Per-decision importance sampling for multi-step session logs (being built)."""
+"""Per-decision importance sampling for multi-step session logs.
+
+A session is the rows sharing a ``session_id``, ordered by ``timestamp`` (or by row order when
+there is none). With ``w_t = pi(a_t|s_t) / p_t`` and ``rho_t = w_0 ... w_t``:
+
+* ``pdis``  (per-decision IS): the mean over sessions of ``G = sum_t gamma^t rho_t r_t``;
+  standard error = sample std of ``G`` / sqrt(n_sessions).
+* ``wpdis`` (per-decision weighted IS): ``sum_t gamma^t (sum_i rho_it r_it) / (sum_i rho_it)``.
+  A session that has ended keeps its last ``rho`` (and reward 0) in later steps' denominators, so
+  sessions of different lengths are averaged consistently. Standard error by the delta method
+  (per-session influence terms).
+
+Sessions are independent units: the bootstrap gives each session a Poisson(1) weight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hfrl.data import schema
+from hfrl.data.io import LogSource, load_logs
+from hfrl.errors import LogValidationError
+from hfrl.ope.estimators import (
+    Target,
+    bootstrap_interval,
+    check_level,
+    check_logs,
+    normal_quantile,
+    warn_support,
+)
+from hfrl.policies import TabularPolicy, resolve_rng
+
+__all__ = ["SESSION_ESTIMATORS", "evaluate_sessions"]
 
 SESSION_ESTIMATORS = ("pdis", "wpdis")
 
 
-def evaluate_sessions(*args, **kwargs):  # placeholder replaced below
-    raise NotImplementedError
+def _order(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Row order (by session, then time or row position) and the session code of each ordered row."""
+    codes, _ = pd.factorize(frame[schema.SESSION_ID], sort=False)
+    if (codes < 0).any():
+        row = int(np.flatnonzero(codes < 0)[0])
+        raise LogValidationError(
+            f"column {schema.SESSION_ID!r}: row {row} is missing, expected a session id",
+            column=schema.SESSION_ID, first_row=row, count=int((codes < 0).sum()),
+        )
+    if schema.TIMESTAMP in frame.columns:
+        time = pd.to_datetime(frame[schema.TIMESTAMP], utc=True, errors="coerce")
+        if time.isna().any():
+            row = int(np.flatnonzero(time.isna().to_numpy())[0])
+            raise LogValidationError(
+                f"column {schema.TIMESTAMP!r}: row {row} has {frame[schema.TIMESTAMP].iloc[row]!r}, "
+                "expected a parseable date-time",
+                column=schema.TIMESTAMP, first_row=row, count=int(time.isna().sum()),
+            )
+        order = np.lexsort((np.arange(len(frame)), time.to_numpy().astype("datetime64[ns]"), codes))
+    else:
+        order = np.lexsort((np.arange(len(frame)), codes))
+    return order, codes[order]
+
+
+def _session_terms(rho, reward, step, session, n_sessions, gamma):  # noqa: ANN001, ANN202
+    """Per-session PDIS returns and WPDIS value, influence terms and per-step arrays."""
+    discount = gamma ** step
+    n_steps = int(step.max()) + 1
+    returns = np.bincount(session, weights=discount * rho * reward, minlength=n_sessions)
+    lengths = np.bincount(session, minlength=n_sessions)
+    last = np.cumsum(lengths) - 1  # rows are ordered by session then step
+    final_rho = rho[last]
+    alive = np.bincount(step, weights=rho, minlength=n_steps)
+    ended = np.bincount(lengths, weights=final_rho, minlength=n_steps + 1)[:n_steps]
+    denominator = alive + np.cumsum(ended)  # sessions that ended before t keep their last rho
+    numerator = np.bincount(step, weights=rho * reward, minlength=n_steps)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        step_value = np.where(denominator > 0, numerator / denominator, 0.0)
+    discounts = gamma ** np.arange(n_steps)
+    value = float(discounts @ step_value)
+    mean_denominator = denominator / n_sessions
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.where(mean_denominator > 0, discounts / mean_denominator, 0.0)
+    row_influence = scale[step] * rho * (reward - step_value[step])
+    influence = np.bincount(session, weights=row_influence, minlength=n_sessions)
+    tail = np.concatenate([np.cumsum((scale * step_value)[::-1])[::-1], [0.0]])
+    influence -= final_rho * tail[lengths]
+    return returns, value, influence, final_rho, lengths
+
+
+def evaluate_sessions(
+    logs: LogSource,
+    policy: TabularPolicy,
+    estimators: str | Iterable[str] = SESSION_ESTIMATORS,
+    gamma: float = 1.0,
+    level: float = 0.95,
+    n_bootstrap: int = 0,
+    random_state: int | np.random.Generator | None = None,
+) -> pd.DataFrame:
+    """Value of ``policy`` over multi-step sessions: (weighted) per-decision importance sampling.
+
+    Parameters
+    ----------
+    logs : DataFrame or path
+        Columns ``session_id``, ``state``, ``action``, ``reward``, ``propensity`` and optionally
+        ``timestamp`` (the order within a session; row order otherwise).
+    policy : TabularPolicy
+    estimators : "pdis", "wpdis" or both
+    gamma : float in [0, 1]
+        Discount of later steps.
+    level, n_bootstrap, random_state
+        As in ``evaluate``; the bootstrap resamples sessions with Poisson(1) weights.
+
+    Returns
+    -------
+    DataFrame
+        One row per estimator with ``estimate`` (discounted return per session), ``std_error``,
+        ``ci_low``, ``ci_high``, ``ess`` and ``max_weight`` (of the sessions' final weights
+        ``rho_T``), ``n_rows``, ``n_sessions``, ``support_violation_share``, ``level`` (and
+        ``boot_*`` columns with a bootstrap).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from hfrl.policies import TabularPolicy
+    >>> logs = pd.DataFrame({"session_id": [0, 0, 1, 1], "state": [0, 1, 0, 1],
+    ...                      "action": [0, 1, 1, 0], "reward": [1.0, 1.0, 0.0, 1.0],
+    ...                      "propensity": [0.5, 0.5, 0.5, 0.5]})
+    >>> target = TabularPolicy(np.array([[1.0, 0.0], [0.5, 0.5]]))
+    >>> evaluate_sessions(logs, target)["estimate"].round(3).tolist()
+    [2.0, 2.0]
+    """
+    names = (estimators,) if isinstance(estimators, str) else tuple(estimators)
+    names = tuple(n.lower() for n in names)
+    unknown = [n for n in names if n not in SESSION_ESTIMATORS]
+    if unknown or not names:
+        raise ValueError(f"unknown session estimator(s) {unknown}; choose from {SESSION_ESTIMATORS}")
+    level = check_level(level)
+    if not isinstance(gamma, int | float) or not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
+    if not isinstance(n_bootstrap, int | np.integer) or n_bootstrap < 0 or n_bootstrap == 1:
+        raise ValueError(f"n_bootstrap must be 0 or an integer >= 2, got {n_bootstrap!r}")
+    if not isinstance(policy, TabularPolicy):
+        raise TypeError(f"policy must be a TabularPolicy, got {type(policy).__name__}")
+    frame: Any = logs if isinstance(logs, pd.DataFrame) else load_logs(logs, validate=False)
+    columns = [schema.STATE, schema.ACTION, schema.REWARD, schema.PROPENSITY]
+    if schema.SESSION_ID not in frame.columns:
+        raise LogValidationError(
+            f"session logs need a {schema.SESSION_ID!r} column; the logs have {list(frame.columns)}",
+            column=schema.SESSION_ID,
+        )
+    from hfrl.backends import get_backend
+
+    check_logs(frame, get_backend("memory"), columns, policy.n_states, policy.n_actions)
+
+    order, session = _order(frame)
+    state = frame[schema.STATE].to_numpy().astype(np.int64)[order]
+    action = frame[schema.ACTION].to_numpy().astype(np.int64)[order]
+    reward = frame[schema.REWARD].to_numpy(np.float64)[order]
+    propensity = frame[schema.PROPENSITY].to_numpy(np.float64)[order]
+    # renumber sessions by first appearance in the sorted order so that they are contiguous
+    _, session = np.unique(session, return_inverse=True)
+    n_sessions = int(session.max()) + 1
+    starts = np.r_[0, np.flatnonzero(np.diff(session)) + 1]
+    step = np.arange(len(session)) - np.repeat(starts, np.diff(np.r_[starts, len(session)]))
+    weight = policy.action_probabilities(state, action) / propensity
+    rho = pd.Series(weight).groupby(session).cumprod().to_numpy()
+
+    returns, wpdis_value, wpdis_influence, final_rho, lengths = _session_terms(
+        rho, reward, step, session, n_sessions, gamma
+    )
+    counts = np.bincount(state * policy.n_actions + action, minlength=policy.n_states * policy.n_actions)
+    unseen = counts.reshape(policy.n_states, policy.n_actions) == 0
+    mass = (policy.table_ * unseen).sum(axis=1)[state]
+    share = float(mass.mean())
+    example = None
+    if share > 0:
+        s = int(state[np.flatnonzero(mass > 0)[0]])
+        example = (s, int(np.argmax(policy.table_[s] * unseen[s])))
+    warn_support(Target(np.empty(0), np.empty(0), share, example))
+
+    z = normal_quantile(level)
+    ess = float(final_rho.sum() ** 2 / (final_rho**2).sum()) if (final_rho > 0).any() else 0.0
+    common = {
+        "ess": ess,
+        "max_weight": float(final_rho.max()),
+        "n_rows": len(frame),
+        "n_sessions": n_sessions,
+        "support_violation_share": share,
+        "propensity_source": "logged",
+        "level": level,
+    }
+    values = {
+        "pdis": (float(returns.mean()), float(returns.std(ddof=1) / np.sqrt(n_sessions))),
+        "wpdis": (wpdis_value, _influence_se(wpdis_influence)),
+    }
+    rows = []
+    for name in names:
+        estimate, se = values[name]
+        rows.append({"estimate": estimate, "std_error": se, "ci_low": estimate - z * se,
+                     "ci_high": estimate + z * se, **common})
+    result = pd.DataFrame(rows, index=pd.Index(names, name="estimator"))
+    if n_bootstrap:
+        rng = resolve_rng(random_state)
+        replicates = np.empty((int(n_bootstrap), len(names)))
+        for b in range(int(n_bootstrap)):
+            draws = rng.poisson(1.0, n_sessions).astype(np.float64)
+            row_draws = draws[session]
+            for j, name in enumerate(names):
+                if name == "pdis":
+                    replicates[b, j] = draws @ returns / draws.sum() if draws.sum() > 0 else np.nan
+                else:
+                    replicates[b, j] = _weighted_wpdis(rho * row_draws, reward, step, session,
+                                                       draws, final_rho, lengths, gamma)
+        low, high, spread = bootstrap_interval(replicates, level)
+        result["boot_std_error"] = spread
+        result["boot_ci_low"] = low
+        result["boot_ci_high"] = high
+        result["n_bootstrap"] = int(n_bootstrap)
+    return result
+
+
+def _influence_se(influence: np.ndarray) -> float:
+    n = influence.shape[0]
+    return float(np.sqrt((influence**2).sum() / (n * (n - 1.0)))) if n > 1 else float("nan")
+
+
+def _weighted_wpdis(weighted_rho, reward, step, session, draws, final_rho, lengths, gamma) -> float:  # noqa: ANN001
+    """WPDIS with session weights (one bootstrap resample)."""
+    n_steps = int(step.max()) + 1
+    alive = np.bincount(step, weights=weighted_rho, minlength=n_steps)
+    ended = np.bincount(lengths, weights=draws * final_rho, minlength=n_steps + 1)[:n_steps]
+    denominator = alive + np.cumsum(ended)
+    numerator = np.bincount(step, weights=weighted_rho * reward, minlength=n_steps)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        step_value = np.where(denominator > 0, numerator / denominator, 0.0)
+    return float((gamma ** np.arange(n_steps)) @ step_value)
