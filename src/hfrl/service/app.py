@@ -286,26 +286,30 @@ class _Edge:
                 await _send_json(send_status, code, payload)
                 return
             received = 0
+            answered = False  # the edge sent a 413 itself; the app's own answer is dropped
 
             async def receive_limited() -> MutableMapping[str, Any]:
-                nonlocal received
+                nonlocal received, answered
                 message = await receive()
-                if message["type"] == "http.request":
+                if message["type"] == "http.request" and not answered:
                     received += len(message.get("body", b""))
                     if received > limit:
-                        raise _BodyTooLarge
+                        answered = True
+                        await _send_json(send_status, 413, _too_large(limit))
+                        return {"type": "http.disconnect"}
                 return message
 
+            async def send_app(message: MutableMapping[str, Any]) -> None:
+                if not answered:
+                    await send_status(message)
+
             try:
-                await self.app(scope, receive_limited, send_status)
-            except _BodyTooLarge:
-                await _send_json(send_status, 413, _too_large(limit))
+                await self.app(scope, receive_limited, send_app)
+            except Exception:
+                if not answered:
+                    raise
         finally:
             self.metrics.observe_request(route, status, time.perf_counter() - start)
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 def _too_large(limit: int) -> bytes:

@@ -1,0 +1,277 @@
+"""The decision service over HTTP (in process): decide, feedback, errors, auth, reload, metrics, OpenAPI."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hfrl.data import CategoryEncoder
+from hfrl.policies import TabularPolicy
+from hfrl.service import artifact_version, create_app, read_decision_log
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+TABLE = np.array([[0.0, 1.0, 0.0], [0.2, 0.3, 0.5], [1 / 3, 1 / 3, 1 / 3]])
+KEY = "test-admin-key"
+
+
+@pytest.fixture
+def artifact(tmp_path):
+    return TabularPolicy(TABLE, {"name": "demo"}).save(tmp_path / "policy.zip")
+
+
+@pytest.fixture
+def context_artifact(tmp_path):
+    contexts = pd.DataFrame({"segment": ["a", "b"], "device": ["ios", "web"]})
+    encoder = CategoryEncoder(["segment", "device"]).fit(contexts)
+    items = CategoryEncoder("item").fit(pd.DataFrame({"item": ["sku-1", "sku-2", "sku-3"]}))
+    metadata = {"state_encoder": encoder.to_dict(), "action_encoder": items.to_dict()}
+    return TabularPolicy(TABLE, metadata).save(tmp_path / "context.zip")
+
+
+@pytest.fixture(params=[True, False], ids=["fast-path", "fastapi-routes"])
+def client(request, artifact, tmp_path):
+    app = create_app(artifact, tmp_path / "log.sqlite", api_key=KEY, seed=0, fast_path=request.param)
+    with TestClient(app) as c:
+        yield c
+
+
+def locs(response) -> list[list]:
+    return [e["loc"] for e in response.json()["detail"]]
+
+
+def test_decide_answers_the_interface(client, artifact):
+    response = client.post("/v1/decide", json={"state": 0, "k": 1})
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) >= {"decision_id", "actions", "propensities", "model_version"}
+    assert body["actions"] == [1] and body["propensities"] == [1.0]
+    assert body["model_version"] == artifact_version(artifact)
+    assert response.headers["content-type"] == "application/json"
+
+
+def test_explore_and_exploit_propensities(client):
+    explore = client.post("/v1/decide", json={"state": 1, "k": 2}).json()
+    pi = TABLE[1]
+    a0, a1 = explore["actions"]
+    assert a0 != a1
+    assert explore["propensities"] == pytest.approx([pi[a0], pi[a1] / (1 - pi[a0])])
+    exploit = client.post("/v1/decide", json={"state": 1, "k": 2, "mode": "exploit"}).json()
+    assert exploit["actions"] == [2, 1] and exploit["propensities"] == [1.0, 1.0]
+
+
+def test_decisions_and_feedback_land_in_the_log(client, tmp_path):
+    ids = [client.post("/v1/decide", json={"state": s % 3}).json()["decision_id"] for s in range(6)]
+    assert len(set(ids)) == 6
+    for i, decision_id in enumerate(ids[:4]):  # feedback right after deciding: never a 404
+        response = client.post("/v1/feedback", json={"decision_id": decision_id, "reward": float(i)})
+        assert response.status_code == 202, response.text
+        assert response.json() == {"decision_id": decision_id, "event": "reward", "status": "accepted"}
+    client.app.state.log.flush()
+    frame = read_decision_log(tmp_path / "log.sqlite").set_index("decision_id").loc[ids]
+    assert frame["state"].tolist() == [0, 1, 2, 0, 1, 2]
+    assert frame["reward"].tolist()[:4] == [0.0, 1.0, 2.0, 3.0]
+    assert frame["reward"].isna().tolist()[4:] == [True, True]
+    assert (frame["propensity"] > 0).all()
+
+
+def test_feedback_is_idempotent_and_unknown_is_404(client, tmp_path):
+    decision_id = client.post("/v1/decide", json={"state": 2}).json()["decision_id"]
+    first = client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 1.0})
+    again = client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 9.0})
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json()["status"] == "duplicate"
+    click = client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 1, "event": "click"})
+    assert click.json()["status"] == "accepted"
+    missing = client.post("/v1/feedback", json={"decision_id": "no-such-id", "reward": 1.0})
+    assert missing.status_code == 404 and "no-such-id" in missing.json()["detail"]
+    assert client.app.state.log.counts()["feedback_rows"] == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"k": 1}, ["body"]),  # neither state nor context
+        ({"state": 1, "context": {"a": 1}}, ["body"]),
+        ({"state": 3}, ["body", "state"]),  # outside [0, 3)
+        ({"state": -1}, ["body", "state"]),
+        ({"state": "x"}, ["body", "state"]),
+        ({"state": 0, "k": 4}, ["body", "k"]),
+        ({"state": 0, "k": 0}, ["body", "k"]),
+        ({"state": 0, "k": 2}, ["body", "k"]),  # state 0 has one action with positive probability
+        ({"state": 0, "mode": "greedy"}, ["body", "mode"]),
+        ({"state": 0, "colour": "red"}, ["body", "colour"]),
+        ({"context": {"segment": "a"}}, ["body", "context"]),  # this model has no encoder
+    ],
+)
+def test_bad_decide_bodies_are_422_naming_the_field(client, body, loc):
+    response = client.post("/v1/decide", json=body)
+    assert response.status_code == 422, response.text
+    assert loc in locs(response)
+    assert all(e["msg"] for e in response.json()["detail"])
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"reward": 1.0}, ["body", "decision_id"]),
+        ({"decision_id": "x"}, ["body", "reward"]),
+        ({"decision_id": "x", "reward": "lots"}, ["body", "reward"]),
+        ({"decision_id": "", "reward": 1.0}, ["body", "decision_id"]),
+        ({"decision_id": "x", "reward": 1.0, "event": ""}, ["body", "event"]),
+    ],
+)
+def test_bad_feedback_bodies_are_422_naming_the_field(client, body, loc):
+    response = client.post("/v1/feedback", json=body)
+    assert response.status_code == 422 and loc in locs(response)
+
+
+def test_malformed_json_is_422(client):
+    response = client.post("/v1/decide", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert locs(response)[0][0] == "body"
+
+
+def test_non_finite_reward_is_422(client):
+    body = b'{"decision_id": "x", "reward": NaN}'
+    response = client.post("/v1/feedback", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+
+
+def test_oversized_bodies_are_413(artifact, tmp_path):
+    app = create_app(artifact, tmp_path / "log.sqlite", max_body_bytes=200)
+    with TestClient(app) as client:
+        big = {"state": 0, "request_id": "x" * 190}
+        assert client.post("/v1/decide", json=big).status_code == 413
+        batch = {"requests": [{"state": 0}] * 40}
+        assert client.post("/v1/decide/batch", json=batch).status_code == 413
+        parts = [b'{"requests": [', b'{"state": 0},' * 30 + b"]}"]
+        chunked = client.post("/v1/decide/batch", content=iter(parts))
+        assert chunked.status_code == 413
+        assert client.post("/v1/decide", json={"state": 0}).status_code == 200
+
+
+def test_batch_decides_many_with_mixed_k_and_modes(client, tmp_path):
+    requests = [{"state": s % 3} for s in range(10)] + [{"state": 1, "k": 3, "mode": "exploit"}]
+    response = client.post("/v1/decide/batch", json={"requests": requests})
+    assert response.status_code == 200
+    decisions = response.json()["decisions"]
+    assert len(decisions) == 11 and len({d["decision_id"] for d in decisions}) == 11
+    assert decisions[0]["actions"] == [1]
+    assert decisions[-1]["actions"] == [2, 1, 0] and decisions[-1]["propensities"] == [1.0] * 3
+    bad = client.post("/v1/decide/batch", json={"requests": [{"state": 0}, {"state": 7}]})
+    assert bad.status_code == 422 and ["body", "requests", 1, "state"] in locs(bad)
+    assert client.post("/v1/decide/batch", json={"requests": []}).status_code == 422
+    client.app.state.log.flush()
+    assert len(read_decision_log(tmp_path / "log.sqlite", all_positions=True)) == 10 + 3
+
+
+def test_contexts_unknown_values_and_items(context_artifact, tmp_path):
+    with TestClient(create_app(context_artifact, tmp_path / "log.sqlite")) as client:
+        known = client.post("/v1/decide", json={"context": {"segment": "b", "device": "web"}, "k": 3})
+        assert known.status_code == 200 and known.json()["state"] == 1
+        assert sorted(known.json()["items"]) == ["sku-1", "sku-2", "sku-3"]
+        unknown = client.post("/v1/decide", json={"context": {"segment": "new", "device": "web"}})
+        assert unknown.status_code == 200 and unknown.json()["state"] == 2  # the unknown bucket
+        missing = client.post("/v1/decide", json={"context": {"segment": "a"}})
+        assert missing.status_code == 422 and ["body", "context", "device"] in locs(missing)
+        nested = client.post("/v1/decide", json={"context": {"segment": {"x": 1}, "device": "web"}})
+        assert nested.status_code == 422
+        client.app.state.log.flush()
+        logged = read_decision_log(tmp_path / "log.sqlite")
+        assert '"segment":"new"' in logged["context"].iloc[-1]
+
+
+def test_admin_reload_needs_the_key_and_swaps_the_model(artifact, tmp_path):
+    other = TabularPolicy(TABLE[[2, 1, 0]]).save(tmp_path / "other.zip")
+    with TestClient(create_app(artifact, tmp_path / "log.sqlite", api_key=KEY)) as client:
+        assert client.post("/v1/admin/reload").status_code == 401
+        assert client.post("/v1/admin/reload", headers={"X-API-Key": "wrong"}).status_code == 401
+        response = client.post("/v1/admin/reload", json={"artifact": str(other)}, headers={"X-API-Key": KEY})
+        assert response.status_code == 200
+        assert response.json()["model_version"] == artifact_version(other)
+        assert response.json()["previous_version"] == artifact_version(artifact)
+        assert client.get("/v1/model").json()["model_version"] == artifact_version(other)
+        assert client.post("/v1/decide", json={"state": 2}).json()["actions"] == [1]
+        missing = {"artifact": str(tmp_path / "nope.zip")}
+        bad = client.post("/v1/admin/reload", json=missing, headers={"X-API-Key": KEY})
+        assert bad.status_code == 422 and ["body", "artifact"] in locs(bad)
+        corrupt = tmp_path / "corrupt.zip"
+        corrupt.write_bytes(b"garbage")
+        bad = client.post("/v1/admin/reload", json={"artifact": str(corrupt)}, headers={"X-API-Key": KEY})
+        assert bad.status_code == 422
+        assert client.get("/v1/model").json()["model_version"] == artifact_version(other)  # kept
+
+
+def test_admin_is_closed_without_a_configured_key(artifact, tmp_path, monkeypatch):
+    monkeypatch.delenv("HFRL_API_KEY", raising=False)
+    with TestClient(create_app(artifact, tmp_path / "log.sqlite")) as client:
+        response = client.post("/v1/admin/reload", headers={"X-API-Key": ""})
+        assert response.status_code == 403 and "HFRL_API_KEY" in response.json()["detail"]
+
+
+def test_the_key_can_come_from_the_environment(artifact, tmp_path, monkeypatch):
+    monkeypatch.setenv("HFRL_API_KEY", "from-env")
+    with TestClient(create_app(artifact, tmp_path / "log.sqlite")) as client:
+        assert client.post("/v1/admin/reload", headers={"X-API-Key": "from-env"}).status_code == 200
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_require_key_extends_to_every_endpoint(artifact, tmp_path, fast_path):
+    app = create_app(artifact, tmp_path / "log.sqlite", api_key=KEY, require_key=True, fast_path=fast_path)
+    with TestClient(app) as client:
+        assert client.post("/v1/decide", json={"state": 0}).status_code == 401
+        assert client.post("/v1/feedback", json={"decision_id": "x", "reward": 1}).status_code == 401
+        assert client.post("/v1/decide/batch", json={"requests": [{"state": 0}]}).status_code == 401
+        assert client.get("/v1/model").status_code == 401
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/healthz").status_code == 200  # probes stay open
+        keyed = {"X-API-Key": KEY}
+        decision = client.post("/v1/decide", json={"state": 0}, headers=keyed)
+        assert decision.status_code == 200
+        body = {"decision_id": decision.json()["decision_id"], "reward": 1}
+        assert client.post("/v1/feedback", json=body, headers=keyed).status_code == 202
+
+
+def test_health_model_and_metrics(client):
+    assert client.get("/healthz").json()["status"] == "ok"
+    info = client.get("/v1/model").json()
+    assert (info["name"], info["n_states"], info["n_actions"]) == ("demo", 3, 3)
+    for _ in range(3):
+        client.post("/v1/decide", json={"state": 0})
+    decision_id = client.post("/v1/decide", json={"state": 0}).json()["decision_id"]
+    client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 1})
+    client.post("/v1/decide", json={"state": 99})
+    text = client.get("/metrics").text
+    assert 'hfrl_requests_total{route="/v1/decide",status="200"} 4' in text
+    assert 'hfrl_requests_total{route="/v1/decide",status="422"} 1' in text
+    assert 'hfrl_decisions_per_action_total{action="1"} 4' in text
+    assert 'hfrl_feedback_total{outcome="accepted"} 1' in text
+    assert 'hfrl_request_duration_seconds_bucket{route="/v1/decide",le="+Inf"} 5' in text
+    assert "hfrl_log_rows_committed_total" in text
+
+
+def test_openapi_describes_the_interface(client):
+    schema = client.get("/openapi.json").json()
+    paths = {"/v1/decide", "/v1/decide/batch", "/v1/feedback", "/v1/model", "/v1/admin/reload", "/healthz"}
+    assert paths <= set(schema["paths"])
+    decide = schema["components"]["schemas"]["DecideRequest"]["properties"]
+    assert {"state", "context", "k", "mode", "request_id"} <= set(decide)
+    feedback = schema["paths"]["/v1/feedback"]["post"]["responses"]
+    assert {"202", "404", "422"} <= set(feedback)
+    response = schema["components"]["schemas"]["DecideResponse"]["required"]
+    assert {"decision_id", "actions", "propensities", "model_version"} <= set(response)
+
+
+def test_seeded_services_decide_identically(artifact, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        with TestClient(create_app(artifact, tmp_path / f"{name}.sqlite", seed=3)) as client:
+            body = {"state": 2, "k": 2}
+            runs.append([client.post("/v1/decide", json=body).json()["actions"] for _ in range(5)])
+    assert runs[0] == runs[1]
