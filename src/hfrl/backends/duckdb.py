@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping, Sequence
 
@@ -27,6 +28,11 @@ SQL_FUNCTIONS = {
 
 
 PERFECT_HASH_BITS = 22
+_CSV_CONVERSION = re.compile(
+    r"CSV Error on Line: (?P<line>\d+).*?converting column \"(?P<column>[^\"]+)\"\. "
+    r"Could not convert string \"(?P<value>.*?)\" to '(?P<type>[A-Z ]+)'",
+    re.DOTALL,
+)
 _KINDS = {
     "TINYINT": "integer", "SMALLINT": "integer", "INTEGER": "integer", "BIGINT": "integer",
     "HUGEINT": "integer", "UTINYINT": "integer", "USMALLINT": "integer", "UINTEGER": "integer",
@@ -100,9 +106,33 @@ class DuckDBBackend(Backend):
         except duckdb.BinderException as exc:
             raise LogValidationError(f"column not found: {exc}", source=source) from exc
         except duckdb.ConversionException as exc:
+            found = _CSV_CONVERSION.search(str(exc))
+            if found is not None and is_path(logs):
+                column, sql_type = found["column"], found["type"]
+                row = int(found["line"]) - 2  # 1-based file line, after the header
+                count = self._count_unconvertible(logs, column, sql_type)
+                counted = f"; {count} rows offend" if count is not None else ""
+                raise LogValidationError(
+                    f"column {column!r}: row {row} has {found['value']!r}, expected a "
+                    f"{sql_type} value like the rest of the column{counted}",
+                    column=column, first_row=row, count=count, source=source,
+                ) from exc
             raise LogValidationError(f"a value has the wrong type: {exc}", source=source) from exc
         except duckdb.IOException as exc:
             raise LogValidationError(f"cannot read the logs: {exc}", source=source) from exc
+
+    def _count_unconvertible(self, logs: LogSource, column: str, sql_type: str) -> int | None:
+        """Rows of a CSV source whose ``column`` text does not convert to ``sql_type``."""
+        relation = scan_sql(logs)
+        if not relation.startswith("read_csv(") or not re.fullmatch(r"[A-Z ]+", sql_type):
+            return None
+        relation = relation[:-1] + ", all_varchar=true)"
+        q = _quote_identifier(column)
+        sql = f"SELECT count(*) FROM {relation} WHERE {q} IS NOT NULL AND TRY_CAST({q} AS {sql_type}) IS NULL"
+        try:
+            return int(self.connection().execute(sql).fetchone()[0])
+        except Exception:  # noqa: BLE001 - the count is a courtesy; the first row is already known
+            return None
 
     def group_sums(
         self,
