@@ -1,0 +1,367 @@
+"""Tests of hfrl.ope: estimators against per-row brute force and known truth, intervals, errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hfrl.errors import LogValidationError
+from hfrl.ope import (
+    ESTIMATORS,
+    SupportWarning,
+    compare,
+    evaluate,
+    fit_reward_model,
+)
+from hfrl.policies import TabularPolicy
+
+ALL = ESTIMATORS
+
+
+def make_bandit(n_states=20, n_actions=5, seed=0):
+    """A contextual bandit with Bernoulli rewards: state dist, mean rewards, logging and target."""
+    rng = np.random.default_rng(seed)
+    p_state = rng.dirichlet(np.full(n_states, 5.0))
+    q = rng.uniform(0.1, 0.9, (n_states, n_actions))
+    logging = 0.8 * rng.dirichlet(np.full(n_actions, 2.0), n_states) + 0.2 / n_actions
+    target = 0.5 * rng.dirichlet(np.ones(n_actions), n_states) + 0.5 * logging  # weights <= 2 / 0.2
+    return p_state, q, logging, target
+
+
+def collect(p_state, q, logging, n, seed, noise="bernoulli"):
+    rng = np.random.default_rng(seed)
+    s = rng.choice(len(p_state), n, p=p_state)
+    cdf = logging.cumsum(axis=1)
+    a = np.minimum((rng.random(n)[:, None] > cdf[s]).sum(axis=1), logging.shape[1] - 1)
+    if noise == "bernoulli":
+        r = (rng.random(n) < q[s, a]).astype(float)
+    else:
+        r = q[s, a] + rng.normal(0, 0.3, n)
+    return pd.DataFrame({"state": s, "action": a, "reward": r, "propensity": logging[s, a]})
+
+
+def truth(p_state, q, target):
+    return float(p_state @ (target * q).sum(axis=1))
+
+
+def brute_force(logs, pi_rows, clip=10.0, switch=10.0, prior=1.0, n_states=None):
+    """Per-row reference implementation, written independently of the cell algebra."""
+    s = logs["state"].to_numpy()
+    a = logs["action"].to_numpy()
+    r = logs["reward"].to_numpy(float)
+    p = logs["propensity"].to_numpy(float)
+    n, n_actions = pi_rows.shape
+    n_states = n_states or s.max() + 1
+    counts = np.zeros((n_states, n_actions))
+    sums = np.zeros((n_states, n_actions))
+    np.add.at(counts, (s, a), 1)
+    np.add.at(sums, (s, a), r)
+    m = r.mean()
+    qhat = (sums + prior * m) / (counts + prior)
+    w = pi_rows[np.arange(n), a] / p
+    out = {}
+    ips = w * r
+    out["ips"] = (ips.mean(), ips.std(ddof=1) / np.sqrt(n))
+    wc = np.minimum(w, clip)
+    cl = wc * r
+    out["clipped_ips"] = (cl.mean(), cl.std(ddof=1) / np.sqrt(n))
+    v = (w * r).sum() / w.sum()
+    psi = w * (r - v) / w.mean()
+    out["snips"] = (v, np.sqrt((psi**2).sum() / (n * (n - 1))))
+    dm_terms, dr_terms, sw_terms = np.empty(n), np.empty(n), np.empty(n)
+    for i in range(n):
+        qi = qhat[s[i]].copy()
+        qi[a[i]] = (sums[s[i], a[i]] - r[i] + prior * m) / (counts[s[i], a[i]] - 1 + prior)
+        dm_terms[i] = pi_rows[i] @ qi
+        correction = w[i] * (r[i] - qi[a[i]])
+        dr_terms[i] = dm_terms[i] + correction
+        sw_terms[i] = dm_terms[i] + (correction if w[i] <= switch else 0.0)
+    # DM's influence includes the reward model's noise: v(s) + pi N_s / (N_sa + k) (r - q)
+    state_counts = counts.sum(axis=1)
+    full = (pi_rows * qhat[s]).sum(axis=1)
+    dm_influence = full + pi_rows[np.arange(n), a] * state_counts[s] / (counts[s, a] + prior) * (r - qhat[s, a])
+    out["dm"] = (dm_terms.mean(), dm_influence.std(ddof=1) / np.sqrt(n))
+    out["dr"] = (dr_terms.mean(), dr_terms.std(ddof=1) / np.sqrt(n))
+    out["switch_dr"] = (sw_terms.mean(), sw_terms.std(ddof=1) / np.sqrt(n))
+    return out
+
+
+@pytest.fixture(scope="module")
+def bandit():
+    return make_bandit()
+
+
+@pytest.fixture(scope="module")
+def small_logs(bandit):
+    p_state, q, logging, _ = bandit
+    return collect(p_state, q, logging, 3000, seed=1, noise="gaussian")
+
+
+# ------------------------------------------------------------------------------ correctness
+
+
+def test_matches_per_row_brute_force(bandit, small_logs):
+    target = bandit[3]
+    result = evaluate(small_logs, TabularPolicy(target), ALL, clip_threshold=1.5, switch_threshold=1.5)
+    reference = brute_force(small_logs, target[small_logs["state"]], clip=1.5, switch=1.5, n_states=20)
+    for name in ALL:
+        assert result.loc[name, "estimate"] == pytest.approx(reference[name][0], abs=1e-10), name
+        assert result.loc[name, "std_error"] == pytest.approx(reference[name][1], rel=1e-8), name
+    assert 0 < result.loc["clipped_ips", "clipped_share"] < 1
+
+
+def test_array_policy_equals_tabular_policy(bandit, small_logs):
+    target = bandit[3]
+    tabular = evaluate(small_logs, TabularPolicy(target), ALL)
+    rows = evaluate(small_logs, target[small_logs["state"]], ALL)
+    numeric = ["estimate", "std_error", "ess", "max_weight", "clipped_share", "support_violation_share"]
+    np.testing.assert_allclose(rows[numeric].to_numpy(), tabular[numeric].to_numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_varying_propensity_within_a_cell_is_exact(bandit, small_logs):
+    logs = small_logs.copy()
+    # the same (state, action) logged with different propensities (e.g. a policy that changed)
+    logs["propensity"] = np.clip(logs["propensity"] * np.where(np.arange(len(logs)) % 2, 0.7, 1.0), 0.01, 1)
+    target = bandit[3]
+    result = evaluate(logs, TabularPolicy(target), ALL, clip_threshold=3.0, switch_threshold=3.0)
+    reference = brute_force(logs, target[logs["state"]], clip=3.0, switch=3.0, n_states=20)
+    for name in ALL:
+        assert result.loc[name, "estimate"] == pytest.approx(reference[name][0], abs=1e-10), name
+    w = target[logs["state"], logs["action"]] / logs["propensity"]
+    assert result.loc["ips", "max_weight"] == pytest.approx(w.max())
+    assert result.loc["ips", "ess"] == pytest.approx(w.sum() ** 2 / (w**2).sum())
+
+
+def test_relative_error_below_5_percent_with_100k_rows(bandit):
+    p_state, q, logging, target = bandit
+    logs = collect(p_state, q, logging, 100_000, seed=7)
+    value = truth(p_state, q, target)
+    result = evaluate(logs, TabularPolicy(target), ALL)
+    for name in ("ips", "snips", "dr", "dm"):
+        assert abs(result.loc[name, "estimate"] - value) / value < 0.05, name
+    assert result.loc["ips", "max_weight"] <= 1.0 / 0.2 + 1e-9  # bounded weights, by construction
+
+
+def test_interval_coverage_over_50_seeds(bandit):
+    p_state, q, logging, target = bandit
+    value = truth(p_state, q, target)
+    policy = TabularPolicy(target)
+    covered = {name: 0 for name in ("ips", "snips", "dm", "dr")}
+    for seed in range(50):
+        logs = collect(p_state, q, logging, 4000, seed=100 + seed)
+        result = evaluate(logs, policy, tuple(covered))
+        for name in covered:
+            covered[name] += result.loc[name, "ci_low"] <= value <= result.loc[name, "ci_high"]
+    for name, hits in covered.items():
+        assert 0.85 <= hits / 50 <= 1.0, (name, hits)
+
+
+def test_backends_agree_including_bootstrap(tmp_path, bandit, small_logs):
+    target = TabularPolicy(bandit[3])
+    path = tmp_path / "logs.parquet"
+    small_logs.to_parquet(path)
+    memory = evaluate(small_logs, target, ALL, n_bootstrap=50, random_state=3)
+    duck_frame = evaluate(small_logs, target, ALL, n_bootstrap=50, random_state=3, backend="duckdb")
+    duck_path = evaluate(str(path), target, ALL, n_bootstrap=50, random_state=3)
+    numeric = memory.select_dtypes("number").columns
+    for other in (duck_frame, duck_path):
+        np.testing.assert_allclose(other[numeric].to_numpy(), memory[numeric].to_numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_bootstrap_is_seeded_and_close_to_the_normal_interval(bandit):
+    p_state, q, logging, target = bandit
+    logs = collect(p_state, q, logging, 20_000, seed=5)
+    policy = TabularPolicy(target)
+    first = evaluate(logs, policy, ALL, n_bootstrap=200, random_state=11)
+    again = evaluate(logs, policy, ALL, n_bootstrap=200, random_state=11)
+    other = evaluate(logs, policy, ALL, n_bootstrap=200, random_state=12)
+    pd.testing.assert_frame_equal(first, again)
+    assert not np.allclose(first["boot_ci_low"], other["boot_ci_low"])
+    ratio = first["boot_std_error"] / first["std_error"]
+    assert ((ratio > 0.75) & (ratio < 1.33)).all(), ratio
+    assert (first["boot_ci_low"] < first["estimate"]).all()
+    assert (first["boot_ci_high"] > first["estimate"]).all()
+
+
+def test_estimated_propensities_are_reported(bandit):
+    p_state, q, logging, target = bandit
+    logs = collect(p_state, q, logging, 50_000, seed=9).drop(columns="propensity")
+    result = evaluate(logs, TabularPolicy(target), ("ips", "snips", "dm", "dr"), propensity="estimate")
+    assert (result.loc[["ips", "snips", "dr"], "propensity_source"] == "estimated").all()
+    assert result.loc["dm", "propensity_source"] == "not used"
+    value = truth(p_state, q, target)
+    assert abs(result.loc["snips", "estimate"] - value) / value < 0.05
+
+
+def test_dm_needs_no_propensity_and_accepts_a_separate_reward_model(bandit):
+    p_state, q, logging, target = bandit
+    train = collect(p_state, q, logging, 20_000, seed=21).drop(columns="propensity")
+    test = collect(p_state, q, logging, 20_000, seed=22).drop(columns="propensity")
+    model = fit_reward_model(train, 20, 5)
+    result = evaluate(test, TabularPolicy(target), "dm", reward_model=model)
+    assert result.loc["dm", "reward_model"] == "given"
+    expected = np.mean((target * model).sum(axis=1)[test["state"]])
+    assert result.loc["dm", "estimate"] == pytest.approx(expected, abs=1e-12)
+    crossfit = evaluate(test, TabularPolicy(target), "dm")
+    assert crossfit.loc["dm", "reward_model"] == "cross-fitted (leave-one-out)"
+
+
+def test_support_violation_warns_and_is_reported():
+    logs = pd.DataFrame({"state": [0, 0, 1, 1], "action": [0, 0, 0, 1], "reward": [1.0, 0.0, 1.0, 0.0],
+                         "propensity": [0.5] * 4})
+    target = TabularPolicy(np.array([[0.5, 0.5], [1.0, 0.0]]))
+    with pytest.warns(SupportWarning, match=r"state 0, action 1"):
+        result = evaluate(logs, target, ("ips", "dm"))
+    # state 0 (half the rows) puts half its mass on never-logged action 1
+    assert result["support_violation_share"].iloc[0] == pytest.approx(0.25)
+
+
+# ------------------------------------------------------------------------------ error paths
+
+
+def test_missing_propensity_names_the_estimators_that_need_it(small_logs, bandit):
+    logs = small_logs.drop(columns="propensity")
+    with pytest.raises(LogValidationError, match=r"\['ips', 'dr'\].*only 'dm' does not.*propensity='estimate'"):
+        evaluate(logs, TabularPolicy(bandit[3]), ("ips", "dm", "dr"))
+
+
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        (lambda d: d.assign(propensity=d["propensity"].where(d.index != 7, 0.0)), r"'propensity': row 7"),
+        (lambda d: d.assign(propensity=d["propensity"].where(d.index != 3, 1.5)), r"'propensity': row 3"),
+        (lambda d: d.assign(reward=d["reward"].where(d.index != 5, np.nan)), r"'reward': row 5"),
+        (lambda d: d.assign(state=d["state"].where(d.index != 2, 99)), r"'state': row 2 .*\[0, 20\)"),
+        (lambda d: d.assign(action=d["action"].where(d.index != 4, 9)), r"'action': row 4 .*\[0, 5\)"),
+        (lambda d: d.drop(columns="reward"), r"missing required column.*'reward'"),
+        (lambda d: d.iloc[:0], r"empty"),
+    ],
+)
+def test_bad_logs_name_column_and_row(small_logs, bandit, change, pattern):
+    with pytest.raises(LogValidationError, match=pattern):
+        evaluate(change(small_logs), TabularPolicy(bandit[3]))
+
+
+def test_bad_logs_in_a_file_name_column_and_row(tmp_path, small_logs, bandit):
+    path = tmp_path / "bad.csv"
+    small_logs.assign(propensity=small_logs["propensity"].where(small_logs.index != 11, -0.5)).to_csv(
+        path, index=False
+    )
+    with pytest.raises(LogValidationError, match=r"bad.csv.*'propensity': row 11"):
+        evaluate(str(path), TabularPolicy(bandit[3]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"estimators": ("ips", "magic")}, r"unknown estimator.*magic"),
+        ({"level": 1.5}, r"level must be"),
+        ({"n_bootstrap": 1}, r"n_bootstrap"),
+        ({"clip_threshold": -1}, r"clip_threshold"),
+        ({"propensity": "guess"}, r"propensity must be"),
+        ({"reward_model": np.zeros((2, 2))}, r"reward_model must be .*\(20, 5\)"),
+    ],
+)
+def test_bad_arguments(small_logs, bandit, kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        evaluate(small_logs, TabularPolicy(bandit[3]), **kwargs)
+
+
+def test_bad_policies(small_logs):
+    with pytest.raises(ValueError, match=r"3000"):
+        evaluate(small_logs, np.full((10, 5), 0.2))
+    with pytest.raises(ValueError, match=r"row 0 sums to"):
+        evaluate(small_logs, np.full((3000, 5), 0.3))
+    with pytest.raises(ValueError, match=r"\(n_rows, n_actions\)"):
+        evaluate(small_logs, np.full(5, 0.2))
+
+
+# ------------------------------------------------------------------------------ properties
+
+
+@pytest.mark.filterwarnings("ignore::hfrl.ope.SupportWarning")  # small samples miss actions
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 60))
+def test_ips_of_the_logging_policy_is_the_mean_reward(seed, n):
+    rng = np.random.default_rng(seed)
+    logging = rng.dirichlet(np.ones(3), 4)
+    s = rng.integers(0, 4, n)
+    a = np.array([rng.choice(3, p=logging[i]) for i in s])
+    logs = pd.DataFrame({"state": s, "action": a, "reward": rng.normal(size=n), "propensity": logging[s, a]})
+    result = evaluate(logs, TabularPolicy(logging), ("ips", "snips"))
+    assert result.loc["ips", "estimate"] == pytest.approx(logs["reward"].mean(), abs=1e-9)
+    assert result.loc["snips", "estimate"] == pytest.approx(logs["reward"].mean(), abs=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore::hfrl.ope.SupportWarning")
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), shift=st.floats(-5, 5))
+def test_snips_shifts_with_the_reward(seed, shift):
+    p_state, q, logging, target = make_bandit(4, 3, seed)
+    logs = collect(p_state, q, logging, 200, seed)
+    policy = TabularPolicy(target)
+    base = evaluate(logs, policy, ("snips", "dr"))
+    moved = evaluate(logs.assign(reward=logs["reward"] + shift), policy, ("snips", "dr"))
+    assert moved.loc["snips", "estimate"] == pytest.approx(base.loc["snips", "estimate"] + shift, abs=1e-9)
+    assert moved.loc["snips", "std_error"] == pytest.approx(base.loc["snips", "std_error"], rel=1e-6, abs=1e-12)
+
+
+# ------------------------------------------------------------------------------ compare
+
+
+def two_arm_logs(n, means, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 2, n)
+    r = (rng.random(n) < np.asarray(means)[a]).astype(float)
+    return pd.DataFrame({"state": 0, "action": a, "reward": r, "propensity": 0.5})
+
+
+def test_compare_verdicts():
+    logs = two_arm_logs(20_000, [0.3, 0.4], seed=0)
+    better, worse = TabularPolicy(np.array([[0.0, 1.0]])), TabularPolicy(np.array([[1.0, 0.0]]))
+    assert compare(better, logs).verdict == "ship"
+    assert compare(worse, logs).verdict == "worse"
+    same = compare(TabularPolicy(np.array([[0.5, 0.5]])), logs)
+    assert same.verdict == "no evidence"
+    assert same.difference == pytest.approx(0.0, abs=1e-12)  # the logging policy itself
+    against = compare(better, logs, baseline=worse, estimator="ips")
+    assert against.verdict == "ship" and against.difference == pytest.approx(0.1, abs=0.03)
+    assert "above 0" in compare(better, logs).reason
+
+
+def test_compare_is_paired_and_matches_brute_force():
+    logs = two_arm_logs(5_000, [0.3, 0.35], seed=1)
+    candidate = TabularPolicy(np.array([[0.3, 0.7]]))
+    result = compare(candidate, logs, estimator="ips")
+    w = candidate.table_[0, logs["action"]] / 0.5
+    diff = w * logs["reward"] - logs["reward"]
+    assert result.difference == pytest.approx(diff.mean(), abs=1e-12)
+    assert result.std_error == pytest.approx(diff.std(ddof=1) / np.sqrt(len(logs)), rel=1e-9)
+    unpaired = np.hypot(result.candidate_ci[1] - result.candidate_value, result.baseline_ci[1] - result.baseline_value)
+    assert result.ci_high - result.difference < unpaired
+
+
+def test_compare_unreliable_when_overlap_is_poor():
+    rng = np.random.default_rng(2)
+    a = (rng.random(5000) < 0.001).astype(int)  # action 1 is almost never logged
+    logs = pd.DataFrame({"state": 0, "action": a, "reward": rng.random(5000),
+                         "propensity": np.where(a == 1, 0.001, 0.999)})
+    result = compare(TabularPolicy(np.array([[0.0, 1.0]])), logs)
+    assert result.verdict == "unreliable"
+    assert "effective sample size" in result.reason
+    logs1 = pd.DataFrame({"state": 0, "action": np.zeros(500, int), "reward": rng.random(500), "propensity": 1.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SupportWarning)
+        result = compare(TabularPolicy(np.array([[0.5, 0.5]])), logs1)
+    assert result.verdict == "unreliable" and "never logged" in result.reason
+
+
+def test_compare_rejects_bad_baseline():
+    logs = two_arm_logs(100, [0.3, 0.4], seed=0)
+    with pytest.raises(ValueError, match="baseline"):
+        compare(TabularPolicy(np.array([[0.0, 1.0]])), logs, baseline="random")
