@@ -84,7 +84,8 @@ def brute_force(logs, pi_rows, clip=10.0, switch=10.0, prior=1.0, n_states=None)
     # DM's influence includes the reward model's noise: v(s) + pi N_s / (N_sa + k) (r - q)
     state_counts = counts.sum(axis=1)
     full = (pi_rows * qhat[s]).sum(axis=1)
-    dm_influence = full + pi_rows[np.arange(n), a] * state_counts[s] / (counts[s, a] + prior) * (r - qhat[s, a])
+    gain = pi_rows[np.arange(n), a] * state_counts[s] / (counts[s, a] + prior)
+    dm_influence = full + gain * (r - qhat[s, a])
     out["dm"] = (dm_terms.mean(), dm_influence.std(ddof=1) / np.sqrt(n))
     out["dr"] = (dr_terms.mean(), dr_terms.std(ddof=1) / np.sqrt(n))
     out["switch_dr"] = (sw_terms.mean(), sw_terms.std(ddof=1) / np.sqrt(n))
@@ -147,6 +148,7 @@ def test_relative_error_below_5_percent_with_100k_rows(bandit):
     assert result.loc["ips", "max_weight"] <= 1.0 / 0.2 + 1e-9  # bounded weights, by construction
 
 
+@pytest.mark.filterwarnings("ignore::hfrl.ope.SupportWarning")
 def test_interval_coverage_over_50_seeds(bandit):
     p_state, q, logging, target = bandit
     value = truth(p_state, q, target)
@@ -170,7 +172,9 @@ def test_backends_agree_including_bootstrap(tmp_path, bandit, small_logs):
     duck_path = evaluate(str(path), target, ALL, n_bootstrap=50, random_state=3)
     numeric = memory.select_dtypes("number").columns
     for other in (duck_frame, duck_path):
-        np.testing.assert_allclose(other[numeric].to_numpy(), memory[numeric].to_numpy(), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            other[numeric].to_numpy(), memory[numeric].to_numpy(), rtol=1e-9, atol=1e-12
+        )
 
 
 def test_bootstrap_is_seeded_and_close_to_the_normal_interval(bandit):
@@ -226,7 +230,8 @@ def test_support_violation_warns_and_is_reported():
 
 def test_missing_propensity_names_the_estimators_that_need_it(small_logs, bandit):
     logs = small_logs.drop(columns="propensity")
-    with pytest.raises(LogValidationError, match=r"\['ips', 'dr'\].*only 'dm' does not.*propensity='estimate'"):
+    pattern = r"\['ips', 'dr'\].*only 'dm' does not.*propensity='estimate'"
+    with pytest.raises(LogValidationError, match=pattern):
         evaluate(logs, TabularPolicy(bandit[3]), ("ips", "dm", "dr"))
 
 
@@ -308,7 +313,9 @@ def test_snips_shifts_with_the_reward(seed, shift):
     base = evaluate(logs, policy, ("snips", "dr"))
     moved = evaluate(logs.assign(reward=logs["reward"] + shift), policy, ("snips", "dr"))
     assert moved.loc["snips", "estimate"] == pytest.approx(base.loc["snips", "estimate"] + shift, abs=1e-9)
-    assert moved.loc["snips", "std_error"] == pytest.approx(base.loc["snips", "std_error"], rel=1e-6, abs=1e-12)
+    assert moved.loc["snips", "std_error"] == pytest.approx(
+        base.loc["snips", "std_error"], rel=1e-6, abs=1e-12
+    )
 
 
 # ------------------------------------------------------------------------------ compare
@@ -342,7 +349,9 @@ def test_compare_is_paired_and_matches_brute_force():
     diff = w * logs["reward"] - logs["reward"]
     assert result.difference == pytest.approx(diff.mean(), abs=1e-12)
     assert result.std_error == pytest.approx(diff.std(ddof=1) / np.sqrt(len(logs)), rel=1e-9)
-    unpaired = np.hypot(result.candidate_ci[1] - result.candidate_value, result.baseline_ci[1] - result.baseline_value)
+    unpaired = np.hypot(
+        result.candidate_ci[1] - result.candidate_value, result.baseline_ci[1] - result.baseline_value
+    )
     assert result.ci_high - result.difference < unpaired
 
 
@@ -354,7 +363,9 @@ def test_compare_unreliable_when_overlap_is_poor():
     result = compare(TabularPolicy(np.array([[0.0, 1.0]])), logs)
     assert result.verdict == "unreliable"
     assert "effective sample size" in result.reason
-    logs1 = pd.DataFrame({"state": 0, "action": np.zeros(500, int), "reward": rng.random(500), "propensity": 1.0})
+    logs1 = pd.DataFrame(
+        {"state": 0, "action": np.zeros(500, int), "reward": rng.random(500), "propensity": 1.0}
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SupportWarning)
         result = compare(TabularPolicy(np.array([[0.5, 0.5]])), logs1)
