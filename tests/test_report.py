@@ -69,6 +69,8 @@ def make_run_folder(root: Path, n_states: int = 30, n_actions: int = 12, seed: i
                  "splits": {"train": 600, "validation": 200, "test": 200},
                  "events_per_state": {"min": 0, "median": 30.0, "mean": 33.3, "max": 90}},
     }
+    metrics["verdict"] = {"verdict": "ship", "difference": 0.06, "ci_low": 0.01, "ci_high": 0.11,
+                          "reason": "the interval excludes 0"}
     (run / "metrics.json").write_text(json.dumps(metrics))
     (run / "config.json").write_text(json.dumps({"seed": seed, "learner": {"name": "q_learning"}}))
     return run
@@ -97,6 +99,7 @@ def test_report_is_self_contained_and_has_every_section(tmp_path):
     assert "test &lt;run&gt;" in page and "test <run>" not in page  # metadata is escaped
     assert "chosen alpha = 0.4" in page
     assert "Resolved configuration" in page
+    assert "Deployment verdict for pi' against the logging policy: ship" in page
 
 
 def test_busiest_states_order_the_heatmaps(tmp_path):

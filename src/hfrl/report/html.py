@@ -302,6 +302,10 @@ def _metadata(run: RunFolder) -> str:
         meta[f"tuning {k}"] = v
     rows = [[k, v if not isinstance(v, dict | list) else json.dumps(v)] for k, v in meta.items()]
     parts = [_table(["field", "value"], rows) if rows else _missing("Run metadata")]
+    notes = run.metrics.get("warnings") or []
+    if notes:
+        items = "".join(f"<li>{html.escape(str(n))}</li>" for n in notes)
+        parts.append(f"<p>Warnings raised during the run:</p><ul class='warnings'>{items}</ul>")
     if run.config is not None:
         config = html.escape(json.dumps(run.config, indent=2, sort_keys=True))
         parts.append(f"<details><summary>Resolved configuration</summary><pre>{config}</pre></details>")
@@ -315,9 +319,17 @@ def _headline(run: RunFolder) -> str:
     rows = [[label, v.get("estimate"), v.get("ci_low"), v.get("ci_high"), v.get("true_value"),
              v.get("true_return")] for label, v in policies.items()]
     estimator = run.metrics.get("tuning", {}).get("estimator", "")
-    return (f"<p>Value per decision on the evaluation split by {html.escape(estimator.upper())}, "
+    page = (f"<p>Value per decision on the evaluation split by {html.escape(estimator.upper())}, "
             "with the exact truth where the data come from a simulator.</p>"
             + _table(["policy", "estimate", "CI low", "CI high", "true value", "true return"], rows))
+    verdict = run.metrics.get("verdict")
+    if isinstance(verdict, dict) and verdict.get("verdict"):
+        page += (f"<p class='verdict'><b>Deployment verdict for pi' against the logging policy: "
+                 f"{html.escape(str(verdict['verdict']))}</b> &mdash; difference "
+                 f"{_fmt(verdict.get('difference'))} "
+                 f"[{_fmt(verdict.get('ci_low'))}, {_fmt(verdict.get('ci_high'))}]; "
+                 f"{html.escape(str(verdict.get('reason', '')))}</p>")
+    return page
 
 
 _CSS = """
