@@ -41,7 +41,7 @@ def _random_mdp(seed: int, n_states: int = 6, n_actions: int = 3) -> TabularMDPE
     rewards = rng.uniform(0.0, 1.0, (n_states, n_actions))
     dense = rng.dirichlet(np.ones(n_states), size=n_states * n_actions)
     dense *= rng.uniform(0.5, 0.95, (n_states * n_actions, 1))  # 5-50% chance to end
-    dense[dense < 0.05] = 0.0
+    dense[dense < 0.3 / n_states] = 0.0
     return TabularMDPEnv(rewards, sp.csr_matrix(dense), rng.dirichlet(np.ones(n_states)),
                          reward_noise="bernoulli")
 
@@ -198,12 +198,14 @@ def test_batch_api_agrees_with_single_steps() -> None:
     assert rewards_1.mean() == pytest.approx(env.expected_reward(s, item), rel=0.25)
 
 
-def test_generic_transitions_sample_the_table() -> None:
-    env = _random_mdp(3, n_states=5, n_actions=2)
+@pytest.mark.parametrize("n_states", [5, 90])
+def test_generic_transitions_sample_the_table(n_states: int) -> None:
+    env = _random_mdp(3, n_states=n_states, n_actions=2)
     n = 40_000
     _, next_states, terminated = env.step_batch(np.full(n, 2), np.full(n, 1), 0)
     row = env.transition_matrix()[2 * 2 + 1].toarray().ravel()
-    freq = np.bincount(next_states[~terminated], minlength=5) / n
+    assert (row > 0).sum() > (1 if n_states == 5 else 8)  # several rounds of the row search
+    freq = np.bincount(next_states[~terminated], minlength=n_states) / n
     se = np.sqrt(row * (1 - row) / n) + 1e-9
     assert np.abs((freq - row) / se).max() < 5
     end = 1.0 - row.sum()

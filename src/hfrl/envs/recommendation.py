@@ -195,6 +195,11 @@ class RecommendationEnv(TabularMDPEnv):
         logits = self.affinity[segment, items] + self.repeat_bonus * (self.item_categories[items] == slot - 1)
         return _sigmoid(logits)
 
+    def _all_purchase_rows(self) -> np.ndarray:
+        if self._purchase_table is not None:
+            return self._purchase_table
+        return self._purchase_rows(np.arange(self.n_states))
+
     def _purchase_rows(self, states: np.ndarray) -> np.ndarray:
         segment, slot = np.divmod(states, self.n_categories + 1)
         same = self.item_categories[None, :] == (slot - 1)[:, None]
@@ -228,21 +233,26 @@ class RecommendationEnv(TabularMDPEnv):
 
     def _build_reward_matrix(self) -> np.ndarray:
         self._require_single()
-        return self._purchase_rows(np.arange(self.n_states)) * self._payoff[None, :]
+        return self._all_purchase_rows() * self._payoff[None, :]
 
     def _build_transition_matrix(self) -> sp.csr_matrix:
         self._require_single()
         n_s, n_a = self.n_states, self.n_items
-        states = np.repeat(np.arange(n_s), n_a)
-        items = np.tile(np.arange(n_a), n_s)
-        buy = self._purchase_rows(np.arange(n_s)).ravel()
-        segment = states // (self.n_categories + 1)
-        bought_state = segment * (self.n_categories + 1) + self.item_categories[items] + 1
+        index = np.int32 if n_s < 2**31 and 2 * n_s * n_a < 2**31 else np.int64
+        states = np.repeat(np.arange(n_s, dtype=index), n_a)
+        bought_state = states - states % (self.n_categories + 1)
+        bought_state += np.tile((self.item_categories + 1).astype(index), n_s)
+        buy = self._all_purchase_rows().ravel()
         stay = 1.0 - self.churn_probability
-        rows = np.concatenate([np.arange(n_s * n_a)] * 2)
-        cols = np.concatenate([bought_state, states])
-        data = np.concatenate([stay * buy, stay * (1.0 - buy)])
-        return sp.coo_matrix((data, (rows, cols)), shape=(n_s * n_a, n_s)).tocsr()
+        # Two entries per row (s * n_a + a): "bought, moved to the item's category" and "stayed".
+        indices = np.empty(2 * n_s * n_a, dtype=index)
+        data = np.empty(2 * n_s * n_a)
+        indices[0::2], indices[1::2] = bought_state, states
+        data[0::2], data[1::2] = stay * buy, stay * (1.0 - buy)
+        same = bought_state == states  # buying from the last category keeps the state
+        data[0::2][same], data[1::2][same] = stay, 0.0
+        indptr = np.arange(0, 2 * n_s * n_a + 1, 2, dtype=index)
+        return sp.csr_matrix((data, indices, indptr), shape=(n_s * n_a, n_s))
 
     def _build_initial_distribution(self) -> np.ndarray:
         mu = np.zeros(self.n_states)
@@ -255,7 +265,7 @@ class RecommendationEnv(TabularMDPEnv):
 
     def popularity_matrix(self) -> np.ndarray:
         """Price-free purchase probabilities, the weights of the ``"popularity"`` logging policy."""
-        return self._purchase_rows(np.arange(self.n_states))
+        return self._all_purchase_rows()
 
     # ------------------------------------------------------------------ sampling
     def _check_batch_actions(self, actions: Any, n: int) -> np.ndarray:

@@ -136,7 +136,7 @@ class TabularMDPEnv(gym.Env):
         self._success = None
         self._scale = None
         self._std = None
-        self._transition_keys: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._transition_keys: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None
         self._initial_cdf: np.ndarray | None = None
         self._state = 0
         self._last_action: Any = None
@@ -317,29 +317,36 @@ class TabularMDPEnv(gym.Env):
         future = (self.transition_matrix() @ values).reshape(self._n_states, self._n_actions)
         return self.reward_matrix() + gamma * future
 
-    def optimal_q(self, gamma: float, *, tol: float = 1e-10, max_iter: int = 100_000) -> np.ndarray:
-        """Optimal ``Q*(s, a)``: value iteration to ``tol``, then exact policy-iteration polish.
+    def optimal_q(self, gamma: float, *, tol: float = 1e-10, max_iter: int = 100_000,
+                  patience: int = 10) -> np.ndarray:
+        """Optimal ``Q*(s, a)``: value iteration, then policy iteration to an exact fixed point.
 
-        Value iteration stops when successive values differ by less than ``tol`` (sup norm);
-        policy iteration then evaluates the greedy policy exactly and improves it until it is
-        stable, so the result is exact up to the linear solver's precision.
+        Value iteration runs until successive values differ by less than ``tol`` (sup norm) or
+        its greedy policy has not changed for ``patience`` sweeps; policy iteration then
+        evaluates the greedy policy exactly (one sparse solve) and improves it until no state
+        can improve, so the result is exact up to the linear solver's precision whichever way
+        value iteration stopped.
         """
         gamma = self._check_gamma(gamma)
         values = np.zeros(self._n_states)
+        greedy = np.zeros(self._n_states, dtype=np.intp)
+        stable = 0
         for _ in range(max_iter):
-            updated = self._backup(values, gamma).max(axis=1)
+            q = self._backup(values, gamma)
+            updated_greedy = q.argmax(axis=1)
+            updated = q[np.arange(self._n_states), updated_greedy]
             delta = float(np.max(np.abs(updated - values)))
-            values = updated
-            if delta < tol:
+            stable = stable + 1 if np.array_equal(updated_greedy, greedy) else 0
+            values, greedy = updated, updated_greedy
+            if delta < tol or stable >= patience:
                 break
-        q = self._backup(values, gamma)
-        greedy = q.argmax(axis=1)
-        for _ in range(100):
-            table = np.zeros((self._n_states, self._n_actions))
-            table[np.arange(self._n_states), greedy] = 1.0
-            q = self._backup(self._solve(*self._policy_kernel(table), gamma), gamma)
+        every_state = np.arange(self._n_states)
+        for _ in range(1000):
+            rows = every_state * self._n_actions + greedy
+            kernel = self.transition_matrix()[rows]
+            q = self._backup(self._solve(self.reward_matrix()[every_state, greedy], kernel, gamma), gamma)
             best = q.max(axis=1)
-            keep = q[np.arange(self._n_states), greedy] >= best - 1e-12 * (1.0 + np.abs(best))
+            keep = q[every_state, greedy] >= best - 1e-12 * (1.0 + np.abs(best))
             if keep.all():
                 break
             greedy = np.where(keep, greedy, q.argmax(axis=1))
@@ -432,28 +439,37 @@ class TabularMDPEnv(gym.Env):
             return mean + self._std.ravel()[flat] * rng.standard_normal(flat.shape[0])
         return mean.copy()
 
-    def _transition_sampler(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Flat search keys ``row + cumulative mass within row`` for one vectorised searchsorted."""
+    def _transition_sampler(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Cumulative mass within each CSR row, for a vectorised binary search per row."""
         if self._transition_keys is None:
             matrix = self.transition_matrix()
             counts = np.diff(matrix.indptr)
-            rows = np.repeat(np.arange(matrix.shape[0], dtype=np.float64), counts)
             cum = np.cumsum(matrix.data)
             before = np.concatenate(([0.0], cum))[matrix.indptr[:-1]]
             within = np.minimum(cum - np.repeat(before, counts), 1.0)
-            self._transition_keys = (rows + within, matrix.indptr, matrix.indices.astype(np.int64))
+            n_steps = int(np.ceil(np.log2(int(counts.max(initial=0)) + 1)))
+            self._transition_keys = (within, matrix.indptr.astype(np.int64),
+                                     matrix.indices.astype(np.int64), n_steps)
         return self._transition_keys
 
     def _sample_next(self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator
                      ) -> tuple[np.ndarray, np.ndarray]:
-        keys, indptr, indices = self._transition_sampler()
+        within, indptr, indices, n_steps = self._transition_sampler()
         flat = states * self._n_actions + actions
         u = rng.random(flat.shape[0])
-        if keys.size == 0:
+        if within.size == 0:
             return states.astype(np.int64), np.ones(flat.shape[0], dtype=bool)
-        position = np.searchsorted(keys, flat + u, side="right")
-        continues = position < indptr[flat + 1]
-        next_states = np.where(continues, indices[np.minimum(position, keys.size - 1)], states)
+        # First entry of the row whose cumulative mass exceeds u (row end = the episode ends):
+        # a binary search run for all users at once, log2(longest row) rounds of numpy ops.
+        low, high = indptr[flat], indptr[flat + 1]
+        row_end = high
+        for _ in range(n_steps):
+            middle = (low + high) >> 1
+            right = (low < high) & (within[np.minimum(middle, within.size - 1)] <= u)
+            low = np.where(right, middle + 1, low)
+            high = np.where(right, high, middle)
+        continues = low < row_end
+        next_states = np.where(continues, indices[np.minimum(low, within.size - 1)], states)
         return next_states.astype(np.int64), ~continues
 
     def _sample_step(self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator
