@@ -370,7 +370,7 @@ def split_logs(
             if time.isna().any():
                 row = int(np.flatnonzero(time.isna().to_numpy())[0])
                 raise ValueError(f"column 'timestamp': row {row} is not a parseable date-time")
-            order = np.argsort(time.to_numpy().astype("datetime64[ns]"), kind="stable")
+            order = np.argsort(time.dt.tz_localize(None).to_numpy("datetime64[ns]"), kind="stable")
         else:
             order = np.arange(n)
     else:

@@ -57,7 +57,8 @@ def _order(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
                 "expected a parseable date-time",
                 column=schema.TIMESTAMP, first_row=row, count=int(time.isna().sum()),
             )
-        order = np.lexsort((np.arange(len(frame)), time.to_numpy().astype("datetime64[ns]"), codes))
+        instants = time.dt.tz_localize(None).to_numpy("datetime64[ns]")
+        order = np.lexsort((np.arange(len(frame)), instants, codes))
     else:
         order = np.lexsort((np.arange(len(frame)), codes))
     return order, codes[order]

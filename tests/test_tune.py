@@ -1,0 +1,141 @@
+"""Tests of hfrl.tune: the closed-form alpha curve against brute force, choosing alpha, leakage, splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hfrl.tune
+from hfrl.blend import blend
+from hfrl.frequencies import HistoricalFrequency
+from hfrl.ope import evaluate
+from hfrl.policies import TabularPolicy
+from hfrl.tune import LeakageWarning, alpha_curve, split_logs, tune_alpha
+
+N_STATES, N_ACTIONS = 12, 4
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(0)
+    q = rng.uniform(0.05, 0.6, (N_STATES, N_ACTIONS))
+    logging = 0.7 * rng.dirichlet(np.ones(N_ACTIONS), N_STATES) + 0.3 / N_ACTIONS
+    n = 6000
+    s = rng.integers(0, N_STATES, n)
+    a = np.minimum((rng.random(n)[:, None] > logging.cumsum(axis=1)[s]).sum(axis=1), N_ACTIONS - 1)
+    r = (rng.random(n) < q[s, a]).astype(float)
+    logs = pd.DataFrame({"state": s, "action": a, "reward": r, "propensity": logging[s, a],
+                         "timestamp": pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(n), "min")})
+    pi = TabularPolicy(rng.dirichlet(np.ones(N_ACTIONS), N_STATES))
+    hf = TabularPolicy(0.5 * logging + 0.5 * np.eye(N_ACTIONS)[q.argmax(axis=1)])
+    return logs, pi, hf, q
+
+
+@pytest.mark.parametrize("estimator", ["ips", "snips", "dm", "dr"])
+def test_fast_curve_matches_brute_force(problem, estimator):
+    logs, pi, hf, _ = problem
+    alphas = np.linspace(0, 1, 21)
+    fast = alpha_curve(pi, hf, logs, estimator, alphas)
+    brute = alpha_curve(pi, hf, logs, estimator, alphas, fast=False)
+    np.testing.assert_allclose(fast.to_numpy(), brute.to_numpy(), rtol=0, atol=1e-10)
+    assert list(fast.columns) == ["alpha", "estimate", "std_error", "ci_low", "ci_high"]
+
+
+@pytest.mark.parametrize(("estimator", "method"), [("clipped_ips", "linear"), ("switch_dr", "linear"),
+                                                   ("snips", "geometric")])
+def test_nonlinear_curves_match_brute_force(problem, estimator, method):
+    logs, pi, hf, _ = problem
+    alphas = [0.0, 0.3, 0.7, 1.0]
+    fast = alpha_curve(pi, hf, logs, estimator, alphas, method=method, clip_threshold=2.0)
+    brute = alpha_curve(pi, hf, logs, estimator, alphas, method=method, clip_threshold=2.0, fast=False)
+    np.testing.assert_allclose(fast.to_numpy(), brute.to_numpy(), rtol=0, atol=1e-10)
+
+
+def test_curve_with_estimated_propensities_and_duckdb(problem):
+    logs, pi, hf, _ = problem
+    memory = alpha_curve(pi, hf, logs.drop(columns="propensity"), "dr", [0, 0.5, 1], propensity="estimate")
+    duck = alpha_curve(pi, hf, logs.drop(columns="propensity"), "dr", [0, 0.5, 1], propensity="estimate",
+                       backend="duckdb")
+    np.testing.assert_allclose(duck.to_numpy(), memory.to_numpy(), rtol=1e-9)
+
+
+def test_tune_alpha_picks_the_best_estimate(problem):
+    logs, pi, hf, _ = problem
+    result = tune_alpha(pi, hf, logs, estimator="snips")
+    assert len(result.curve) == 101
+    best = result.curve["estimate"].idxmax()
+    assert result.alpha == pytest.approx(result.curve["alpha"][best])
+    np.testing.assert_allclose(result.policy.table_, blend(pi, hf, result.alpha).table_, atol=1e-12)
+    best_value = result.curve["estimate"].max()
+    assert result.evaluation.loc["snips", "estimate"] == pytest.approx(best_value, abs=1e-10)
+    # HF leans on the best action, so it beats the random learned policy: alpha should be 1
+    assert result.alpha == 1.0
+
+
+def test_tune_alpha_lower_bound_is_refined(problem):
+    logs, pi, hf, _ = problem
+    result = tune_alpha(pi, hf, logs, estimator="dr", criterion="lower_bound")
+    grid_best = result.curve["ci_low"].max()
+    chosen = evaluate(logs, blend(pi, hf, result.alpha), "dr").loc["dr"]
+    assert chosen["ci_low"] >= grid_best - 1e-12
+    explicit = tune_alpha(pi, hf, logs, estimator="dr", alphas=[0.0, 0.5], criterion="lower_bound")
+    assert explicit.alpha in (0.0, 0.5)
+
+
+def test_leakage_refused_or_warned(problem):
+    logs, pi, _, _ = problem
+    train, validation, _ = split_logs(logs)
+    leaky = HistoricalFrequency(count="rows").fit(validation, n_states=N_STATES, n_actions=N_ACTIONS)
+    with pytest.raises(ValueError, match="Split first.*split_logs"):
+        tune_alpha(pi, leaky, validation)
+    with pytest.warns(LeakageWarning):
+        tune_alpha(pi, leaky, validation, allow_leak=True)
+    clean = HistoricalFrequency(count="rows").fit(train, n_states=N_STATES, n_actions=N_ACTIONS)
+    assert 0.0 <= tune_alpha(pi, clean, validation).alpha <= 1.0
+
+
+def test_split_logs_by_time_and_random(problem):
+    logs, _, _, _ = problem
+    shuffled = logs.sample(frac=1.0, random_state=0)
+    train, validation, test = split_logs(shuffled, (0.5, 0.25, 0.25))
+    assert [len(train), len(validation), len(test)] == [3000, 1500, 1500]
+    assert train["timestamp"].max() < validation["timestamp"].min() <= validation["timestamp"].max() \
+        < test["timestamp"].min()
+    first = split_logs(logs, by="random", random_state=4)
+    again = split_logs(logs, by="random", random_state=4)
+    for x, y in zip(first, again, strict=True):
+        pd.testing.assert_frame_equal(x, y)
+    rows = pd.concat(first)
+    assert len(rows) == len(logs) and not rows.duplicated().any()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [({"fractions": (0.5, 0.5)}, "three"), ({"fractions": (0.6, 0.6, -0.2)}, "non-negative"),
+     ({"by": "user"}, "by must be")],
+)
+def test_split_logs_errors(problem, kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        split_logs(problem[0], **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [({"alphas": [0.2, 1.5]}, r"\[0, 1\]"), ({"alphas": "many"}, "auto"), ({"criterion": "max"}, "criterion"),
+     ({"estimator": "magic"}, "estimator"), ({"method": "cubic"}, "method")],
+)
+def test_tune_alpha_errors(problem, kwargs, pattern):
+    logs, pi, hf, _ = problem
+    with pytest.raises(ValueError, match=pattern):
+        tune_alpha(pi, hf, logs, **kwargs)
+
+
+def test_shapes_must_match(problem):
+    logs, pi, _, _ = problem
+    with pytest.raises(ValueError, match="same states and actions"):
+        tune_alpha(pi, np.full((N_STATES, N_ACTIONS + 1), 1 / (N_ACTIONS + 1)), logs)
+
+
+def test_compare_is_exported_from_tune():
+    assert hfrl.tune.compare is hfrl.ope.compare
