@@ -215,9 +215,10 @@ def learning_section(random_logs, bts_logs, policies, seed) -> tuple[dict, dict[
     }
     start_test = test["timestamp"].min()
     bts_test = bts_logs[bts_logs["timestamp"] >= start_test]
+    on_policy = {"estimator": "on-policy mean"}
     results = {
-        "uniform random (on-policy)": {**mean_ci(test["reward"].to_numpy()), "estimator": "on-policy mean"},
-        "BTS (on-policy, same days)": {**mean_ci(bts_test["reward"].to_numpy()), "estimator": "on-policy mean"},
+        "uniform random (on-policy)": {**mean_ci(test["reward"].to_numpy()), **on_policy},
+        "BTS (on-policy, same days)": {**mean_ci(bts_test["reward"].to_numpy()), **on_policy},
     }
     if "bts_prior_mc" in policies:
         results["BTS (prior MC) off-policy"] = evaluate_test(test, policies["bts_prior_mc"])
@@ -324,7 +325,9 @@ def replica_section(random_logs, targets: dict[str, TabularPolicy], replications
         rel = [summary["targets"][n][estimator]["relative_rmse"] for n in targets]
         cov = [summary["targets"][n][estimator]["coverage"] for n in targets]
         scores[estimator] = (float(np.mean(rel)), float(np.min(cov)))
-    eligible = {e: s for e, s in scores.items() if s[1] >= 0.85} or scores
+    eligible = {e: s for e, s in scores.items() if s[1] >= 0.85}
+    summary["coverage_met"] = bool(eligible)
+    eligible = eligible or scores
     summary["trust"] = min(eligible, key=lambda e: eligible[e][0])
     summary["scores"] = {e: {"mean_relative_rmse": s[0], "min_coverage": s[1]} for e, s in scores.items()}
     return summary
@@ -400,14 +403,17 @@ def markdown(figures: dict) -> str:
             f"estimate = {learning.get('alpha_estimate', 'n/a')}, by lower bound = "
             f"{learning.get('alpha_lower_bound', 'n/a')}.",
             "",
-            "| policy (test split) | CTR estimate | 95% CI | estimator | ESS | IPS | DR |",
-            "|---|---|---|---|---|---|---|",
+            "| policy (test split) | CTR estimate | 95% CI | estimator | ESS | IPS | DR | validation SNIPS |",
+            "|---|---|---|---|---|---|---|---|",
         ]
+        validation = learning.get("validation", {})
         for name, row in learning["test"].items():
+            valid = validation.get(name)
             lines.append(
                 f"| {name} | {pct(row['estimate'])} | {pct(row['ci_low'])} .. {pct(row['ci_high'])} | "
                 f"{row['estimator']} | {row.get('ess', float('nan')):.0f} | "
-                f"{pct(row['ips']) if 'ips' in row else '-'} | {pct(row['dr']) if 'dr' in row else '-'} |"
+                f"{pct(row['ips']) if 'ips' in row else '-'} | {pct(row['dr']) if 'dr' in row else '-'} | "
+                f"{pct(valid['estimate']) if valid else '-'} |"
             )
         for missing in learning["missing"]:
             lines.append(f"\nMissing: {missing}")
@@ -424,11 +430,14 @@ def markdown(figures: dict) -> str:
         for target, rows in replica["targets"].items():
             for estimator, row in rows.items():
                 lines.append(
-                    f"| {target} | {estimator} | {pct(row['truth'])} | {pct(row['bias'])} | {pct(row['rmse'])} "
-                    f"| {row['relative_rmse']:.1%} | {row['coverage']:.0%} |"
+                    f"| {target} | {estimator} | {pct(row['truth'])} | {pct(row['bias'])} | "
+                    f"{pct(row['rmse'])} | {row['relative_rmse']:.1%} | {row['coverage']:.0%} |"
                 )
-        lines += ["", f"Trust on this data: **{replica['trust']}** (lowest mean relative RMSE among "
-                  "estimators whose intervals cover at least 85% of the time).", ""]
+        rule = ("lowest mean relative RMSE among the estimators whose 95% intervals cover the exact value "
+                "at least 85% of the time for every target" if replica["coverage_met"] else
+                "lowest mean relative RMSE; NO estimator's 95% intervals covered the exact value 85% of the "
+                "time for every target, so none of the intervals is trustworthy at this sample size")
+        lines += ["", f"Trust on this data: **{replica['trust']}** ({rule}).", ""]
     elif replica:
         lines += [f"Replica section missing: {replica.get('missing')}", ""]
     verdict = figures.get("verdict")
@@ -466,9 +475,10 @@ def main(argv: list[str] | None = None) -> int:
             targets[name] = policy
     figures["replica"] = replica_section(random_logs, targets, args.replications, args.seed)
     blended = next((p for n, p in learned.items() if n.startswith("blend") and "estimate" in n), None)
-    trust = figures["replica"].get("trust", "snips")
+    # the verdict uses the estimator the replica says to trust, when its intervals held up there
+    trusted = figures["replica"].get("coverage_met") and figures["replica"].get("trust")
     if blended is not None:
-        figures["verdict"] = verdict_section(test, blended, trust if trust != "dm" else "snips")
+        figures["verdict"] = verdict_section(test, blended, trusted or "snips")
     figures["seconds"] = round(time.perf_counter() - start, 2)
     print(json.dumps(figures, default=float, separators=(",", ":")))
     print()

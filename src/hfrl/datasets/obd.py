@@ -241,14 +241,10 @@ class _Staged:
         key_parts = ", ".join(
             f"coalesce(CAST({_ident(c)} AS VARCHAR), {_literal(_MISSING)})" for c in self.state_columns
         )
-        features = "".join(f", {_ident(c)}" for c in self.feature_columns if c not in raw)
-        user_features = "".join(
-            f", {_ident(c)} AS {_ident('raw_' + c)}" for c in self.feature_columns if c in raw
-        )
         sql = (
             "CREATE TEMP TABLE obd AS SELECT row_number() OVER () - 1 AS row_id, "
             + ", ".join(_ident(c) for c in LOG_COLUMNS)
-            + f", concat_ws({_literal(_SEPARATOR)}, {key_parts}) AS state_key{user_features}{features} "
+            + f", concat_ws({_literal(_SEPARATOR)}, {key_parts}) AS state_key "
             f"FROM read_csv({_literal(str(self.log_file))}, header = true, types = {{{types}}})"
         )
         try:
@@ -300,30 +296,33 @@ class _Staged:
             {"state_key": np.asarray(categories, dtype=object), "state": np.arange(len(categories))}
         )
         self.connection.register("obd_states", frame)
-
-    def select_sql(self) -> str:
-        """The mapped rows in file order, with the requested feature columns."""
-        raw = set(LOG_COLUMNS) | set(self.state_columns)
-        features = "".join(
-            f", obd.{_ident('raw_' + c if c in raw else c)} AS {_ident(c)}" for c in self.feature_columns
-        )
-        items = ""
-        join_items = ""
+        items = join_items = ""
         if self.item_columns:
             items = "".join(f", items.{_ident(c)}" for c in self.item_columns)
             join_items = (
                 f" LEFT JOIN (SELECT * FROM read_csv({_literal(str(self.item_file))}, header = true)) "
                 "AS items ON items.item_id = CAST(CAST(obd.item_id AS DOUBLE) AS BIGINT)"
             )
-        return (
-            f"SELECT CAST(s.state AS BIGINT) AS {schema.STATE}, "
+        # the mapped core columns in file order; the wide feature columns are never staged
+        self.connection.execute(
+            f"CREATE TEMP TABLE obd_mapped AS SELECT CAST(s.state AS BIGINT) AS {schema.STATE}, "
             f"CAST(CAST(obd.item_id AS DOUBLE) AS BIGINT) AS {schema.ACTION}, "
             f"CAST(obd.click AS DOUBLE) AS {schema.REWARD}, "
             f"CAST(obd.propensity_score AS DOUBLE) AS {schema.PROPENSITY}, "
             f"CAST(CAST(obd.position AS DOUBLE) AS BIGINT) AS {schema.POSITION}, "
-            f"CAST(obd.timestamp AS TIMESTAMPTZ) AS {schema.TIMESTAMP}"
-            f"{features}{items} "
+            f"CAST(obd.timestamp AS TIMESTAMPTZ) AS {schema.TIMESTAMP}{items} "
             f"FROM obd JOIN obd_states AS s USING (state_key){join_items} ORDER BY obd.row_id"
+        )
+        self.connection.execute("DROP TABLE obd")
+
+    def select_sql(self) -> str:
+        """The mapped rows in file order; feature columns come from a second scan, by position."""
+        if not self.feature_columns:
+            return "SELECT * FROM obd_mapped"
+        features = ", ".join(_ident(c) for c in self.feature_columns)
+        return (
+            f"SELECT * FROM obd_mapped POSITIONAL JOIN (SELECT {features} "
+            f"FROM read_csv({_literal(str(self.log_file))}, header = true))"
         )
 
     def attrs(self) -> dict[str, Any]:
