@@ -33,11 +33,11 @@ def _time_limit(env: Any) -> int | None:
 def logging_policy(
     env: Any,
     kind: str = "uniform",
-    *,
     epsilon: float = 0.1,
     base: TabularPolicy | None = None,
-    gamma: float = 0.95,
     random_state: int | np.random.Generator | None = None,
+    *,
+    gamma: float = 0.95,
 ) -> TabularPolicy:
     """A logging (behaviour) policy of a usual design, for ``collect_logs``.
 
@@ -52,10 +52,10 @@ def logging_policy(
         ``"random"``: each row a Dirichlet(1) draw from ``random_state``.
     epsilon : float in [0, 1], default 0.1
     base : TabularPolicy, optional
-    gamma : float, default 0.95
-        Discount of the optimal policy used when ``base`` is None.
     random_state : int or Generator, optional
         Only used by ``"random"``.
+    gamma : float, default 0.95
+        Discount of the optimal policy used when ``base`` is None.
 
     Returns
     -------

@@ -309,8 +309,7 @@ class RecommendationEnv(TabularMDPEnv):
         )
         self._last_action = slate[0].tolist()
         self._last_reward = float(rewards[0])
-        if not terminated[0]:
-            self._state = int(next_states[0])
+        self._state = int(next_states[0])  # on termination: a valid id, the last state seen
         return self._state, self._last_reward, bool(terminated[0]), False, {}
 
     def reset_batch(self, n: int, rng: int | np.random.Generator | None = None) -> np.ndarray:

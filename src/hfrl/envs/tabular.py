@@ -498,8 +498,7 @@ class TabularMDPEnv(gym.Env):
         rewards, next_states, terminated = self._sample_step(states, actions, self.np_random)
         self._last_action = int(action)
         self._last_reward = float(rewards[0])
-        if not terminated[0]:
-            self._state = int(next_states[0])
+        self._state = int(next_states[0])  # on termination: a valid id, the last state seen
         return self._state, self._last_reward, bool(terminated[0]), False, {}
 
     def render(self) -> str | None:
