@@ -460,3 +460,39 @@ def test_largest_size_constructs_and_steps_quickly() -> None:
     assert elapsed < 5.0, f"took {elapsed:.2f}s"
     assert env.expected_reward(9_999, 9_999) >= 0.0
     assert rewards.shape == states.shape == terminated.shape == (100_000,)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n_rows=st.integers(1, 60),
+    sessions=st.booleans(),
+    prior=st.floats(0.1, 20.0),
+)
+def test_fit_env_always_yields_a_sound_model(seed: int, n_rows: int, sessions: bool, prior: float) -> None:
+    rng = np.random.default_rng(seed)
+    logs = pd.DataFrame({
+        "state": rng.integers(0, 4, n_rows),
+        "action": rng.integers(0, 3, n_rows),
+        "reward": rng.normal(1.0, 2.0, n_rows),
+    })
+    if sessions:
+        logs["next_state"] = rng.integers(0, 4, n_rows)
+        logs["done"] = rng.random(n_rows) < 0.3
+        logs["session_id"] = np.arange(n_rows) // 3
+    env = fit_env(logs, n_states=4, n_actions=3, prior_strength=prior)
+    rewards = env.reward_matrix()
+    assert logs["reward"].min() - 1e-9 <= rewards.min() <= rewards.max() <= logs["reward"].max() + 1e-9
+    mass = np.asarray(env.transition_matrix().sum(axis=1)).ravel()
+    assert (mass <= 1 + 1e-9).all() and (env.transition_matrix().data >= 0).all()
+    assert env.initial_distribution().sum() == pytest.approx(1.0)
+    assert np.isfinite(env.optimal_value(GAMMA))
+
+
+def test_render_ansi_describes_the_state() -> None:
+    env = RecommendationEnv(render_mode="ansi")
+    env.reset(seed=0)
+    env.step(3)
+    text = env.render()
+    assert "segment" in text and "last action 3" in text
+    assert RecommendationEnv().render() is None
