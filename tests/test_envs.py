@@ -496,3 +496,17 @@ def test_render_ansi_describes_the_state() -> None:
     text = env.render()
     assert "segment" in text and "last action 3" in text
     assert RecommendationEnv().render() is None
+
+
+def test_factor_path_for_large_sizes_agrees_with_the_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hfrl.envs.recommendation as recommendation
+
+    monkeypatch.setattr(recommendation, "_DENSE_CELLS", 0)  # force the per-step factor formulas
+    env = RecommendationEnv(n_segments=3, n_categories=3, n_items=8, repeat_bonus=2.0)
+    assert env._purchase_table is None
+    grid = env.expected_reward(np.arange(env.n_states)[:, None], np.arange(env.n_actions)[None, :])
+    np.testing.assert_allclose(grid, env.reward_matrix(), rtol=1e-12)
+    assert env._purchase_table is None
+    returns = _mc_returns(env, TabularPolicy.uniform(env.n_states, env.n_actions), GAMMA, 20_000, seed=3)
+    exact = env.policy_value(TabularPolicy.uniform(env.n_states, env.n_actions), GAMMA)
+    assert abs(returns.mean() - exact) < 4 * returns.std(ddof=1) / np.sqrt(returns.size)
