@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,13 +35,21 @@ def _one_line(exc: BaseException) -> str:
     return text
 
 
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                  line: Any = None) -> None:
+    """Warnings (support violations, dropped rows) as one line on stderr, without source lines."""
+    typer.echo(f"warning: {' '.join(str(message).split())}", err=True)
+
+
 class _HfrlGroup(TyperGroup):
     """Turns data errors (``HfrlError`` and any ``ValueError``, ``OSError``, ``ImportError``) into
     exit code 1 with one line on stderr; ``--debug`` lets the traceback through."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except (ValueError, OSError, ImportError) as exc:
             debug = bool((ctx.obj or {}).get("debug")) or os.environ.get("HFRL_DEBUG", "") not in ("", "0")
             if debug:
@@ -160,6 +169,15 @@ def _load_policy(path: str) -> Any:
     return TabularPolicy.load(path)
 
 
+def _stdout_console() -> Any:
+    """A Rich console on stdout; wide enough for the tables when stdout is not a terminal."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=120)
+
+
 def _print_json(payload: Any) -> None:
     from hfrl.pipeline import _json_ready
 
@@ -167,7 +185,6 @@ def _print_json(payload: Any) -> None:
 
 
 def _print_table(title: str, frame: Any, columns: list[str], index_name: str) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
@@ -176,7 +193,7 @@ def _print_table(title: str, frame: Any, columns: list[str], index_name: str) ->
         table.add_column(column, justify="right")
     for label, row in frame.iterrows():
         table.add_row(str(label), *(_fmt(row.get(c)) for c in columns))
-    Console().print(table)
+    _stdout_console().print(table)
 
 
 def _fmt(value: Any) -> str:
@@ -572,7 +589,6 @@ def recommend(
     if as_json:
         _print_json(rows)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"Top {k} actions of {policy.name}")
@@ -580,7 +596,7 @@ def recommend(
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(str(row["state"]), str(row["rank"]), str(row["action"]), f"{row['probability']:.4f}")
-    Console().print(table)
+    _stdout_console().print(table)
 
 
 @app.command()
@@ -607,7 +623,6 @@ def _print_summary(result: Any, as_json: bool) -> None:
         }
         _print_json(payload)
         return
-    from rich.console import Console
     from rich.table import Table
 
     metrics = result.metrics
@@ -626,7 +641,7 @@ def _print_summary(result: Any, as_json: bool) -> None:
         if simulated:
             cells += [_fmt(row["true_value"]), _fmt(row["true_return"])]
         table.add_row(*cells)
-    Console().print(table)
+    _stdout_console().print(table)
     if simulated:
         typer.echo(
             "value = expected reward per decision at the test split's states; true value is exact "
@@ -638,7 +653,7 @@ def _print_summary(result: Any, as_json: bool) -> None:
             f"verdict for pi' vs the logging policy: {verdict['verdict']} ({verdict['reason']})"
         )
     for note in metrics.get("warnings", []):
-        typer.echo(f"note: {note}", err=True)
+        typer.echo(f"warning: {note}", err=True)
     typer.echo(f"run folder: {result.out_dir}  report: {result.out_dir / 'report.html'}")
 
 

@@ -706,7 +706,8 @@ def _run_pipeline(
         meta = {"name": key, "label": POLICY_LABELS[key], "run": config["name"]}
         if key == "pi_prime":
             meta.update(alpha=alpha, method=tuning["method"])
-        TabularPolicy(policy.table_, {**policy.metadata, **meta}).save(out / "artifacts" / f"{key}.hfrl")
+        policy.metadata.update(meta)
+        policy.save(out / "artifacts" / f"{key}.hfrl")
         if key in ("pi", "hf", "pi_prime"):
             np.save(out / "tables" / f"{key}.npy", policy.table_)
     np.save(out / "tables" / "state_counts.npy", counts)

@@ -1,0 +1,212 @@
+"""Declarative pipelines: the examples at a small size, the run folder, truth, determinism, config errors."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hfrl.pipeline import (
+    POLICY_LABELS,
+    ConfigError,
+    demo_config,
+    load_config,
+    make_env,
+    resolve_config,
+    run_pipeline,
+    simulate_logs,
+)
+from hfrl.policies import TabularPolicy
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def small(config: dict, out: Path, n_rows: int = 6000, n_steps: int = 20_000) -> dict:
+    config = json.loads(json.dumps(config))
+    config["source"]["n_rows"] = n_rows
+    config["learner"]["n_steps"] = n_steps
+    config["output"]["dir"] = str(out)
+    return config
+
+
+@pytest.fixture(scope="module")
+def recommendation_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reco") / "run"
+    config = small(load_config(EXAMPLES / "recommendation.toml"), out)
+    return config, run_pipeline(config)
+
+
+@pytest.mark.parametrize("name", ["recommendation", "ad_placement"])
+def test_simulator_examples_write_a_complete_run_folder(tmp_path, name):
+    config = small(load_config(EXAMPLES / f"{name}.toml"), tmp_path / "run")
+    result = run_pipeline(config)
+    out = result.out_dir
+    for part in (
+        "metrics.json",
+        "config.json",
+        "curves/alpha_curve.csv",
+        "tables/pi.npy",
+        "tables/hf.npy",
+        "tables/pi_prime.npy",
+        "tables/state_counts.npy",
+        "artifacts/pi.hfrl",
+        "artifacts/hf.hfrl",
+        "artifacts/pi_prime.hfrl",
+        "artifacts/logging.hfrl",
+        "artifacts/optimal.hfrl",
+    ):
+        assert (out / part).is_file(), part
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["alpha"] <= 1.0
+    assert set(metrics["policies"]) == set(POLICY_LABELS.values())
+    for label, row in metrics["policies"].items():
+        assert row["ci_low"] <= row["estimate"] <= row["ci_high"], label
+        assert row["true_value"] is not None and row["true_return"] is not None, label
+    assert metrics["verdict"]["verdict"] in ("ship", "no evidence", "worse", "unreliable")
+    assert json.loads((out / "config.json").read_text()) == json.loads(json.dumps(config))
+    # every estimator for every policy
+    assert {(r["policy"], r["estimator"]) for r in metrics["estimators"]} == {
+        (p, e) for p in POLICY_LABELS.values() for e in config["evaluation"]["estimators"]
+    }
+
+
+def test_artifacts_are_the_blend_at_the_chosen_alpha(recommendation_run):
+    _, result = recommendation_run
+    out = result.out_dir
+    pi = TabularPolicy.load(out / "artifacts" / "pi.hfrl").table_
+    hf = TabularPolicy.load(out / "artifacts" / "hf.hfrl").table_
+    pi_prime = TabularPolicy.load(out / "artifacts" / "pi_prime.hfrl")
+    alpha = result.alpha
+    np.testing.assert_allclose(pi_prime.table_, (1 - alpha) * pi + alpha * hf, atol=1e-12)
+    assert pi_prime.metadata["alpha"] == alpha
+    np.testing.assert_allclose(np.load(out / "tables" / "pi_prime.npy"), pi_prime.table_, rtol=0, atol=1e-15)
+    curve = pd.read_csv(out / "curves" / "alpha_curve.csv")
+    best = curve.loc[curve["estimate"].idxmax(), "alpha"]
+    assert abs(best - alpha) <= 0.011  # criterion "estimate": the grid maximum (refined within a step)
+
+
+def test_true_values_are_exact_for_the_test_states(recommendation_run):
+    config, result = recommendation_run
+    env = make_env(config["source"]["env"], config["source"]["env_options"])
+    test = pd.read_parquet(result.out_dir / "logs" / "test.parquet")
+    rewards = env.reward_matrix()
+    gamma = config["learner"]["gamma"]
+    for key, label in POLICY_LABELS.items():
+        policy = TabularPolicy.load(result.out_dir / "artifacts" / f"{key}.hfrl")
+        per_row = (policy.table_[test["state"].to_numpy()] * rewards[test["state"].to_numpy()]).sum(axis=1)
+        row = result.summary.loc[label]
+        assert row["true_value"] == pytest.approx(per_row.mean(), rel=1e-12)
+        assert row["true_return"] == pytest.approx(env.policy_value(policy, gamma), rel=1e-12)
+    returns = result.summary["true_return"]
+    assert returns[POLICY_LABELS["optimal"]] >= returns.max() - 1e-9
+
+
+def test_logging_policy_estimate_is_its_mean_reward(recommendation_run):
+    _, result = recommendation_run
+    test = pd.read_parquet(result.out_dir / "logs" / "test.parquet")
+    row = result.summary.loc[POLICY_LABELS["logging"]]
+    # propensities are exact, so every weight is 1: IPS and SNIPS reduce to the mean reward
+    assert row["estimate"] == pytest.approx(test["reward"].mean(), rel=1e-9)
+
+
+def test_splits_do_not_overlap_and_keep_time_order(recommendation_run):
+    _, result = recommendation_run
+    parts = [
+        pd.read_parquet(result.out_dir / "logs" / f"{n}.parquet") for n in ("train", "validation", "test")
+    ]
+    assert [len(p) for p in parts] == [3000, 1500, 1500]
+    assert parts[0]["timestamp"].max() < parts[1]["timestamp"].min()
+    assert parts[1]["timestamp"].max() < parts[2]["timestamp"].min()
+
+
+def test_same_seed_same_run_other_seed_other_logs(tmp_path):
+    config = small(load_config(EXAMPLES / "recommendation.toml"), tmp_path / "a", n_rows=3000, n_steps=5000)
+    first = run_pipeline(config)
+    second = run_pipeline(config, tmp_path / "b")
+    pd.testing.assert_frame_equal(first.summary, second.summary)
+    for name in ("pi", "hf", "pi_prime"):
+        np.testing.assert_array_equal(
+            np.load(first.out_dir / "tables" / f"{name}.npy"),
+            np.load(second.out_dir / "tables" / f"{name}.npy"),
+        )
+    config["seed"] = 1
+    third = run_pipeline(config, tmp_path / "c")
+    assert not first.summary["estimate"].equals(third.summary["estimate"])
+
+
+def test_log_file_source_with_an_offline_learner(tmp_path):
+    env = make_env("recommendation")
+    _, logs = simulate_logs(env, "uniform", 8000, seed=3)
+    logs.to_parquet(tmp_path / "logs.parquet", index=False)
+    text = (EXAMPLES / "from_logs.toml").read_text().replace('"../logs.parquet"', '"logs.parquet"')
+    (tmp_path / "pipeline.toml").write_text(text)
+    config = load_config(tmp_path / "pipeline.toml")
+    assert config["source"]["path"] == str(tmp_path / "logs.parquet")  # relative to the file
+    result = run_pipeline(config, tmp_path / "run")
+    summary = result.summary
+    assert list(summary.index) == [POLICY_LABELS[k] for k in ("logging", "hf", "pi", "pi_prime")]
+    assert summary["true_value"].isna().all()  # no simulator, no truth
+    test = logs.iloc[int(0.8 * len(logs)) :]
+    assert summary.loc[POLICY_LABELS["logging"], "estimate"] == pytest.approx(test["reward"].mean())
+    metrics = json.loads((result.out_dir / "metrics.json").read_text())
+    assert metrics["data"]["rows"] == 8000 and metrics["run"]["source"].startswith("logs ")
+    assert not (result.out_dir / "curves" / "learning_curve.csv").exists()  # offline: no curve
+
+
+def test_warnings_are_recorded_not_lost(recommendation_run):
+    _, result = recommendation_run
+    metrics = json.loads((result.out_dir / "metrics.json").read_text())
+    assert isinstance(metrics["warnings"], list)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert all(isinstance(w, str) for w in metrics["warnings"])
+
+
+def test_demo_config_is_the_documented_flow():
+    config = demo_config(7, "somewhere")
+    assert config["seed"] == 7 and config["output"]["dir"] == "somewhere"
+    assert config["source"]["env"] == "recommendation" and config["source"]["logging_policy"] == "popularity"
+    assert config["learner"]["name"] == "q_learning" and config["tuning"]["estimator"] == "snips"
+    assert config["split"]["by"] == "time"
+
+
+# ---------------------------------------------------------------------------- configuration errors
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"learner": {"n_step": 10}}, "learner: unknown key(s) ['n_step']"),
+        ({"sourse": {}}, "unknown key(s) ['sourse']"),
+        ({"learner": {"n_steps": "many"}}, "learner.n_steps: expected an integer, got 'many'"),
+        ({"learner": {"gamma": 1.5}}, "learner.gamma: expected a value in [0.0, 1.0], got 1.5"),
+        ({"source": {"env": "chess"}}, "source.env: expected one of ['ad_placement', 'recommendation']"),
+        ({"split": {"fractions": [0.5, 0.5, 0.5]}}, "split.fractions: expected fractions summing to 1"),
+        ({"tuning": {"alphas": [0.1, 2]}}, "tuning.alphas[1]: expected a value in [0.0, 1.0], got 2"),
+        ({"evaluation": {"estimators": ["ips", "magic"]}}, "evaluation.estimators[1]: expected one of"),
+        ({"source": {"type": "logs", "path": "x.csv"}}, "learner.name: 'q_learning' learns online"),
+        ({"source": {"type": "logs"}}, "source.path: a log source needs a file path"),
+        ({"seed": -1}, "seed: expected a value in"),
+    ],
+)
+def test_bad_configs_are_refused_naming_the_key(config, message):
+    with pytest.raises(ConfigError) as info:
+        resolve_config(config, source="p.toml")
+    assert str(info.value).startswith("p.toml: ")
+    assert message in str(info.value)
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text("[learner\nname = 1")
+    with pytest.raises(ConfigError, match=r"p.toml: not valid TOML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="no such pipeline file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_unknown_env_option_is_named():
+    with pytest.raises(ConfigError, match="env_options of 'recommendation'.*n_itemz"):
+        make_env("recommendation", {"n_itemz": 3})
