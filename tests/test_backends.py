@@ -159,3 +159,30 @@ def test_fingerprint_agrees_across_backends_and_files(tmp_path, logs):
 def test_unknown_backend_is_named():
     with pytest.raises(ValueError, match="backend must be one of"):
         get_backend("oracle")
+
+
+@pytest.mark.parametrize("strategy", ["sql", "composite", "stream"])
+def test_duckdb_strategies_agree_on_a_parquet_file(tmp_path, logs, strategy):
+    from hfrl.backends.duckdb import DuckDBBackend
+
+    path = tmp_path / "logs.parquet"
+    logs.to_parquet(path)
+    sums = {"rows": "1", "events": "reward", "ips": "reward / propensity"}
+    reference = get_backend("memory").group_sums(logs, ["state", "action"], sums, where="reward > 0.2")
+    backend = DuckDBBackend(strategy=strategy)
+    result = backend.group_sums(path, ["state", "action"], sums, where="reward > 0.2")
+    pd.testing.assert_frame_equal(result, reference, check_dtype=False, rtol=1e-12, atol=1e-12)
+    assert result["state"].dtype == np.int64
+
+
+def test_dense_path_is_skipped_for_wide_or_nullable_keys(tmp_path):
+    from hfrl.backends.duckdb import DuckDBBackend
+
+    frame = pd.DataFrame({"state": [0, 10_000_000, 5], "action": [0, 1, 1], "reward": [1.0, 2.0, 3.0]})
+    backend = DuckDBBackend()
+    assert backend._dense_layout(frame, ["state", "action"]) is None  # 2e7 cells: plain GROUP BY
+    assert backend._dense_layout(frame.assign(state=[0, 1, 5]), ["state", "action"]) == ([0, 0], [6, 2])
+    result = backend.group_sums(frame, ["state", "action"], {"r": "reward"})
+    assert result["state"].tolist() == [0, 5, 10_000_000]
+    with pytest.raises(ValueError, match="strategy must be"):
+        DuckDBBackend(strategy="fast")

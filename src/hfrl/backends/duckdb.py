@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from hfrl.backends.base import Backend
-from hfrl.backends.expressions import to_sql
+from hfrl.backends.expressions import parse, to_sql
 from hfrl.data.io import LogSource, is_path, scan_sql
 from hfrl.errors import LogValidationError
 
@@ -49,6 +50,21 @@ def _kind(sql_type: str) -> str:
     return _KINDS.get(sql_type, "other")
 
 
+DENSE_CELLS = 1 << 22  # composite keys up to this many cells take the dense path
+
+
+def _is_one(expression: str) -> bool:
+    node = parse(expression)
+    return isinstance(node, ast.Constant) and float(node.value) == 1.0
+
+
+def _sum_sql(expression: str) -> str:
+    """``sum`` of an expression as DOUBLE; a constant 1 becomes ``count(*)`` (DuckDB's cheapest)."""
+    if _is_one(expression):
+        return "CAST(count(*) AS DOUBLE)"
+    return f"CAST(sum({to_sql(expression, SQL_FUNCTIONS)}) AS DOUBLE)"
+
+
 def _quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -58,9 +74,14 @@ class DuckDBBackend(Backend):
 
     name = "duckdb"
 
-    def __init__(self, memory_limit: str | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, memory_limit: str | None = None, threads: int | None = None, strategy: str = "auto"
+    ) -> None:
+        if strategy not in ("auto", "sql", "composite", "stream"):
+            raise ValueError(f"strategy must be 'auto', 'sql', 'composite' or 'stream', got {strategy!r}")
         self.memory_limit = memory_limit
         self.threads = threads
+        self.strategy = strategy
         self._local = threading.local()
 
     def connection(self):  # noqa: ANN201 - duckdb is imported lazily
@@ -142,12 +163,14 @@ class DuckDBBackend(Backend):
         *,
         where: str | None = None,
     ) -> pd.DataFrame:
+        layout = self._dense_layout(logs, keys) if keys and self.strategy != "sql" else None
+        if layout is not None and self.strategy in ("auto", "composite"):
+            return self._composite_group_sums(logs, keys, sums, where, layout)
+        if layout is not None and self.strategy == "stream":
+            return self._streamed_group_sums(logs, keys, sums, where, layout)
         key_sql = [_quote_identifier(k) for k in keys]
         select = [f"CAST({k} AS BIGINT) AS {k}" for k in key_sql]
-        select += [
-            f"CAST(sum({to_sql(e, SQL_FUNCTIONS)}) AS DOUBLE) AS {_quote_identifier(n)}"
-            for n, e in sums.items()
-        ]
+        select += [f"{_sum_sql(e)} AS {_quote_identifier(n)}" for n, e in sums.items()]
         sql = f"SELECT {', '.join(select)} FROM {{logs}}"
         if where is not None:
             sql += f" WHERE ({to_sql(where, SQL_FUNCTIONS)}) <> 0"
@@ -157,6 +180,79 @@ class DuckDBBackend(Backend):
         if not keys:
             frame = frame.fillna(0.0)
         return frame
+
+    def _dense_layout(self, logs: LogSource, keys: Sequence[str]) -> tuple[list[int], list[int]] | None:
+        """Offsets and sizes of the keys when statistics show small dense integer ranges, else None."""
+        ranges = self.column_ranges(logs, keys)
+        if not ((ranges["kind"] == "integer").all() and (ranges["nulls"] == 0).all()):
+            return None
+        if not (np.isfinite(ranges["min"]).all() and np.isfinite(ranges["max"]).all()):
+            return None
+        lows = [int(v) for v in ranges["min"]]
+        sizes = [int(high) - low + 1 for high, low in zip(ranges["max"], lows, strict=True)]
+        if float(np.prod(sizes, dtype=np.float64)) > DENSE_CELLS:
+            return None
+        return lows, sizes
+
+    @staticmethod
+    def _code_sql(keys: Sequence[str], lows: list[int], sizes: list[int]) -> str:
+        code = ""
+        for key, low, size in zip(keys, lows, sizes, strict=True):
+            term = f"(CAST({_quote_identifier(key)} AS INTEGER) - {low})"
+            code = term if not code else f"({code}) * {size} + {term}"
+        return code
+
+    @staticmethod
+    def _decode(keys: Sequence[str], codes: np.ndarray, lows: list[int], sizes: list[int]) -> dict:
+        out: dict[str, np.ndarray] = {}
+        remainder = codes.astype(np.int64)
+        for key, low, size in reversed(list(zip(keys, lows, sizes, strict=True))):
+            out[key] = remainder % size + low
+            remainder = remainder // size
+        return {k: out[k] for k in keys}
+
+    def _composite_group_sums(self, logs, keys, sums, where, layout) -> pd.DataFrame:  # noqa: ANN001
+        """Group on one composite integer key (DuckDB's perfect-hash aggregate), decode in numpy."""
+        lows, sizes = layout
+        select = [f"{self._code_sql(keys, lows, sizes)} AS __hfrl_code"]
+        select += [f"{_sum_sql(e)} AS {_quote_identifier(n)}" for n, e in sums.items()]
+        sql = f"SELECT {', '.join(select)} FROM {{logs}}"
+        if where is not None:
+            sql += f" WHERE ({to_sql(where, SQL_FUNCTIONS)}) <> 0"
+        sql += " GROUP BY __hfrl_code"
+        frame = self.query(sql, logs)
+        codes = frame["__hfrl_code"].to_numpy(dtype=np.int64)
+        order = np.argsort(codes, kind="stable")
+        out = self._decode(keys, codes[order], lows, sizes)
+        for name in sums:
+            out[name] = frame[name].to_numpy(dtype=np.float64)[order]
+        return pd.DataFrame(out)
+
+    def _streamed_group_sums(self, logs, keys, sums, where, layout) -> pd.DataFrame:  # noqa: ANN001
+        """DuckDB scans and projects in parallel; numpy adds each batch into dense arrays."""
+        lows, sizes = layout
+        n_cells = int(np.prod(sizes))
+        weighted = {n: e for n, e in sums.items() if not _is_one(e)}
+        select = [f"{self._code_sql(keys, lows, sizes)} AS __hfrl_code"]
+        select += [
+            f"coalesce(CAST({to_sql(e, SQL_FUNCTIONS)} AS DOUBLE), 0.0) AS {_quote_identifier(n)}"
+            for n, e in weighted.items()
+        ]
+        sql = f"SELECT {', '.join(select)} FROM {self.relation(logs)}"
+        if where is not None:
+            sql += f" WHERE ({to_sql(where, SQL_FUNCTIONS)}) <> 0"
+        counts = np.zeros(n_cells, dtype=np.int64)
+        totals = {n: np.zeros(n_cells) for n in weighted}
+        for batch in self.connection().sql(sql).to_arrow_reader(1 << 20):
+            codes = batch.column(0).to_numpy()
+            counts += np.bincount(codes, minlength=n_cells)
+            for i, name in enumerate(weighted, start=1):
+                totals[name] += np.bincount(codes, weights=batch.column(i).to_numpy(), minlength=n_cells)
+        occupied = np.flatnonzero(counts)
+        out = self._decode(keys, occupied, lows, sizes)
+        for name, expression in sums.items():
+            out[name] = counts[occupied].astype(np.float64) if _is_one(expression) else totals[name][occupied]
+        return pd.DataFrame(out)
 
     def columns(self, logs: LogSource) -> list[str]:
         return list(self.query("SELECT * FROM {logs} LIMIT 0", logs).columns)
