@@ -40,6 +40,7 @@ __all__ = ["Decisions", "ServedModel", "artifact_version"]
 EXPLORE = "explore"
 EXPLOIT = "exploit"
 _CONTEXT_CACHE_SIZE = 100_000
+_SORT_BATCHES_FROM = 256
 
 
 def artifact_version(path: str | PathLike[str]) -> str:
@@ -235,7 +236,16 @@ class ServedModel:
         if rng is None:
             rng = np.random.default_rng()
         if k == 1:
-            actions, probs = self.policy.sample(states, random_state=rng)
+            if states.shape[0] >= _SORT_BATCHES_FROM:
+                # sorted states make the flat-CDF binary searches monotone and cache friendly (~3x)
+                order = np.argsort(states, kind="stable")
+                sorted_actions, sorted_probs = self.policy.sample(states[order], random_state=rng)
+                actions = np.empty_like(sorted_actions)
+                probs = np.empty_like(sorted_probs)
+                actions[order] = sorted_actions
+                probs[order] = sorted_probs
+            else:
+                actions, probs = self.policy.sample(states, random_state=rng)
             actions = actions[:, None]
             probs = probs[:, None]
             return Decisions(states, actions, probs.copy(), probs)
