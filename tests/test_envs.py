@@ -510,3 +510,25 @@ def test_factor_path_for_large_sizes_agrees_with_the_tables(monkeypatch: pytest.
     returns = _mc_returns(env, TabularPolicy.uniform(env.n_states, env.n_actions), GAMMA, 20_000, seed=3)
     exact = env.policy_value(TabularPolicy.uniform(env.n_states, env.n_actions), GAMMA)
     assert abs(returns.mean() - exact) < 4 * returns.std(ddof=1) / np.sqrt(returns.size)
+
+
+@pytest.mark.parametrize(
+    "make", [RecommendationEnv, AdPlacementEnv, lambda: _random_mdp(6),
+             lambda: TabularMDPEnv(np.arange(6.0).reshape(3, 2), sp.csr_matrix((6, 3)), [0.2, 0.3, 0.5],
+                                   reward_noise="gaussian", reward_std=0.5)])
+def test_single_step_draws_exactly_what_the_batch_draws(make) -> None:
+    """step/reset (scalar fast path) and step_batch/reset_batch agree draw for draw."""
+    env = make()
+    for seed in range(200):
+        env.reset(seed=seed)
+        first = env._state
+        assert first == env.reset_batch(1, np.random.default_rng(seed))[0]
+        action = seed % env.n_actions
+        state = seed % env.n_states
+        env._state = state
+        env.np_random = np.random.default_rng(seed)
+        _, reward, terminated, _, _ = env.step(action)
+        rewards, next_states, ended = env.step_batch([state], [action], np.random.default_rng(seed))
+        assert (reward, terminated) == (rewards[0], ended[0])
+        if not terminated:
+            assert env._state == next_states[0]

@@ -178,6 +178,10 @@ class AdPlacementEnv(TabularMDPEnv):
         rewards = np.where(click, self._payoff[actions], 0.0)
         return rewards, states.astype(np.int64), np.ones(states.shape[0], dtype=bool)
 
+    def _step_one(self, state: int, action: int, rng: np.random.Generator) -> tuple[float, int, bool]:
+        click = rng.random() < self._click_table[state, action]
+        return (float(self._payoff[action]) if click else 0.0), state, True
+
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[int, dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -155,6 +156,8 @@ class RecommendationEnv(TabularMDPEnv):
         if (seg_p < 0).any() or abs(seg_p.sum() - 1.0) > 1e-6:
             raise ValueError("segment_probabilities must be non-negative and sum to 1")
         self.segment_probabilities = seg_p
+        self._segment_cdf = np.cumsum(seg_p)
+        self._segment_cdf[-1] = np.inf
         self._payoff = self.prices if reward == "revenue" else np.ones(self.n_items)
         self._purchase_table: np.ndarray | None = None
 
@@ -301,6 +304,20 @@ class RecommendationEnv(TabularMDPEnv):
         terminated = rng.random(n) < self.churn_probability
         return rewards, next_states.astype(np.int64), terminated
 
+    def _step_one(self, state: int, action: int, rng: np.random.Generator) -> tuple[float, int, bool]:
+        segment, slot = divmod(state, self.n_categories + 1)
+        category = int(self.item_categories[action])
+        if self._purchase_table is not None:
+            buy = self._purchase_table[state, action]
+        else:
+            logit = self.affinity[segment, action] + (self.repeat_bonus if category == slot - 1 else 0.0)
+            buy = 0.5 * (1.0 + math.tanh(0.5 * logit))
+        bought = rng.random() < buy
+        terminated = bool(rng.random() < self.churn_probability)
+        if bought:
+            return float(self._payoff[action]), segment * (self.n_categories + 1) + category + 1, terminated
+        return 0.0, state, terminated
+
     def step(self, action: Any) -> tuple[int, float, bool, bool, dict[str, Any]]:
         """Recommend ``action`` (an item id, or a slate in slate mode)."""
         if self.slate_size is None:
@@ -320,13 +337,15 @@ class RecommendationEnv(TabularMDPEnv):
         """Draw ``n`` start states: a segment each, no purchase yet."""
         if int(n) < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        cdf = np.cumsum(self.segment_probabilities)
-        cdf[-1] = np.inf
-        segment = np.searchsorted(cdf, _as_rng(rng).random(int(n)), side="right")
+        segment = np.searchsorted(self._segment_cdf, _as_rng(rng).random(int(n)), side="right")
         return (segment * (self.n_categories + 1)).astype(np.int64)
 
     def _sample_initial(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return self.reset_batch(n, rng)
+
+    def _reset_one(self, rng: np.random.Generator) -> int:
+        segment = int(self._segment_cdf.searchsorted(rng.random(), side="right"))
+        return segment * (self.n_categories + 1)
 
 
 def _fixed(values: Any, shape: tuple[int, ...], name: str) -> np.ndarray:

@@ -484,7 +484,7 @@ class TabularMDPEnv(gym.Env):
     ) -> tuple[int, dict[str, Any]]:
         """Start an episode; the first state is drawn from ``initial_distribution()``."""
         super().reset(seed=seed)
-        self._state = int(self._sample_initial(1, self.np_random)[0])
+        self._state = self._reset_one(self.np_random)
         self._last_action = None
         self._last_reward = 0.0
         return self._state, {}
@@ -493,13 +493,38 @@ class TabularMDPEnv(gym.Env):
         """Take ``action`` in the current state; returns ``(obs, reward, terminated, False, info)``."""
         if not self.action_space.contains(action):
             raise ValueError(f"action {action!r} is not in {self.action_space}")
-        states = np.array([self._state], dtype=np.intp)
-        actions = np.array([int(action)], dtype=np.intp)
-        rewards, next_states, terminated = self._sample_step(states, actions, self.np_random)
+        reward, next_state, terminated = self._step_one(self._state, int(action), self.np_random)
         self._last_action = int(action)
-        self._last_reward = float(rewards[0])
-        self._state = int(next_states[0])  # on termination: a valid id, the last state seen
-        return self._state, self._last_reward, bool(terminated[0]), False, {}
+        self._last_reward = reward
+        self._state = next_state  # on termination: a valid id, the last state seen
+        return self._state, reward, terminated, False, {}
+
+    def _reset_one(self, rng: np.random.Generator) -> int:
+        """One start state, drawing exactly what ``_sample_initial(1, rng)`` draws."""
+        if self._initial_cdf is None:
+            self._sample_initial(0, rng)
+        assert self._initial_cdf is not None
+        return int(self._initial_cdf.searchsorted(rng.random(), side="right"))
+
+    def _step_one(self, state: int, action: int, rng: np.random.Generator) -> tuple[float, int, bool]:
+        """One user, one step, with Python scalars; draws exactly what ``_sample_step`` draws."""
+        flat = state * self._n_actions + action
+        if self._reward_noise == "bernoulli":
+            assert self._success is not None and self._scale is not None
+            hit = rng.random() < self._success.flat[flat]
+            reward = float(self._scale.flat[flat]) if hit else 0.0
+        elif self._reward_noise == "gaussian":
+            assert self._std is not None
+            reward = float(self.reward_matrix().flat[flat] + self._std.flat[flat] * rng.standard_normal())
+        else:
+            reward = float(self.reward_matrix().flat[flat])
+        within, indptr, indices, _ = self._transition_sampler()
+        u = rng.random()
+        low, high = int(indptr[flat]), int(indptr[flat + 1])
+        position = low + int(np.searchsorted(within[low:high], u, side="right"))
+        if position < high:
+            return reward, int(indices[position]), False
+        return reward, state, True
 
     def render(self) -> str | None:
         """ANSI text: the decoded state and the last action/reward."""
