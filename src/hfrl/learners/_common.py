@@ -62,7 +62,7 @@ def epsilon_schedule(start: float, final: float | None, decay: str, n_iterations
     """
     if final is None or decay == "constant":
         return np.full(n_iterations, start)
-    horizon = max(1, int(round(decay_fraction * n_iterations)))
+    horizon = max(1, int(round(decay_fraction * (n_iterations - 1))))  # fraction 1: final at the end
     progress = np.minimum(np.arange(n_iterations) / horizon, 1.0)
     if decay == "linear":
         return start + (final - start) * progress

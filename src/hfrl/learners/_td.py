@@ -157,11 +157,12 @@ class TabularTDLearner:
     def _fit_batch(self, base: Any, n_iterations: int, n_envs: int, rng: np.random.Generator) -> None:
         n_states, n_actions = int(base.n_states), int(base.n_actions)
         self._init_tables(n_states, n_actions)
-        q_flat = self.q_values_.reshape(-1)
-        target_sum = np.zeros(q_flat.size)
-        target_count = np.zeros(q_flat.size)
+        self._target_sum = np.zeros(n_states * n_actions)
+        self._target_count = np.zeros(n_states * n_actions, dtype=np.intp)
+        self._writer = np.zeros(n_states * n_actions, dtype=np.intp)
+        self._positions = np.arange(n_envs, dtype=np.intp)
         # k duplicates of one (s, a) in a batch move Q by 1 - (1 - lr)**k toward their mean target
-        step_for_count = 1.0 - (1.0 - self._lr) ** np.arange(n_envs + 1)
+        self._step_for_count = 1.0 - (1.0 - self._lr) ** np.arange(n_envs + 1)
         touched = np.zeros(n_states, dtype=bool)
         curve = CurveRecorder(n_iterations * n_envs)
         states = np.asarray(base.reset_batch(n_envs, rng), dtype=np.intp)
@@ -174,16 +175,7 @@ class TabularTDLearner:
             terminated = np.asarray(terminated, dtype=bool)
             next_actions = self._select(next_states, epsilon, rng) if self._needs_next_action else None
             targets = self._target(rewards, next_states, terminated, next_actions, epsilon)
-
-            index = states * n_actions + actions
-            np.add.at(target_sum, index, targets)
-            np.add.at(target_count, index, 1.0)
-            old = q_flat.take(index)
-            counts = target_count.take(index)
-            mean_targets = target_sum.take(index) / counts
-            q_flat[index] = old + step_for_count.take(counts.astype(np.intp)) * (mean_targets - old)
-            target_sum[index] = 0.0
-            target_count[index] = 0.0
+            self._update(states * n_actions + actions, targets)
 
             touched[states] = True
             self._refresh(touched)
@@ -193,7 +185,8 @@ class TabularTDLearner:
             n_done = int(terminated.sum())
             if n_done:
                 episodes += n_done
-                next_states = next_states.copy()
+                if not next_states.flags.writeable:
+                    next_states = next_states.copy()
                 next_states[terminated] = np.asarray(base.reset_batch(n_done, rng), dtype=np.intp)
             next_epsilon = self._epsilons[min(it + 1, n_iterations - 1)]
             if next_actions is None:
@@ -206,15 +199,32 @@ class TabularTDLearner:
         self.n_episodes_ = episodes
 
     # ------------------------------------------------------------------ helpers
+    def _update(self, index: np.ndarray, targets: np.ndarray) -> None:
+        """Move Q[index] toward ``targets``, combining duplicate indices (see the module docstring)."""
+        np.add.at(self._target_sum, index, targets)
+        np.add.at(self._target_count, index, 1)
+        # one representative per distinct (s, a): the batch position that wrote it last
+        self._writer[index] = self._positions
+        unique = index[self._writer.take(index) == self._positions]
+        q_flat = self.q_values_.reshape(-1)
+        counts = self._target_count.take(unique)
+        old = q_flat.take(unique)
+        mean_targets = self._target_sum.take(unique) / counts
+        q_flat[unique] = old + self._step_for_count.take(counts) * (mean_targets - old)
+        self._target_sum[unique] = 0.0
+        self._target_count[unique] = 0
+
     def _select(self, states: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
         """Epsilon-greedy actions: one uniform draw per user decides explore and which action."""
-        greedy = self._best_action.take(states)
+        actions = self._best_action.take(states)
         if epsilon <= 0.0:
-            return greedy
+            return actions
         n_actions = self.q_values_.shape[1]
         u = rng.random(states.shape[0])
-        explore = np.minimum((u * (n_actions / epsilon)).astype(np.intp), n_actions - 1)
-        return np.where(u < epsilon, explore, greedy)
+        explore = np.flatnonzero(u < epsilon)
+        actions[explore] = np.minimum((u.take(explore) * (n_actions / epsilon)).astype(np.intp),
+                                      n_actions - 1)
+        return actions
 
     def _refresh(self, touched: np.ndarray | None = None) -> None:
         """Recompute greedy action, max and (Expected SARSA) mean of the touched states' rows."""
