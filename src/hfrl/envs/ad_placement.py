@@ -15,8 +15,8 @@ __all__ = ["AdPlacementEnv"]
 class AdPlacementEnv(TabularMDPEnv):
     """An ad server: for each impression (slot, segment, time of day) pick one of ``n_ads`` ads.
 
-    Generative model
-    ----------------
+    **Generative model.**
+
     * **State** ``s = (slot * n_segments + segment) * n_times + time``: the ad slot (position on
       the page), the user segment and the time-of-day bucket, drawn independently at the start
       of each impression (slots uniformly, segments with ``segment_probabilities``, times

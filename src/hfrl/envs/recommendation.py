@@ -25,8 +25,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 class RecommendationEnv(TabularMDPEnv):
     """A shop session: recommend an item (or a slate), the user may buy it, then may leave.
 
-    Generative model
-    ----------------
+    **Generative model.**
+
     * **Users** belong to one of ``n_segments`` segments, drawn at the start of a session with
       probabilities ``segment_probabilities``.
     * **State** ``s = segment * (n_categories + 1) + (last_category + 1)``: the segment and the
