@@ -52,11 +52,12 @@ NORMALIZATIONS = ("sum", "softmax")
 
 def _shrink_rows(counts: np.ndarray, parent: np.ndarray, m: float) -> np.ndarray:
     """Rows ``(counts + m * parent) / (n + m)`` with ``n`` the row total; empty rows get ``parent``."""
-    totals = counts.sum(axis=1)
-    denominator = totals + m
-    out = parent.copy()
-    filled = denominator > 0
-    out[filled] = (counts[filled] + m * parent[filled]) / denominator[filled, None]
+    denominator = counts.sum(axis=1, keepdims=True) + m
+    empty = denominator[:, 0] <= 0
+    out = counts + m * parent if m else counts.copy()
+    out /= np.where(empty[:, None], 1.0, denominator)
+    if empty.any():
+        out[empty] = parent[empty]
     return out
 
 

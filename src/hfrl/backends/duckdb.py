@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -12,7 +13,7 @@ import pandas as pd
 
 from hfrl.backends.base import Backend
 from hfrl.backends.expressions import parse, to_sql
-from hfrl.data.io import LogSource, is_path, scan_sql
+from hfrl.data.io import LogSource, is_path, resolve_files, scan_sql
 from hfrl.errors import LogValidationError
 
 __all__ = ["DuckDBBackend"]
@@ -50,7 +51,22 @@ def _kind(sql_type: str) -> str:
     return _KINDS.get(sql_type, "other")
 
 
+_CONNECTIONS = threading.local()
 DENSE_CELLS = 1 << 22  # composite keys up to this many cells take the dense path
+
+
+_RANGES_CACHE: dict[tuple, pd.DataFrame] = {}
+
+
+def _file_signature(logs: LogSource, columns: Sequence[str]) -> tuple | None:
+    """Files, sizes and modification times behind a path source (None for anything else)."""
+    if not is_path(logs) or "://" in str(logs):
+        return None
+    try:
+        stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in resolve_files(logs)]
+    except (OSError, LogValidationError):
+        return None
+    return (str(logs), tuple(columns), tuple(stats))
 
 
 def _is_one(expression: str) -> bool:
@@ -82,11 +98,12 @@ class DuckDBBackend(Backend):
         self.memory_limit = memory_limit
         self.threads = threads
         self.strategy = strategy
-        self._local = threading.local()
 
     def connection(self):  # noqa: ANN201 - duckdb is imported lazily
-        """A per-thread DuckDB connection with the configured limits."""
-        connection = getattr(self._local, "connection", None)
+        """A per-thread DuckDB connection with the configured limits (shared by backends alike)."""
+        settings = (self.memory_limit, self.threads)
+        connections = _CONNECTIONS.__dict__.setdefault("by_settings", {})
+        connection = connections.get(settings)
         if connection is None:
             import duckdb
 
@@ -99,7 +116,7 @@ class DuckDBBackend(Backend):
             # Dense small-range keys (ids from Parquet statistics) go through DuckDB's perfect
             # hash aggregate instead of a general hash table: 1,000 x 500 ids need 19-20 bits.
             connection.execute(f"SET perfect_ht_threshold = {PERFECT_HASH_BITS}")
-            self._local.connection = connection
+            connections[settings] = connection
         return connection
 
     def relation(self, logs: LogSource) -> str:
@@ -107,12 +124,17 @@ class DuckDBBackend(Backend):
         return self.relation_sql(logs, self.connection())
 
     @staticmethod
+    def relation_name(logs: pd.DataFrame) -> str:
+        """The view name a DataFrame is registered under."""
+        return f"hfrl_frame_{id(logs)}"
+
+    @staticmethod
     def relation_sql(logs: LogSource, connection) -> str:  # noqa: ANN001 - duckdb is imported lazily
         """The table expression for ``logs`` on ``connection`` (registering a DataFrame there)."""
         if is_path(logs):
             return scan_sql(logs)
         if isinstance(logs, pd.DataFrame):
-            name = f"hfrl_frame_{id(logs)}"
+            name = DuckDBBackend.relation_name(logs)
             connection.register(name, logs)
             return _quote_identifier(name)
         raise TypeError(f"logs must be a DataFrame or a path, got {type(logs).__name__}")
@@ -123,7 +145,12 @@ class DuckDBBackend(Backend):
 
         source = str(logs) if is_path(logs) else None
         try:
-            return self.connection().execute(sql.format(logs=self.relation(logs))).df()
+            relation = self.relation(logs)
+            try:
+                return self.connection().execute(sql.format(logs=relation)).df()
+            finally:
+                if isinstance(logs, pd.DataFrame):  # do not keep the frame alive in the connection
+                    self.connection().unregister(self.relation_name(logs))
         except duckdb.BinderException as exc:
             raise LogValidationError(f"column not found: {exc}", source=source) from exc
         except duckdb.ConversionException as exc:
@@ -243,11 +270,16 @@ class DuckDBBackend(Backend):
             sql += f" WHERE ({to_sql(where, SQL_FUNCTIONS)}) <> 0"
         counts = np.zeros(n_cells, dtype=np.int64)
         totals = {n: np.zeros(n_cells) for n in weighted}
-        for batch in self.connection().sql(sql).to_arrow_reader(1 << 20):
-            codes = batch.column(0).to_numpy()
-            counts += np.bincount(codes, minlength=n_cells)
-            for i, name in enumerate(weighted, start=1):
-                totals[name] += np.bincount(codes, weights=batch.column(i).to_numpy(), minlength=n_cells)
+        try:
+            for batch in self.connection().sql(sql).to_arrow_reader(1 << 20):
+                codes = batch.column(0).to_numpy()
+                counts += np.bincount(codes, minlength=n_cells)
+                for i, name in enumerate(weighted, start=1):
+                    weights = batch.column(i).to_numpy()
+                    totals[name] += np.bincount(codes, weights=weights, minlength=n_cells)
+        finally:
+            if isinstance(logs, pd.DataFrame):
+                self.connection().unregister(self.relation_name(logs))
         occupied = np.flatnonzero(counts)
         out = self._decode(keys, occupied, lows, sizes)
         for name, expression in sums.items():
@@ -270,6 +302,18 @@ class DuckDBBackend(Backend):
         return {k: (int(row["min_" + k]), int(row["max_" + k])) for k in keys}
 
     def column_ranges(self, logs: LogSource, columns: Sequence[str]) -> pd.DataFrame:
+        # Files: remembered while their size and modification time stay the same.
+        signature = _file_signature(logs, columns)
+        if signature is not None and signature in _RANGES_CACHE:
+            return _RANGES_CACHE[signature].copy()
+        ranges = self._column_ranges(logs, columns)
+        if signature is not None:
+            if len(_RANGES_CACHE) >= 64:
+                _RANGES_CACHE.pop(next(iter(_RANGES_CACHE)))
+            _RANGES_CACHE[signature] = ranges.copy()
+        return ranges
+
+    def _column_ranges(self, logs: LogSource, columns: Sequence[str]) -> pd.DataFrame:
         # Plain min/max/count over columns: DuckDB answers these from Parquet statistics.
         quoted = [_quote_identifier(c) for c in columns]
         described = self.query(f"DESCRIBE SELECT {', '.join(quoted)} FROM {{logs}}", logs)
