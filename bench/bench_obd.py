@@ -83,6 +83,69 @@ def load_section(data: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     return random_logs, bts_logs, figures
 
 
+_SCALE_CHILD = """
+import sys, time
+from pathlib import Path
+root, how = Path(sys.argv[1]), sys.argv[2]
+start = time.perf_counter()
+if how == "load_obd":
+    from hfrl.datasets import load_obd
+    frame = load_obd(root, "random", state_columns={state_columns!r})
+    states = frame["state"].to_numpy()
+else:
+    import pandas as pd
+    from hfrl.data import CategoryEncoder
+    frame = pd.read_csv(root / "random" / "all" / "all.csv", index_col=0)
+    states = CategoryEncoder({state_columns!r}).fit_transform(frame)
+seconds = time.perf_counter() - start
+peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(seconds, peak_kb / 1024, int(states.sum()))
+"""
+
+
+def scale_section(data: Path, copies: int) -> dict:
+    """``load_obd`` vs pandas on the random file repeated ``copies`` times: time and peak RSS.
+
+    Each reader runs in its own process and reports its own peak (``VmHWM``, not inherited).
+    """
+    import subprocess
+    import tempfile
+
+    import duckdb
+
+    with tempfile.TemporaryDirectory(prefix="hfrl-obd-scale-") as scratch:
+        root = Path(scratch)
+        (root / "random" / "all").mkdir(parents=True)
+        source = str(data / "random" / "all" / "all.csv").replace("'", "''")
+        target = str(root / "random" / "all" / "all.csv").replace("'", "''")
+        connection = duckdb.connect()
+        connection.execute("SET TimeZone = 'UTC'")
+        connection.execute("SET enable_progress_bar = false")
+        connection.execute(
+            f"COPY (SELECT s.* FROM range({int(copies)}) AS r, read_csv('{source}') AS s) "
+            f"TO '{target}' (HEADER)"
+        )
+        connection.close()
+        size_mb = (root / "random" / "all" / "all.csv").stat().st_size / 2**20
+        child = _SCALE_CHILD.format(state_columns=STATE_COLUMNS)
+        results = {}
+        for how in ("load_obd", "pandas"):
+            done = subprocess.run([sys.executable, "-c", child, str(root), how], capture_output=True,
+                                  text=True, check=True)
+            seconds, peak_mb, checksum = done.stdout.strip().splitlines()[-1].split()
+            results[how] = {"seconds": round(float(seconds), 2), "peak_rss_mb": round(float(peak_mb)),
+                            "state_checksum": int(checksum)}
+    rows = copies * 10_000
+    return {
+        "rows": rows,
+        "csv_mb": round(size_mb),
+        **{f"{how}_{key}": value for how, r in results.items() for key, value in r.items()},
+        "same_states": results["load_obd"]["state_checksum"] == results["pandas"]["state_checksum"],
+        "speedup": round(results["pandas"]["seconds"] / results["load_obd"]["seconds"], 2),
+        "memory_ratio": round(results["pandas"]["peak_rss_mb"] / results["load_obd"]["peak_rss_mb"], 2),
+    }
+
+
 # --- 2. the BTS policy and the OPE check ------------------------------------------------------------
 
 
@@ -381,6 +444,23 @@ def markdown(figures: dict) -> str:
         f"{load['states_equal_to_peer']}).",
         "",
     ]
+    scale = figures.get("load_at_scale")
+    if scale:
+        lines += [
+            f"At scale ({scale['rows']} rows, the random file repeated; {scale['csv_mb']} MB of CSV; each "
+            "reader in its own process):",
+            "",
+            "| reader | seconds | peak RSS (MB) |",
+            "|---|---|---|",
+            f"| `load_obd` (DuckDB, core columns) | {scale['load_obd_seconds']} | "
+            f"{scale['load_obd_peak_rss_mb']} |",
+            f"| pandas `read_csv` + `CategoryEncoder` | {scale['pandas_seconds']} | "
+            f"{scale['pandas_peak_rss_mb']} |",
+            "",
+            f"Same state ids: {scale['same_states']}; load_obd is {scale['speedup']}x as fast and uses "
+            f"1/{scale['memory_ratio']} of the memory.",
+            "",
+        ]
     ope = figures.get("ope")
     if ope:
         truth = ope["truth"]
@@ -466,11 +546,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("/work/shared/data/obd"))
     parser.add_argument("--replications", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale", type=int, default=50,
+                        help="time load_obd vs pandas on the random file repeated this many times (0: skip)")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
     figures: dict = {"bench": "obd", "machine": f"{platform.machine()}, python {sys.version.split()[0]}"}
     random_logs, bts_logs, figures["load"] = load_section(args.data)
+    if args.scale > 0:
+        figures["load_at_scale"] = scale_section(args.data, args.scale)
     tables = bts_tables(args.data, bts_logs, random_logs.attrs["n_actions"], args.seed)
     figures["ope"], bts_policies = ope_section(random_logs, bts_logs, tables)
     figures["learning"], learned = learning_section(random_logs, bts_logs, bts_policies, args.seed)

@@ -130,6 +130,7 @@ def _connect() -> Any:
 
     connection = duckdb.connect()
     connection.execute("SET TimeZone = 'UTC'")
+    connection.execute("SET enable_progress_bar = false")
     connection.execute("SET preserve_insertion_order = true")  # row_number() OVER () = file order
     return connection
 
