@@ -313,3 +313,41 @@ def test_exit_codes_in_a_real_process(tmp_path):
     assert failed.returncode == 1
     assert failed.stderr.strip().count("\n") == 0 and "Traceback" not in failed.stderr
     assert "bad.csv" in failed.stderr and "reward" in failed.stderr
+
+
+def test_evaluate_reads_a_service_decision_log(tmp_path):
+    from hfrl.service.log import DecisionLog
+
+    rng = np.random.default_rng(0)
+    policy = TabularPolicy(np.full((3, 4), 0.25))
+    policy.save(tmp_path / "uniform.hfrl")
+    log = DecisionLog(tmp_path / "log.sqlite")
+    states, actions = rng.integers(0, 3, 200), rng.integers(0, 4, 200)
+    rows = [
+        (f"d{i}", 0, int(s), int(a), 0.25, 0.25, float(i), "v1", "explore", 1, None, None)
+        for i, (s, a) in enumerate(zip(states, actions, strict=True))
+    ]
+    log.log_decisions(rows)
+    log.flush()
+    rewards = rng.random(150)
+    for i, reward in enumerate(rewards):  # the last 50 decisions get no feedback
+        log.submit_feedback(f"d{i}", float(reward)).result(timeout=30)
+    log.close()
+
+    result = ok(
+        "evaluate", tmp_path / "uniform.hfrl", tmp_path / "log.sqlite", "--estimators", "ips", "--json"
+    )
+    estimate = json.loads(result.stdout)["estimators"]["ips"]["estimate"]
+    assert estimate == pytest.approx(rewards.mean())  # the logging policy itself: weights 1
+    assert "50 of 200 decisions have no feedback yet; left out" in result.stderr
+    result = ok(
+        "evaluate",
+        tmp_path / "uniform.hfrl",
+        tmp_path / "log.sqlite",
+        "--estimators",
+        "ips",
+        "--no-feedback",
+        "zero",
+        "--json",
+    )
+    assert json.loads(result.stdout)["estimators"]["ips"]["estimate"] == pytest.approx(rewards.sum() / 200)

@@ -150,14 +150,30 @@ def _csv_list(value: str, option: str) -> list[str]:
     return items
 
 
-def _read_logs(path: str, backend: str | None = None) -> Any:
-    """Logs for evaluate/tune: a CSV/Parquet file or glob (validated), or a service decision log."""
+def _read_logs(path: str, backend: str | None = None, no_feedback: str = "drop") -> Any:
+    """Logs for evaluate/tune: a CSV/Parquet file or glob (validated), or a service decision log.
+
+    Decisions of a decision log that got no feedback yet have no reward: ``no_feedback="drop"``
+    leaves them out, ``"zero"`` counts them as reward 0; either way a warning says how many.
+    """
     from hfrl.data import load_logs
 
     if Path(path).suffix.lower() in (".sqlite", ".sqlite3", ".db"):
         from hfrl.service import read_decision_log
 
-        return read_decision_log(path)
+        frame = read_decision_log(path)
+        missing = frame["reward"].isna()
+        if missing.any():
+            count = int(missing.sum())
+            if no_feedback == "zero":
+                frame["reward"] = frame["reward"].fillna(0.0)
+                action = "counted as reward 0"
+            else:
+                frame = frame.loc[~missing].reset_index(drop=True)
+                action = "left out"
+            warnings.warn(f"{path}: {count} of {len(missing)} decisions have no feedback yet; {action} "
+                          "(--no-feedback drop|zero)", UserWarning, stacklevel=2)
+        return load_logs(frame)
     if backend in ("duckdb", "spark"):
         return path  # the backend reads the file itself, out of core
     return load_logs(path)
@@ -209,6 +225,7 @@ def _fmt(value: Any) -> str:
 _BACKEND_HELP = "Where aggregations run: memory (pandas/numpy), duckdb (files, out of core) or spark."
 _JSON_HELP = "Print machine-readable JSON on stdout instead of tables."
 _SEED_HELP = "Seed of every random step (same seed, same result)."
+_NO_FEEDBACK_HELP = "Decision-log (.sqlite) rows without feedback: drop, or zero (count as reward 0)."
 
 
 # ---------------------------------------------------------------------------- commands
@@ -439,6 +456,7 @@ def tune(
     method: str = typer.Option("linear", "--method", help="Blend: linear or geometric."),
     level: float = typer.Option(0.95, "--level", min=0.5, max=0.999, help="Confidence level of the band."),
     curve_out: Path = typer.Option(None, "--curve-out", help="Also write the alpha curve as CSV."),
+    no_feedback: str = typer.Option("drop", "--no-feedback", help=_NO_FEEDBACK_HELP),
     backend: str = typer.Option(None, "--backend", help=_BACKEND_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
@@ -450,6 +468,7 @@ def tune(
 
     estimator = _choice(estimator, ESTIMATORS, "--estimator")
     criterion = _choice(criterion, ("estimate", "lower_bound"), "--criterion")
+    no_feedback = _choice(no_feedback, ("drop", "zero"), "--no-feedback")
     method = _choice(method, ("linear", "geometric"), "--method")
     grid: Any = "auto"
     if alphas != "auto":
@@ -466,7 +485,8 @@ def tune(
             kwargs[key] = value
     with _stages(not as_json) as stage:
         stage("loading artifacts and logs")
-        pi, hf_policy, frame = _load_policy(str(policy)), _load_policy(str(hf)), _read_logs(logs, backend)
+        pi, hf_policy = _load_policy(str(policy)), _load_policy(str(hf))
+        frame = _read_logs(logs, backend, no_feedback)
         stage(f"computing the alpha curve by {estimator.upper()}")
         result = tune_alpha(pi, hf_policy, frame, **kwargs)
         blended = result.policy
@@ -515,6 +535,7 @@ def evaluate(
         help="Also say whether the policy beats the logging policy (ship / no evidence / ...).",
     ),
     seed: int = typer.Option(0, "--seed", help=_SEED_HELP),
+    no_feedback: str = typer.Option("drop", "--no-feedback", help=_NO_FEEDBACK_HELP),
     backend: str = typer.Option(None, "--backend", help=_BACKEND_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
@@ -526,6 +547,7 @@ def evaluate(
     from hfrl.pipeline import ESTIMATORS
 
     names = tuple(_choice(e, ESTIMATORS, "--estimators") for e in _csv_list(estimators, "--estimators"))
+    no_feedback = _choice(no_feedback, ("drop", "zero"), "--no-feedback")
     kwargs: dict[str, Any] = {
         "estimators": names,
         "level": level,
@@ -536,7 +558,7 @@ def evaluate(
         kwargs["backend"] = backend
     with _stages(not as_json) as stage:
         stage("loading the policy and the logs")
-        target, frame = _load_policy(str(policy)), _read_logs(logs, backend)
+        target, frame = _load_policy(str(policy)), _read_logs(logs, backend, no_feedback)
         stage("evaluating" + (f" with {bootstrap} bootstrap resamples" if bootstrap else ""))
         result = ope_evaluate(frame, target, **kwargs)
         decision = compare(target, frame, level=level) if verdict else None

@@ -168,7 +168,8 @@ def _alpha_curve(run: RunFolder) -> str:
     alpha = run.metrics.get("alpha")
     if alpha is not None:
         figure.add_vline(x=float(alpha), line_dash="dash", line_color="crimson",
-                         annotation_text=f"chosen alpha = {float(alpha):.3g}")
+                         annotation_text=f"chosen alpha = {float(alpha):.3g}",
+                         annotation_position="top right" if float(alpha) < 0.5 else "top left")
     estimator = tuning.get("estimator", "")
     figure.update_layout(title=f"Value of pi' by alpha ({estimator.upper()} on validation)",
                          xaxis_title="alpha (weight on HF)", yaxis_title="estimated value")
