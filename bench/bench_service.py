@@ -32,12 +32,18 @@ import numpy as np
 N_STATES = 10_000
 N_ACTIONS = 1_000
 CONNECTIONS = 16
+GRACE_S = 5.0
 TARGETS = {"p99_ms_at_1000rps": 10.0, "saturation_rps": 3000.0, "inprocess_decisions_per_s": 200_000.0}
 
 
 # ---------------------------------------------------------------------- the calibration baseline
-def baseline_app(artifact: str, db: str):  # noqa: ANN201 - a FastAPI app, imported lazily
-    """A plain FastAPI endpoint: numpy sampling per request, one autocommit SQLite insert per decision."""
+def baseline_app(artifact: str, db: str, journal: str):  # noqa: ANN201 - a FastAPI app, imported lazily
+    """A plain FastAPI endpoint: numpy sampling per request, one autocommit SQLite insert per decision.
+
+    ``journal`` is ``"default"`` (SQLite's rollback journal, synchronous=FULL: durable, fsyncs per
+    insert) or ``"wal-normal"`` (WAL with synchronous=NORMAL: no fsync per commit, so a power loss
+    can lose recent decisions; the weaker promise the issue's calibration figure may rest on).
+    """
     import sqlite3
     import threading
     import uuid
@@ -49,6 +55,9 @@ def baseline_app(artifact: str, db: str):  # noqa: ANN201 - a FastAPI app, impor
 
     table = TabularPolicy.load(artifact).table_
     connection = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    if journal == "wal-normal":
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute(
         "CREATE TABLE IF NOT EXISTS decisions (decision_id TEXT PRIMARY KEY, state INTEGER, action INTEGER, "
         "propensity REAL, timestamp REAL)"
@@ -80,10 +89,10 @@ def baseline_app(artifact: str, db: str):  # noqa: ANN201 - a FastAPI app, impor
     return app
 
 
-def run_baseline_server(artifact: str, db: str, port: int) -> None:
+def run_baseline_server(artifact: str, db: str, port: int, journal: str) -> None:
     import uvicorn
 
-    app = baseline_app(artifact, db)
+    app = baseline_app(artifact, db, journal)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -110,10 +119,11 @@ async def _generate(port: int, rate: float | None, duration: float, connections:
     rng = np.random.default_rng(1)
     latencies: list[float] = []
     errors = 0
+    behind = 0  # scheduled requests never sent because the server fell too far behind
     start = time.perf_counter() + 0.2
 
     async def connection(index: int) -> None:
-        nonlocal errors
+        nonlocal errors, behind
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         sent = 0
         try:
@@ -127,6 +137,9 @@ async def _generate(port: int, rate: float | None, duration: float, connections:
                         await asyncio.sleep(delay)
                 if scheduled - start > duration:
                     break
+                if time.perf_counter() - start > duration + GRACE_S:  # the server cannot keep up
+                    behind += 1 + int((start + duration - scheduled) * rate / connections) if rate else 0
+                    break
                 status = await _exchange(reader, writer, _request(int(rng.integers(N_STATES))))
                 finished = time.perf_counter()
                 if scheduled >= start:
@@ -137,7 +150,7 @@ async def _generate(port: int, rate: float | None, duration: float, connections:
             writer.close()
 
     await asyncio.gather(*(connection(i) for i in range(connections)))
-    elapsed = duration
+    elapsed = max(duration, time.perf_counter() - start)
     values = np.sort(np.asarray(latencies)) * 1000
     return {
         "requests": int(values.size),
@@ -146,6 +159,7 @@ async def _generate(port: int, rate: float | None, duration: float, connections:
         "p99_ms": round(float(np.percentile(values, 99)), 3),
         "max_ms": round(float(values[-1]), 3),
         "non_200": int(errors),
+        "not_sent_server_behind": int(behind),
     }
 
 
@@ -306,7 +320,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=None)
     parser.add_argument("--load-port", type=int, default=None)
-    parser.add_argument("--baseline-server", nargs=3, metavar=("ARTIFACT", "DB", "PORT"))
+    parser.add_argument("--baseline-server", nargs=4, metavar=("ARTIFACT", "DB", "PORT", "JOURNAL"))
     parser.add_argument(
         "--nice", type=int, default=0,
         help="Run this benchmark (servers and load generators inherit it) at this niceness; a negative "
@@ -319,8 +333,8 @@ def main() -> None:
         run_load(args.load_port, args.rate, args.duration, CONNECTIONS)
         return
     if args.baseline_server:
-        artifact, db, port = args.baseline_server
-        run_baseline_server(artifact, db, int(port))
+        artifact, db, port, journal = args.baseline_server
+        run_baseline_server(artifact, db, int(port), journal)
         return
 
     from hfrl.policies import TabularPolicy
@@ -339,10 +353,14 @@ def main() -> None:
             "--port", str(port),
         ]
         served = measure_server(hfrl_server, port, args.duration, rate, folder)
-        port = free_port()
-        baseline_server = [sys.executable, __file__, "--baseline-server", str(artifact),
-                           str(folder / "baseline.sqlite"), str(port)]
-        baseline = measure_server(baseline_server, port, args.duration, rate, folder)
+        baselines = {}
+        for journal in ("default", "wal-normal"):
+            port = free_port()
+            baseline_server = [
+                sys.executable, __file__, "--baseline-server", str(artifact),
+                str(folder / f"baseline-{journal}.sqlite"), str(port), journal,
+            ]
+            baselines[journal] = measure_server(baseline_server, port, args.duration, rate, folder)
         in_process = inprocess(artifact, folder)
     try:
         import httptools  # noqa: F401
@@ -362,7 +380,8 @@ def main() -> None:
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "hfrl": served,
-        "baseline_fastapi_autocommit": baseline,
+        "baseline_fastapi_autocommit": baselines["default"],
+        "baseline_fastapi_autocommit_wal_normal": baselines["wal-normal"],
         "inprocess": in_process,
         "targets": {
             "p99_ms_at_1000rps": [TARGETS["p99_ms_at_1000rps"], served["fixed_rate"]["p99_ms"] < 10.0],
