@@ -255,7 +255,7 @@ def state_features(train: pd.DataFrame, n_states: int, n_actions: int) -> np.nda
     encoder = CategoryEncoder.from_dict(train.attrs["state_encoder"])
     decoded = encoder.inverse_transform(np.arange(n_states))
     blocks = [np.ones((n_states, 1))]
-    for column in STATE_COLUMNS:
+    for column in encoder.columns:
         values = decoded[column].fillna("<unknown>").to_numpy(dtype=object)
         levels = sorted(set(values) - {"<unknown>"})
         blocks.append((values[:, None] == np.array(levels, dtype=object)[None, :]).astype(np.float64))
@@ -308,7 +308,7 @@ def learning_section(random_logs, bts_logs, policies, seed) -> tuple[dict, dict[
         features = state_features(train, n_states, n_actions)
         linucb = LinUCB(alpha=0.0, ridge=1.0, features=features, n_actions=n_actions, random_state=seed)
         linucb.fit(train["action"].to_numpy(), train["reward"].to_numpy(), train["state"].to_numpy())
-        learned["LinUCB (user features + affinities)"] = TabularPolicy.from_q_values(
+        learned["LinUCB (state one-hot + mean affinities)"] = TabularPolicy.from_q_values(
             features @ linucb.theta_.T, "greedy"
         )
         out["linucb_features"] = int(features.shape[1])
@@ -431,6 +431,50 @@ def pct(x: float) -> str:
     return f"{100 * x:.3f}%"
 
 
+def learning_markdown(learning: dict | None, states: str) -> list[str]:
+    if not learning:
+        return []
+    lines = [
+        f"### Policy learning on the random logs, states = {states} (time-ordered splits)",
+        "",
+        f"Split: {learning['split']}; rows train/valid/test = {learning['rows']}, clicks = "
+        f"{learning['clicks']}. Blend base learner: {learning.get('base_learner')}; alpha by SNIPS "
+        f"estimate = {learning.get('alpha_estimate', 'n/a')}, by lower bound = "
+        f"{learning.get('alpha_lower_bound', 'n/a')}.",
+        "",
+        "| policy (test split) | CTR estimate | 95% CI | estimator | ESS | IPS | DR | validation SNIPS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    validation = learning.get("validation", {})
+    for name, row in learning["test"].items():
+        valid = validation.get(name)
+        lines.append(
+            f"| {name} | {pct(row['estimate'])} | {pct(row['ci_low'])} .. {pct(row['ci_high'])} | "
+            f"{row['estimator']} | {ess_text(row)} | "
+            f"{pct(row['ips']) if 'ips' in row else '-'} | {pct(row['dr']) if 'dr' in row else '-'} | "
+            f"{pct(valid['estimate']) if valid else '-'} |"
+        )
+    for missing in learning["missing"]:
+        lines.append(f"\nMissing: {missing}")
+    lines.append("")
+    return lines
+
+
+def verdict_markdown(verdicts: dict | None, states: str) -> list[str]:
+    if not verdicts:
+        return []
+    lines = [f"### Deployment verdict (hfrl.ope.compare vs the uniform logging policy, test split), "
+             f"states = {states}", ""]
+    for name, verdict in verdicts.items():
+        lines.append(
+            f"- {name}: **{verdict['verdict']}**, difference {pct(verdict['difference'])} (95% CI "
+            f"{pct(verdict['ci_low'])} .. {pct(verdict['ci_high'])}, {verdict['estimator']}, ESS "
+            f"{verdict['ess']:.0f}). {verdict['reason']}"
+        )
+    lines.append("")
+    return lines
+
+
 def markdown(figures: dict) -> str:
     lines = []
     load = figures["load"]
@@ -481,31 +525,7 @@ def markdown(figures: dict) -> str:
                     f"{row['ess']:.0f} |"
                 )
         lines.append("")
-    learning = figures.get("learning")
-    if learning:
-        lines += [
-            "### Policy learning on the random logs (time-ordered splits)",
-            "",
-            f"Split: {learning['split']}; rows train/valid/test = {learning['rows']}, clicks = "
-            f"{learning['clicks']}. Blend base learner: {learning.get('base_learner')}; alpha by SNIPS "
-            f"estimate = {learning.get('alpha_estimate', 'n/a')}, by lower bound = "
-            f"{learning.get('alpha_lower_bound', 'n/a')}.",
-            "",
-            "| policy (test split) | CTR estimate | 95% CI | estimator | ESS | IPS | DR | validation SNIPS |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        validation = learning.get("validation", {})
-        for name, row in learning["test"].items():
-            valid = validation.get(name)
-            lines.append(
-                f"| {name} | {pct(row['estimate'])} | {pct(row['ci_low'])} .. {pct(row['ci_high'])} | "
-                f"{row['estimator']} | {ess_text(row)} | "
-                f"{pct(row['ips']) if 'ips' in row else '-'} | {pct(row['dr']) if 'dr' in row else '-'} | "
-                f"{pct(valid['estimate']) if valid else '-'} |"
-            )
-        for missing in learning["missing"]:
-            lines.append(f"\nMissing: {missing}")
-        lines.append("")
+    lines += learning_markdown(figures.get("learning"), "user features x position")
     replica = figures.get("replica")
     if replica and "targets" in replica:
         lines += [
@@ -528,16 +548,11 @@ def markdown(figures: dict) -> str:
         lines += ["", f"Trust on this data: **{replica['trust']}** ({rule}).", ""]
     elif replica:
         lines += [f"Replica section missing: {replica.get('missing')}", ""]
-    verdict = figures.get("verdict")
-    if verdict:
-        lines += [
-            "### Deployment verdict (hfrl.ope.compare, blended vs uniform logging, test split)",
-            "",
-            f"**{verdict['verdict']}**: difference {pct(verdict['difference'])} (95% CI "
-            f"{pct(verdict['ci_low'])} .. {pct(verdict['ci_high'])}, {verdict['estimator']}, ESS "
-            f"{verdict['ess']:.0f}). {verdict['reason']}",
-            "",
-        ]
+    lines += verdict_markdown(figures.get("verdicts"), "user features x position")
+    coarse = figures.get("learning_position_only")
+    if coarse:
+        lines += learning_markdown(coarse, "position only")
+        lines += verdict_markdown(figures.get("verdicts_position_only"), "position only")
     return "\n".join(lines)
 
 
@@ -566,11 +581,28 @@ def main(argv: list[str] | None = None) -> int:
         elif not name.startswith("blend"):
             targets[name] = policy
     figures["replica"] = replica_section(random_logs, targets, args.replications, args.seed)
-    blended = next((p for n, p in learned.items() if n.startswith("blend") and "estimate" in n), None)
     # the verdict uses the estimator the replica says to trust, when its intervals held up there
     trusted = figures["replica"].get("coverage_met") and figures["replica"].get("trust")
-    if blended is not None:
-        figures["verdict"] = verdict_section(test, blended, trusted or "snips")
+    estimator = trusted or "snips"
+    figures["verdicts"] = {
+        name: verdict_section(test, policy, estimator) for name, policy in learned.items()
+        if name.startswith("blend")
+    }
+
+    # The same learning with a coarse state (position only): a context-free policy that 2,000 test
+    # rows can actually evaluate (every (position, item) cell is logged about 8 times).
+    coarse_random = load_obd(args.data, "random", state_columns=["position"], include_affinities=True)
+    coarse_bts = load_obd(args.data, "bts", state_columns=["position"])
+    coarse_policies = {name: per_position_policy(coarse_random, by_position, name)
+                       for name, by_position in tables.items()}
+    figures["learning_position_only"], coarse_learned = learning_section(
+        coarse_random, coarse_bts, coarse_policies, args.seed
+    )
+    coarse_test = coarse_learned.pop("_test")
+    figures["verdicts_position_only"] = {
+        name: verdict_section(coarse_test, policy, estimator) for name, policy in coarse_learned.items()
+        if name.startswith("blend")
+    }
     figures["seconds"] = round(time.perf_counter() - start, 2)
     print(json.dumps(figures, default=float, separators=(",", ":")))
     print()
