@@ -355,3 +355,34 @@ def test_no_events_warns_and_falls_back_to_uniform():
     with pytest.warns(RuntimeWarning, match="no events"):
         hf = HistoricalFrequency(prior_strength=0).fit(logs)
     np.testing.assert_allclose(hf.probabilities_, 0.5)
+
+
+@pytest.mark.slow
+def test_spark_backend_gives_the_same_table(tmp_path):
+    """One Spark session, two configurations, a DataFrame and a Parquet file (slow: starts a JVM)."""
+    import shutil
+
+    pytest.importorskip("pyspark")
+    if shutil.which("java") is None:
+        pytest.skip("Spark needs Java")
+    from hfrl.backends.spark import SparkBackend
+
+    logs = make_logs(n=800)
+    path = tmp_path / "logs.parquet"
+    logs.to_parquet(path)
+    spark = SparkBackend(master="local[2]")
+    try:
+        for params in (CONFIGS[6], CONFIGS[4]):
+            reference = HistoricalFrequency(**params).fit(logs)
+            for source in (logs, path):
+                other = HistoricalFrequency(**params, backend=spark).fit(source)
+                np.testing.assert_allclose(other.probabilities_, reference.probabilities_, rtol=0, atol=1e-12)
+                np.testing.assert_array_equal(other.impressions_, reference.impressions_)
+                assert other.fingerprint_ == reference.fingerprint_
+        bad_path = tmp_path / "bad.parquet"
+        logs.assign(reward=logs.reward.where(logs.index != 17, -1.0)).to_parquet(bad_path)
+        with pytest.raises(LogValidationError, match="non-negative reward") as info:
+            HistoricalFrequency(backend=spark).fit(bad_path)
+        assert info.value.count == 1
+    finally:
+        spark.stop()
