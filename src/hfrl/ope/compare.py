@@ -154,7 +154,7 @@ def compare(
     if baseline_is_logging:
         base_value = cells.total(_reward_term(cells)) / n
         base_influence = _reward_term(cells)
-        base_influence[:, 0] -= base_value
+        base_influence[0] -= base_value
     else:
         assert baseline_table is not None
         (base,), _ = run_estimators([estimator], prepared, baseline_table, clip, switch)
@@ -223,8 +223,8 @@ def compare(
 
 
 def _reward_term(cells) -> np.ndarray:  # noqa: ANN001 - Cells
-    out = np.zeros((cells.n_cells, 4))
-    out[:, 1] = 1.0
+    out = np.zeros((4, cells.n_cells))
+    out[1] = 1.0
     return out
 
 

@@ -48,6 +48,7 @@ from hfrl.ope.statistics import (
     atom_cells,
     grouped_cells,
     row_cells,
+    with_propensity,
 )
 from hfrl.policies import TabularPolicy, resolve_rng
 
@@ -228,7 +229,7 @@ class Target:
 
 @dataclass
 class Terms:
-    """An estimator as coefficient arrays (n_cells, 4) over the basis (1, r, r/p, 1/p).
+    """An estimator as coefficient arrays (4, n_cells) over the basis (1, r, r/p, 1/p).
 
     The estimate is ``sum(numerator) / sum(denominator)`` (denominator: the row count when None);
     ``spread``, when given, is the term whose variance gives the standard error (the direct
@@ -288,7 +289,12 @@ class PreparedLogs:
         if self.row_level or self.cells.grain == "atom":
             return self.cells
         if self._atoms is None:
-            self._atoms = atom_cells(self.logs, self.backend, self.propensity_mode, self.estimated_propensity)
+            mode, table = self.propensity_mode, self.estimated_propensity
+            if mode == "logged" and not np.isnan(self.cells.propensity).any():
+                # one propensity per (state, action): atoms need not split on it
+                mode, table = "estimated", np.ones((self.n_states, self.n_actions))
+                table[self.cells.state, self.cells.action] = self.cells.propensity
+            self._atoms = atom_cells(self.logs, self.backend, mode, table)
         return self._atoms
 
     # -- the reward model read at cells: q, and the leave-one-out refit A - c r
@@ -397,7 +403,7 @@ def prepare(
         cells = row_cells(logs, mode, estimated)
     elif mode == "estimated":
         assert estimated is not None
-        cells = grouped_cells(logs, engine, "estimated", estimated)
+        cells = with_propensity(base, estimated[base.state, base.action])
     else:
         cells = base
 
@@ -458,9 +464,9 @@ def fit_reward_model(
 
 
 def _coefficients(columns: dict[int, np.ndarray], n_cells: int) -> np.ndarray:
-    out = np.zeros((n_cells, 4))
+    out = np.zeros((4, n_cells))
     for j, values in columns.items():
-        out[:, j] = values
+        out[j] = values
     return out
 
 
@@ -472,7 +478,7 @@ def estimator_terms(
     clip_threshold: float,
     switch_threshold: float,
 ) -> Terms:
-    """Coefficients (n_cells, 4) of the estimator's terms; all are linear in the target policy."""
+    """Coefficients (4, n_cells) of the estimator's terms; all are linear in the target policy."""
     pi = target.action_probability
     n = cells.n_cells
     if name == "ips":
@@ -506,7 +512,7 @@ def summarize(cells: Cells, terms: Terms) -> tuple[float, np.ndarray]:
         estimate = cells.total(terms.numerator) / n
         spread = terms.numerator if terms.spread is None else terms.spread
         influence = spread.copy()
-        influence[:, 0] -= cells.total(spread) / n
+        influence[0] -= cells.total(spread) / n
         return estimate, influence
     mean_weight = cells.total(terms.denominator) / n
     estimate = cells.total(terms.numerator) / (mean_weight * n)
@@ -565,6 +571,50 @@ def run_estimators(
     return results, target
 
 
+_TABLE_LIMIT = 100_000  # counts above this draw with numpy's Poisson sampler instead of a table
+
+
+def _poisson_cdf(mean: float) -> np.ndarray:
+    """The Poisson(mean) CDF up to where the remaining tail is far below double precision."""
+    from scipy.special import gammaln
+
+    k = np.arange(int(mean + 12.0 * np.sqrt(mean) + 40.0))
+    cdf = np.cumsum(np.exp(-mean + k * np.log(mean) - gammaln(k + 1.0)))
+    cdf[-1] = 1.0
+    return cdf
+
+
+class PoissonCounts:
+    """Draws of Poisson(count) for many atoms, grouped by their (integer) count.
+
+    Numpy's Poisson sampler costs ~10x a uniform draw; atoms share few distinct counts, so each
+    count's CDF is tabulated once and draws are inverse-CDF lookups of uniforms.
+    ``order`` is the column order of the draws (atoms sorted by count, stable).
+    """
+
+    def __init__(self, count: np.ndarray) -> None:
+        whole = np.rint(count).astype(np.int64)
+        self.order = np.argsort(whole, kind="stable")
+        ordered = whole[self.order]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        stops = np.r_[starts[1:], ordered.size]
+        self.groups = [(int(ordered[a]), int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
+        self.tables = {c: _poisson_cdf(float(c)) for c, _, _ in self.groups if 0 < c <= _TABLE_LIMIT}
+        self.size = ordered.size
+
+    def draw(self, rng: np.random.Generator, n_resamples: int) -> np.ndarray:
+        out = np.zeros((n_resamples, self.size))
+        for count, start, stop in self.groups:
+            if count == 0:
+                continue
+            if count in self.tables:
+                uniforms = rng.random((n_resamples, stop - start))
+                out[:, start:stop] = np.searchsorted(self.tables[count], uniforms, side="right")
+            else:
+                out[:, start:stop] = rng.poisson(float(count), (n_resamples, stop - start))
+        return out
+
+
 def poisson_bootstrap(
     atoms: Cells,
     terms: Sequence[tuple[np.ndarray, np.ndarray | None]],
@@ -578,16 +628,17 @@ def poisson_bootstrap(
     estimators share the draws (paired). Seeded: the same ``random_state`` gives the same result.
     """
     rng = resolve_rng(random_state)
-    values = np.stack([atoms.unit_values(numerator) for numerator, _ in terms], axis=1)
+    sampler = PoissonCounts(atoms.count)
+    order = sampler.order
+    values = np.stack([atoms.unit_values(numerator)[order] for numerator, _ in terms], axis=1)
     weights = np.stack(
-        [np.ones(atoms.n_cells) if d is None else atoms.unit_values(d) for _, d in terms], axis=1
+        [np.ones(atoms.n_cells) if d is None else atoms.unit_values(d)[order] for _, d in terms], axis=1
     )
-    count = atoms.count
     out = np.empty((n_bootstrap, len(terms)))
     chunk = max(1, min(n_bootstrap, _BOOTSTRAP_CHUNK_BYTES // (8 * max(atoms.n_cells, 1))))
     for start in range(0, n_bootstrap, chunk):
         stop = min(start + chunk, n_bootstrap)
-        draws = rng.poisson(count, size=(stop - start, atoms.n_cells)).astype(np.float64)
+        draws = sampler.draw(rng, stop - start)
         with np.errstate(invalid="ignore", divide="ignore"):
             out[start:stop] = (draws @ values) / (draws @ weights)
     return out
@@ -743,7 +794,8 @@ def evaluate(
             f"policy has {table.shape[0]} rows but the logs have {prepared.n_rows}; an array policy "
             "needs one distribution per logged row (use a TabularPolicy for one per state)"
         )
-    results, target = run_estimators(names, prepared, table, clip_threshold, switch_threshold)
+    cells = prepared.atoms() if n_bootstrap else prepared.cells  # atoms are exact too
+    results, target = run_estimators(names, prepared, table, clip_threshold, switch_threshold, cells)
     warn_support(target)
     return _result_frame(results, prepared, target, level, n_bootstrap, random_state, table,
                          clip_threshold, switch_threshold)
@@ -763,7 +815,7 @@ def _result_frame(
     z = normal_quantile(level)
     rows = []
     for result in results:
-        se = standard_error(prepared.cells, result.influence)
+        se = standard_error(prepared.atoms() if n_bootstrap else prepared.cells, result.influence)
         uses_propensity = result.name in PROPENSITY_ESTIMATORS
         rows.append({
             "estimate": result.estimate,
@@ -780,12 +832,7 @@ def _result_frame(
     frame = pd.DataFrame(rows, index=pd.Index([r.name for r in results], name="estimator"))
     if n_bootstrap:
         atoms = prepared.atoms()
-        atom_results = results
-        if atoms is not prepared.cells:
-            atom_results, _ = run_estimators(
-                [r.name for r in results], prepared, table, clip_threshold, switch_threshold, atoms
-            )
-        terms = [_bootstrap_terms(r, prepared) for r in atom_results]
+        terms = [_bootstrap_terms(r, prepared) for r in results]
         replicates = poisson_bootstrap(atoms, terms, int(n_bootstrap), random_state)
         low, high, spread = bootstrap_interval(replicates, level)
         frame["boot_std_error"] = spread
@@ -801,6 +848,6 @@ def _bootstrap_terms(result: Estimate, prepared: PreparedLogs) -> tuple[np.ndarr
     noise, which resampling the terms with a fixed model would miss)."""
     if result.name == "dm" and prepared.leave_one_out:
         centred = result.influence.copy()
-        centred[:, 0] += result.estimate
+        centred[0] += result.estimate
         return centred, None
     return result.numerator, result.denominator

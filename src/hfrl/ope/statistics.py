@@ -30,7 +30,7 @@ from hfrl.backends import Backend
 from hfrl.data import schema
 from hfrl.data.io import LogSource, is_path, load_logs
 
-__all__ = ["BASIS", "PRODUCT_SUMS", "Cells", "atom_cells", "grouped_cells", "row_cells"]
+__all__ = ["BASIS", "PRODUCT_SUMS", "Cells", "atom_cells", "grouped_cells", "row_cells", "with_propensity"]
 
 BASIS = ("1", "r", "r/p", "1/p")
 
@@ -50,6 +50,8 @@ PRODUCT_SUMS: dict[str, str] = {
 }
 # the products that do not involve the propensity
 REWARD_SUMS = {"n": "1", "r": f"{R}", "r2": f"{R} * {R}"}
+# what one pass over logs with propensities reads; the rest follows when p is constant per cell
+LOGGED_SUMS = {**REWARD_SUMS, "inv_p": f"1 / {P}", "inv_p2": f"1 / ({P} * {P})"}
 
 _PAIR = {
     (0, 0): "n", (0, 1): "r", (0, 2): "r_p", (0, 3): "inv_p",
@@ -60,7 +62,7 @@ _PAIR = {
 PAIR_SUM = {**_PAIR, **{(j, i): name for (i, j), name in _PAIR.items()}}
 
 # relative tolerance below which a cell's propensity counts as constant
-_CONSTANT_TOLERANCE = 1e-9
+_CONSTANT_TOLERANCE = 1e-10
 
 
 @dataclass
@@ -95,27 +97,27 @@ class Cells:
         return self.sums["n"]
 
     def first_moments(self) -> np.ndarray:
-        """Per-cell sums of the basis, shape (n_cells, 4)."""
+        """Per-cell sums of the basis, shape (4, n_cells)."""
         s = self.sums
-        return np.stack([s["n"], s["r"], s["r_p"], s["inv_p"]], axis=1)
+        return np.stack([s["n"], s["r"], s["r_p"], s["inv_p"]])
 
     def total(self, coefficients: np.ndarray) -> float:
-        """Sum over all rows of the term whose per-cell basis coefficients are given (n_cells, 4)."""
+        """Sum over all rows of the term whose per-cell basis coefficients are given (4, n_cells)."""
         total = 0.0
         for j, name in enumerate(("n", "r", "r_p", "inv_p")):
-            column = coefficients[:, j]
+            column = coefficients[j]
             if column.any():
                 total += float(column @ self.sums[name])
         return total
 
     def cross(self, first: np.ndarray, second: np.ndarray) -> float:
         """Sum over all rows of the product of two terms given by their coefficients."""
-        used_first = [j for j in range(4) if first[:, j].any()]
-        used_second = [j for j in range(4) if second[:, j].any()]
+        used_first = [j for j in range(4) if first[j].any()]
+        used_second = [j for j in range(4) if second[j].any()]
         total = 0.0
         for j in used_first:
             for k in used_second:
-                total += float((first[:, j] * second[:, k]) @ self.sums[PAIR_SUM[(j, k)]])
+                total += float((first[j] * second[k]) @ self.sums[PAIR_SUM[(j, k)]])
         return total
 
     def gram(self, terms: list[np.ndarray]) -> np.ndarray:
@@ -130,7 +132,7 @@ class Cells:
     def unit_values(self, coefficients: np.ndarray) -> np.ndarray:
         """The term's value for one row of each cell (cells whose rows are identical: atoms, rows)."""
         count = self.sums["n"]
-        return (coefficients * self.first_moments()).sum(axis=1) / count
+        return (coefficients * self.first_moments()).sum(axis=0) / count
 
 
 def _products(reward: np.ndarray, propensity: np.ndarray, count: np.ndarray) -> dict[str, np.ndarray]:
@@ -160,6 +162,11 @@ def _with_propensity(state, action, base, propensity, grain) -> Cells:
     return Cells(state, action, sums, propensity, grain)
 
 
+def with_propensity(cells: Cells, propensity: np.ndarray) -> Cells:
+    """The same cells with one known propensity per cell (from their reward sums)."""
+    return _with_propensity(cells.state, cells.action, cells.sums, propensity, cells.grain)
+
+
 def grouped_cells(
     logs: LogSource,
     backend: Backend,
@@ -171,8 +178,13 @@ def grouped_cells(
     ``propensity_mode`` is ``"logged"`` (use the column), ``"estimated"`` (use
     ``estimated_propensity[state, action]``; only reward sums are read) or ``"none"`` (no
     propensity; the propensity sums are zero and only the direct method may use the cells).
+
+    With logged propensities the backend sums ``n, r, r^2, 1/p, 1/p^2``: when the propensity is
+    constant in every cell (``n sum(1/p^2) = sum(1/p)^2`` to a relative 1e-10) the other products
+    follow exactly from ``p``; otherwise the varying cells have ``propensity`` NaN and the caller
+    switches to atoms.
     """
-    sums = PRODUCT_SUMS if propensity_mode == "logged" else REWARD_SUMS
+    sums = LOGGED_SUMS if propensity_mode == "logged" else REWARD_SUMS
     frame = backend.group_sums(logs, [S, A], sums)
     state = frame[S].to_numpy(np.int64)
     action = frame[A].to_numpy(np.int64)
@@ -181,8 +193,11 @@ def grouped_cells(
         n, inv_p, inv_p2 = values["n"], values["inv_p"], values["inv_p2"]
         spread = n * inv_p2 - inv_p * inv_p  # n^2 times the variance of 1/p in the cell
         constant = np.abs(spread) <= _CONSTANT_TOLERANCE * inv_p * inv_p
-        propensity = np.where(constant, n / inv_p, np.nan)
-        return Cells(state, action, values, propensity, "state_action")
+        if constant.all():
+            return _with_propensity(state, action, values, n / inv_p, "state_action")
+        nan = np.full_like(n, np.nan)
+        filled = {name: values.get(name, nan) for name in PRODUCT_SUMS}
+        return Cells(state, action, filled, np.where(constant, n / inv_p, np.nan), "state_action")
     if propensity_mode == "estimated":
         assert estimated_propensity is not None
         return _with_propensity(state, action, values, estimated_propensity[state, action], "state_action")
@@ -199,6 +214,54 @@ def _frame(logs: LogSource, columns: list[str]) -> pd.DataFrame:
     if isinstance(logs, pd.DataFrame):
         return logs
     return load_logs(logs, columns=columns, validate=False)
+
+
+def _distinct_rows(frame: pd.DataFrame, columns: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Distinct value combinations of ``columns`` (sorted) and their counts, in O(n).
+
+    Each column becomes sorted codes (ids as they are, floats through ``pandas.factorize``), the
+    codes one mixed-radix integer key, and the key is counted with ``bincount`` (or ``unique``
+    when the key space is large).
+    """
+    codes, uniques, sizes = [], [], []
+    for column in columns:
+        values = frame[column].to_numpy()
+        if column in (S, A):
+            ids = values.astype(np.int64)
+            low = int(ids.min())
+            codes.append(ids - low)
+            uniques.append(np.arange(low, int(ids.max()) + 1))
+        else:
+            values = values.astype(np.float64)
+            low, high = float(values.min()), float(values.max())
+            if high - low < 1e6 and bool((values == np.floor(values)).all()):  # e.g. clicks
+                codes.append((values - low).astype(np.int64))
+                uniques.append(np.arange(low, high + 1.0))
+            else:
+                code, unique = pd.factorize(values, sort=True)
+                codes.append(code.astype(np.int64))
+                uniques.append(np.asarray(unique))
+        sizes.append(len(uniques[-1]))
+    if float(np.prod(sizes, dtype=np.float64)) >= 2.0**62:
+        size = frame.groupby(columns, sort=True, observed=True).size()
+        keys = {c: size.index.get_level_values(c).to_numpy() for c in columns}
+        return keys, size.to_numpy(np.float64)
+    key = codes[0]
+    for code, size in zip(codes[1:], sizes[1:], strict=True):
+        key = key * size + code
+    n_keys = int(np.prod(sizes, dtype=np.int64))
+    if n_keys <= 50_000_000:
+        counts = np.bincount(key, minlength=n_keys)
+        occupied = np.flatnonzero(counts)
+        counts = counts[occupied]
+    else:
+        occupied, counts = np.unique(key, return_counts=True)
+    keys = {}
+    remainder = occupied
+    for column, size, unique in reversed(list(zip(columns, sizes, uniques, strict=True))):
+        keys[column] = unique[remainder % size]
+        remainder = remainder // size
+    return keys, counts.astype(np.float64)
 
 
 def atom_cells(
@@ -221,10 +284,7 @@ def atom_cells(
         keys = {c: grouped[c].to_numpy() for c in columns}
         count = grouped["n"].to_numpy(np.float64)
     else:
-        frame = _frame(logs, columns)
-        size = frame.groupby(columns, sort=True, observed=True).size()
-        keys = {c: size.index.get_level_values(c).to_numpy() for c in columns}
-        count = size.to_numpy(np.float64)
+        keys, count = _distinct_rows(_frame(logs, columns), columns)
     state = keys[S].astype(np.int64)
     action = keys[A].astype(np.int64)
     reward = keys[R].astype(np.float64)
