@@ -668,6 +668,11 @@ class HistoricalFrequency:
         n_states, n_actions : int, optional
             Table shape; default the largest id seen plus one. Ids outside are refused.
 
+        Returns
+        -------
+        HistoricalFrequency
+            ``self``, with the learned attributes set.
+
         Raises
         ------
         ValueError
