@@ -100,12 +100,13 @@ def _stages(enabled: bool = True) -> Iterator[Callable[[str], None]]:
     """A Rich progress display on stderr: each call starts a stage (spinner + elapsed time)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    console = _stderr_console()
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         TimeElapsedColumn(),
-        console=_stderr_console(),
-        disable=not enabled,
+        console=console,
+        disable=not (enabled and console.is_terminal),
         transient=True,
     ) as progress:
         tasks: list[Any] = []
@@ -562,9 +563,8 @@ def evaluate(
         stage("evaluating" + (f" with {bootstrap} bootstrap resamples" if bootstrap else ""))
         result = ope_evaluate(frame, target, **kwargs)
         decision = compare(target, frame, level=level) if verdict else None
-    columns = [
-        c for c in ("estimate", "std_error", "ci_low", "ci_high", "ess", "max_weight") if c in result.columns
-    ]
+    wanted = ("estimate", "std_error", "ci_low", "ci_high", "boot_ci_low", "boot_ci_high", "ess")
+    columns = [c for c in (*wanted, "max_weight") if c in result.columns]
     verdict_payload = None
     if decision is not None:
         verdict_payload = {
