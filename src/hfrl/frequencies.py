@@ -617,10 +617,10 @@ class HistoricalFrequency:
             time_expression = f"cast_double({schema.TIMESTAMP})"
         checks = self._row_checks(columns, n_states, n_actions, time_expression)
         if ranges is None or not self._ranges_prove_valid(ranges, n_states, n_actions):
-            self.scan_rows(backend, logs, checks, n_rows, source)
+            self._scan_rows(backend, logs, checks, n_rows, source)
         return ranges, n_rows, time_expression
 
-    def scan_rows(self, backend: Backend, logs: LogSource, checks: list[_Check], n_rows: int,
+    def _scan_rows(self, backend: Backend, logs: LogSource, checks: list[_Check], n_rows: int,
                   source: str | None) -> None:
         """Count offending rows per rule in one pass; name the first row of the first failing rule."""
         totals = backend.group_sums(logs, [], {f"c{i}": c.bad for i, c in enumerate(checks)})
@@ -734,7 +734,7 @@ class HistoricalFrequency:
         cells = backend.group_sums(logs, [schema.STATE, schema.ACTION], sums)
         sums_values = cells[list(sums)].to_numpy()
         if not np.isfinite(sums_values).all():  # NaN/inf the statistics could not see: name the row
-            self.scan_rows(backend, logs, self._row_checks(columns, n_states, n_actions, time_expression),
+            self._scan_rows(backend, logs, self._row_checks(columns, n_states, n_actions, time_expression),
                            n_rows, source)
             raise LogValidationError("the sums are not finite (overflow in weights or decay)",
                                      source=source)
