@@ -228,6 +228,7 @@ def test_read_decision_log_is_in_the_log_schema(tmp_path):
     assert str(frame["timestamp"].dtype).startswith("datetime64") and frame["timestamp"].dt.tz is not None
     assert read_decision_log(path, event="click")["reward"].tolist()[0] == 0.5
     assert len(read_decision_log(path, all_positions=True)) == 3
+    assert read_decision_log(path, missing_reward=0.0)["reward"].tolist() == [1.5, 0.0]
     out = tmp_path / "log.parquet"
     assert write_parquet(path, out) == 2
     assert pd.read_parquet(out)["action"].tolist() == [2, 1]

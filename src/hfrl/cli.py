@@ -779,13 +779,16 @@ def export_log(
     out: str = typer.Option(..., "--out", help="Parquet file to write."),
     event: str | None = typer.Option(None, "--event", help="Reward from this feedback event only."),
     all_positions: bool = typer.Option(False, "--all-positions", help="Also the slots k>1 of each decision."),
+    missing_reward: float | None = typer.Option(
+        None, "--missing-reward", help="Reward of decisions without feedback (default: null)."
+    ),
 ) -> None:
     """Write the decision log as Parquet in the log schema, one row per decision, reward from feedback."""
     from hfrl.errors import HfrlError
     from hfrl.service.log import write_parquet
 
     try:
-        rows = write_parquet(db, out, event=event, all_positions=all_positions)
+        rows = write_parquet(db, out, event=event, all_positions=all_positions, missing_reward=missing_reward)
     except (HfrlError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

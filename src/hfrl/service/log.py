@@ -266,7 +266,11 @@ class DecisionLog:
 
 # ---------------------------------------------------------------------- reading back
 def read_decision_log(
-    db: str | PathLike[str], *, event: str | None = None, all_positions: bool = False
+    db: str | PathLike[str],
+    *,
+    event: str | None = None,
+    all_positions: bool = False,
+    missing_reward: float | None = None,
 ) -> pd.DataFrame:
     """The decision log as a DataFrame in the hfrl log schema, ready for ``evaluate`` or ``tune``.
 
@@ -285,11 +289,15 @@ def read_decision_log(
     all_positions : bool
         Also return the slots ``position >= 1`` of k > 1 decisions (propensity: probability at that
         slot given the earlier picks); each carries its decision's reward.
+    missing_reward : float, optional
+        The reward of decisions without feedback. By default it stays NaN (null), which
+        ``validate_logs`` rejects: choose explicitly, e.g. 0.0 when silence means no click, or drop
+        those rows (``frame.dropna(subset=["reward"])``) when feedback is still to come.
 
     Returns
     -------
     DataFrame
-        ``reward`` is NaN (null) for decisions without feedback.
+        ``reward`` is NaN (null) for decisions without feedback unless ``missing_reward`` is given.
 
     Examples
     --------
@@ -325,6 +333,8 @@ def read_decision_log(
     finally:
         connection.close()
     frame[schema.REWARD] = frame[schema.REWARD].astype("float64")
+    if missing_reward is not None:
+        frame[schema.REWARD] = frame[schema.REWARD].fillna(float(missing_reward))
     frame[schema.TIMESTAMP] = pd.to_datetime(frame[schema.TIMESTAMP], unit="s", utc=True)
     for column in (schema.STATE, schema.ACTION, schema.POSITION, "k"):
         frame[column] = frame[column].astype("int64")
@@ -337,9 +347,10 @@ def write_parquet(
     *,
     event: str | None = None,
     all_positions: bool = False,
+    missing_reward: float | None = None,
 ) -> int:
-    """Write ``read_decision_log(db)`` to a Parquet file; return the number of rows written."""
-    frame = read_decision_log(db, event=event, all_positions=all_positions)
+    """Write ``read_decision_log(db, ...)`` to a Parquet file; return the number of rows written."""
+    frame = read_decision_log(db, event=event, all_positions=all_positions, missing_reward=missing_reward)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out, index=False)
