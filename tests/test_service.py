@@ -275,3 +275,24 @@ def test_seeded_services_decide_identically(artifact, tmp_path):
             body = {"state": 2, "k": 2}
             runs.append([client.post("/v1/decide", json=body).json()["actions"] for _ in range(5)])
     assert runs[0] == runs[1]
+
+
+def test_export_log_command_writes_parquet(client, tmp_path):
+    from typer.testing import CliRunner
+
+    from hfrl.cli import app as cli
+
+    decision_id = client.post("/v1/decide", json={"state": 1}).json()["decision_id"]
+    client.post("/v1/decide", json={"state": 2})
+    assert client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 2.5}).status_code == 202
+    client.app.state.log.flush()
+    out = tmp_path / "export" / "log.parquet"
+    result = CliRunner().invoke(cli, ["export-log", str(tmp_path / "log.sqlite"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(out)
+    assert list(frame.columns[:6]) == ["state", "action", "reward", "propensity", "timestamp", "decision_id"]
+    assert len(frame) == 2
+    assert frame.set_index("decision_id").loc[decision_id, "reward"] == 2.5
+    assert frame["reward"].isna().sum() == 1
+    missing = CliRunner().invoke(cli, ["export-log", str(tmp_path / "nope.sqlite"), "--out", str(out)])
+    assert missing.exit_code == 1 and "no decision log database" in missing.output
