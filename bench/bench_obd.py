@@ -556,6 +556,46 @@ def markdown(figures: dict) -> str:
     return "\n".join(lines)
 
 
+def summary(figures: dict) -> dict:
+    """The one JSON line: the key figures (the Markdown below it has every table)."""
+    def triple(row: dict) -> list[float]:
+        return [round(row["estimate"], 5), round(row["ci_low"], 5), round(row["ci_high"], 5)]
+
+    load, out = figures["load"], {"bench": "obd"}
+    out.update({k: load[k] for k in ("rows_random", "clicks_random", "rows_bts", "clicks_bts", "n_states",
+                                     "load_seconds", "pandas_peer_seconds")})
+    scale = figures.get("load_at_scale")
+    if scale:
+        out.update({f"scale_{k}": v for k, v in scale.items() if not k.endswith("checksum")})
+    ope = figures["ope"]
+    out["bts_truth"] = triple(ope["truth"])
+    main = ope["policies"].get("bts_prior_mc") or ope["policies"]["bts_empirical"]
+    out["bts_policy"] = "bts_prior_mc" if "bts_prior_mc" in ope["policies"] else "bts_empirical"
+    out["ope_relative_error"] = {e: round(r["relative_error"], 3) for e, r in main.items()}
+    out["ope_ci_covers_truth"] = {e: r["covers_truth"] for e, r in main.items()}
+    configurations = (("", figures["learning"]), ("position_only_", figures.get("learning_position_only")))
+    for key, learning in configurations:
+        if not learning:
+            continue
+        out[f"{key}alpha"] = {c: learning.get(f"alpha_{c}") for c in ("estimate", "lower_bound")}
+        out[f"{key}test_ctr"] = {name: triple(row) for name, row in learning["test"].items()}
+        if learning["missing"]:
+            out[f"{key}missing"] = learning["missing"]
+    replica = figures["replica"]
+    if "targets" in replica:
+        out["replica_trust"] = replica["trust"]
+        out["replica_coverage_met"] = replica["coverage_met"]
+        out["replica_scores"] = {e: [round(v["mean_relative_rmse"], 3), round(v["min_coverage"], 2)]
+                                 for e, v in replica["scores"].items()}
+    for key in ("verdicts", "verdicts_position_only"):
+        out[key] = {
+            name: [v["verdict"], round(v["difference"], 5), round(v["ci_low"], 5), round(v["ci_high"], 5)]
+            for name, v in figures.get(key, {}).items()
+        }
+    out["seconds"] = figures["seconds"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("/work/shared/data/obd"))
@@ -604,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         if name.startswith("blend")
     }
     figures["seconds"] = round(time.perf_counter() - start, 2)
-    print(json.dumps(figures, default=float, separators=(",", ":")))
+    print(json.dumps(summary(figures), default=float, separators=(",", ":")))
     print()
     print(markdown(figures))
     return 0
