@@ -394,7 +394,7 @@ def create_app(
         Seeds the sampling generator (decisions are then reproducible for a given request order).
     fast_path : bool
         Serve ``POST /v1/decide`` and ``/v1/feedback`` (JSON bodies) from a pure-ASGI path that
-        skips FastAPI's routing (same models, same logic, same errors; about twice the throughput).
+        skips FastAPI's routing (same models, same logic, same errors; ~120 us less per request).
 
     Returns
     -------
