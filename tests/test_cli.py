@@ -351,3 +351,22 @@ def test_evaluate_reads_a_service_decision_log(tmp_path):
         "--json",
     )
     assert json.loads(result.stdout)["estimators"]["ips"]["estimate"] == pytest.approx(rewards.sum() / 200)
+
+
+def test_evaluate_estimates_missing_propensities(workdir, tmp_path):
+    test = pd.read_csv(workdir / "test.csv").drop(columns=["propensity"])
+    test.to_csv(tmp_path / "nopropensity.csv", index=False)
+    refused = invoke("evaluate", workdir / "pi.hfrl", tmp_path / "nopropensity.csv", "--estimators", "snips")
+    assert refused.exit_code == 1 and "propensity" in refused.stderr
+    result = ok(
+        "evaluate",
+        workdir / "pi.hfrl",
+        tmp_path / "nopropensity.csv",
+        "--estimators",
+        "snips",
+        "--propensity",
+        "estimate",
+        "--json",
+    )
+    row = json.loads(result.stdout)["estimators"]["snips"]
+    assert row["ci_low"] <= row["estimate"] <= row["ci_high"]

@@ -210,3 +210,23 @@ def test_bad_toml_and_missing_file(tmp_path):
 def test_unknown_env_option_is_named():
     with pytest.raises(ConfigError, match="env_options of 'recommendation'.*n_itemz"):
         make_env("recommendation", {"n_itemz": 3})
+
+
+def test_logs_without_propensities_need_propensity_estimate(tmp_path):
+    from hfrl.errors import LogValidationError
+
+    env = make_env("recommendation")
+    _, logs = simulate_logs(env, "popularity", 6000, seed=5)
+    logs.drop(columns=["propensity"]).to_parquet(tmp_path / "logs.parquet", index=False)
+    config = {
+        "source": {"type": "logs", "path": str(tmp_path / "logs.parquet")},
+        "learner": {"name": "direct_method"},
+        "evaluation": {"estimators": ["snips", "dm"]},
+    }
+    with pytest.raises(LogValidationError, match="propensity"):
+        run_pipeline(config, tmp_path / "refused")
+    config["evaluation"]["propensity"] = "estimate"
+    result = run_pipeline(config, tmp_path / "run")
+    metrics = json.loads((result.out_dir / "metrics.json").read_text())
+    assert metrics["evaluation"]["propensity"] == "estimate"
+    assert result.summary["ci_low"].le(result.summary["estimate"]).all()

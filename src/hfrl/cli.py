@@ -226,6 +226,7 @@ def _fmt(value: Any) -> str:
 _BACKEND_HELP = "Where aggregations run: memory (pandas/numpy), duckdb (files, out of core) or spark."
 _JSON_HELP = "Print machine-readable JSON on stdout instead of tables."
 _SEED_HELP = "Seed of every random step (same seed, same result)."
+_PROPENSITY_HELP = "logged (the propensity column) or estimate (from the logs, for logs without one)."
 _NO_FEEDBACK_HELP = "Decision-log (.sqlite) rows without feedback: drop, or zero (count as reward 0)."
 
 
@@ -458,6 +459,7 @@ def tune(
     level: float = typer.Option(0.95, "--level", min=0.5, max=0.999, help="Confidence level of the band."),
     curve_out: Path = typer.Option(None, "--curve-out", help="Also write the alpha curve as CSV."),
     no_feedback: str = typer.Option("drop", "--no-feedback", help=_NO_FEEDBACK_HELP),
+    propensity: str = typer.Option("logged", "--propensity", help=_PROPENSITY_HELP),
     backend: str = typer.Option(None, "--backend", help=_BACKEND_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
@@ -479,7 +481,8 @@ def tune(
             raise typer.BadParameter(
                 f"expected 'auto' or numbers, got {alphas!r}", param_hint="--alphas"
             ) from None
-    kwargs: dict[str, Any] = {"estimator": estimator, "alphas": grid, "criterion": criterion}
+    kwargs: dict[str, Any] = {"estimator": estimator, "alphas": grid, "criterion": criterion,
+                              "propensity": _choice(propensity, ("logged", "estimate"), "--propensity")}
     params = inspect.signature(tune_alpha).parameters
     for key, value in (("method", method), ("level", level), ("backend", backend)):
         if key in params and value is not None:
@@ -537,6 +540,7 @@ def evaluate(
     ),
     seed: int = typer.Option(0, "--seed", help=_SEED_HELP),
     no_feedback: str = typer.Option("drop", "--no-feedback", help=_NO_FEEDBACK_HELP),
+    propensity: str = typer.Option("logged", "--propensity", help=_PROPENSITY_HELP),
     backend: str = typer.Option(None, "--backend", help=_BACKEND_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
@@ -554,6 +558,7 @@ def evaluate(
         "level": level,
         "n_bootstrap": bootstrap,
         "random_state": seed,
+        "propensity": _choice(propensity, ("logged", "estimate"), "--propensity"),
     }
     if backend is not None and "backend" in inspect.signature(ope_evaluate).parameters:
         kwargs["backend"] = backend
@@ -562,7 +567,7 @@ def evaluate(
         target, frame = _load_policy(str(policy)), _read_logs(logs, backend, no_feedback)
         stage("evaluating" + (f" with {bootstrap} bootstrap resamples" if bootstrap else ""))
         result = ope_evaluate(frame, target, **kwargs)
-        decision = compare(target, frame, level=level) if verdict else None
+        decision = compare(target, frame, level=level, propensity=kwargs["propensity"]) if verdict else None
     wanted = ("estimate", "std_error", "ci_low", "ci_high", "boot_ci_low", "boot_ci_high", "ess")
     columns = [c for c in (*wanted, "max_weight") if c in result.columns]
     verdict_payload = None

@@ -25,7 +25,9 @@ keys or wrong types with a message naming the key.
     ``estimator``, ``criterion`` (``"estimate"`` or ``"lower_bound"``), ``alphas`` (``"auto"``
     or a list), ``method`` (``"linear"``/``"geometric"``), ``level``.
 ``[evaluation]``
-    ``estimators``, ``level``, ``n_bootstrap``.
+    ``estimators``, ``level``, ``n_bootstrap``, ``propensity`` (``"logged"``, or ``"estimate"`` for
+    logs without propensities: the logging policy is then estimated per state from the logs, and
+    tuning and evaluation say so).
 ``[output]``
     ``dir`` (the run folder) and ``save_logs`` (write the three splits as Parquet).
 
@@ -132,7 +134,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "method": "linear",
         "level": 0.95,
     },
-    "evaluation": {"estimators": ["ips", "snips", "dm", "dr"], "level": 0.95, "n_bootstrap": 0},
+    "evaluation": {
+        "estimators": ["ips", "snips", "dm", "dr"],
+        "level": 0.95,
+        "n_bootstrap": 0,
+        "propensity": "logged",
+    },
     "output": {"dir": "hfrl-run", "save_logs": True},
 }
 
@@ -297,6 +304,9 @@ def resolve_config(config: Mapping[str, Any], source: str = "config") -> dict[st
         evaluation["estimators"].append(tuning["estimator"])
     _check_number(where("evaluation.level"), evaluation["level"], 0.0, 1.0, low_open=True)
     _check_number(where("evaluation.n_bootstrap"), evaluation["n_bootstrap"], 0, 100_000, integer=True)
+    evaluation["propensity"] = _check_choice(
+        where("evaluation.propensity"), evaluation["propensity"], ("logged", "estimate")
+    )
 
     output = resolved["output"]
     if not isinstance(output["dir"], str) or not output["dir"]:
@@ -535,18 +545,20 @@ def _run_pipeline(
     # 5. alpha
     tuning = config["tuning"]
     say(f"tuning alpha by {tuning['estimator'].upper()} on {len(validation):,} validation rows")
-    tune_kwargs: dict[str, Any] = {
-        "estimator": tuning["estimator"],
-        "alphas": tuning["alphas"],
-        "criterion": tuning["criterion"],
-    }
-    tune_params = inspect.signature(tune_alpha).parameters
-    for key in ("method", "level"):
-        if key in tune_params:
-            tune_kwargs[key] = tuning[key]
-    if "backend" in tune_params and backend is not None:
-        tune_kwargs["backend"] = backend
-    tuned = tune_alpha(pi, hf, validation, **tune_kwargs)
+    evaluation = config["evaluation"]
+    propensity = evaluation["propensity"]
+    tuned = tune_alpha(
+        pi,
+        hf,
+        validation,
+        estimator=tuning["estimator"],
+        alphas=tuning["alphas"],
+        criterion=tuning["criterion"],
+        level=tuning["level"],
+        method=tuning["method"],
+        backend=backend,
+        propensity=propensity,
+    )
     alpha = float(tuned.alpha)
     pi_prime = tuned.policy
     # 6. evaluation on test
@@ -557,7 +569,6 @@ def _run_pipeline(
     if env is not None:
         say("solving the simulator exactly for the optimal policy")
         policies["optimal"] = env.optimal_policy(gamma)
-    evaluation = config["evaluation"]
     say(
         f"evaluating {len(policies) + (env is None)} policies on {len(test):,} test rows"
         + (f" with {evaluation['n_bootstrap']} bootstrap resamples" if evaluation["n_bootstrap"] else "")
@@ -567,20 +578,23 @@ def _run_pipeline(
         "level": evaluation["level"],
         "n_bootstrap": evaluation["n_bootstrap"],
         "random_state": seeds[3],
+        "backend": backend,
+        "propensity": propensity,
     }
-    if backend is not None and "backend" in inspect.signature(evaluate).parameters:
-        eval_kwargs["backend"] = backend
     primary = tuning["estimator"]
     test_states = test[schema.STATE].to_numpy(dtype=np.int64)
     estimate_rows, summary_rows = [], {}
     # The deployment verdict for pi' against the logging policy, paired on the test rows; its
     # baseline (the on-policy mean reward) is the logging policy's value when no table of it exists.
-    compare_kwargs: dict[str, Any] = {"baseline": "logging", "level": evaluation["level"]}
-    if primary in ("snips", "dr", "ips"):
-        compare_kwargs["estimator"] = primary
-    if backend is not None:
-        compare_kwargs["backend"] = backend
-    verdict = compare(pi_prime, test, **compare_kwargs)
+    verdict = compare(
+        pi_prime,
+        test,
+        baseline="logging",
+        level=evaluation["level"],
+        estimator=primary if primary in ("snips", "dr", "ips") else "snips",
+        backend=backend,
+        propensity=propensity,
+    )
     if env is None:
         label = POLICY_LABELS["logging"]
         low, high = (float(v) for v in verdict.baseline_ci)
@@ -658,6 +672,7 @@ def _run_pipeline(
             "estimators": evaluation["estimators"],
             "level": evaluation["level"],
             "n_bootstrap": evaluation["n_bootstrap"],
+            "propensity": propensity,
             "truth": None
             if env is None
             else "true_value: exact expected reward per decision at "
