@@ -223,6 +223,18 @@ def test_bad_values_name_file_column_and_first_row(tmp_path, column, row, value,
     assert str(log_file) in str(error) and f"row {row} (line {row + 2} of the file)" in str(error)
 
 
+def test_a_bad_feature_value_names_the_file(tmp_path: Path):
+    frame = obd_frame().astype({"user-item_affinity_2": object})
+    frame.loc[13, "user-item_affinity_2"] = "lots"
+    log_file = write_obd(tmp_path, frame)
+    assert len(load_obd(tmp_path)) == 60  # the core columns are fine
+    with pytest.raises(LogValidationError, match="lots") as info:
+        load_obd(tmp_path, include_affinities=True)
+    assert info.value.source == str(log_file)
+    with pytest.raises(LogValidationError, match="lots"):
+        list(iter_obd(tmp_path, include_affinities=True, chunk_rows=10))
+
+
 def test_empty_file_is_refused(tmp_path: Path):
     write_obd(tmp_path, obd_frame().iloc[:0])
     with pytest.raises(LogValidationError, match="empty"):

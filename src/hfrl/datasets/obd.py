@@ -178,7 +178,11 @@ _CHECKS: tuple[tuple[str, str, str], ...] = (
 
 
 class _Staged:
-    """One validated pass over an OBD file, kept in a DuckDB temp table ``obd``."""
+    """One validated, state-encoded pass over an OBD file: DuckDB temp table ``obd_mapped``.
+
+    ``obd_mapped`` holds the mapped core columns (and item features) in file order; the wide
+    feature columns are read by ``select_sql`` in a second scan, joined by position.
+    """
 
     def __init__(
         self,
@@ -230,11 +234,11 @@ class _Staged:
             *(self.affinity_columns if include_affinities else ()),
         ]
         self.item_columns = item_columns
-        self._stage(header)
+        self._stage()
         self._validate()
         self._encode()
 
-    def _stage(self, header: list[str]) -> None:
+    def _stage(self) -> None:
         import duckdb
 
         raw = list(dict.fromkeys([*LOG_COLUMNS, *self.state_columns]))
@@ -321,10 +325,28 @@ class _Staged:
         if not self.feature_columns:
             return "SELECT * FROM obd_mapped"
         features = ", ".join(_ident(c) for c in self.feature_columns)
+        types = ", ".join(
+            f"{_literal(c)}: '{'VARCHAR' if c in USER_FEATURE_COLUMNS else 'DOUBLE'}'"
+            for c in self.feature_columns
+        )
         return (
             f"SELECT * FROM obd_mapped POSITIONAL JOIN (SELECT {features} "
-            f"FROM read_csv({_literal(str(self.log_file))}, header = true))"
+            f"FROM read_csv({_literal(str(self.log_file))}, header = true, types = {{{types}}}))"
         )
+
+    def fetch(self, how: str, *args: Any) -> Any:
+        """Run ``select_sql`` (``how``: "df", "arrow_reader" or "copy"), naming the file on errors."""
+        import duckdb
+
+        try:
+            if how == "df":
+                return self.connection.execute(self.select_sql()).df()
+            if how == "arrow_reader":
+                return self.connection.sql(self.select_sql()).to_arrow_reader(*args)
+            copy = f"COPY ({self.select_sql()}) TO {_literal(args[0])} (FORMAT parquet)"
+            return self.connection.execute(copy)
+        except duckdb.Error as exc:
+            raise LogValidationError(f"cannot read the file: {exc}", source=str(self.log_file)) from exc
 
     def attrs(self) -> dict[str, Any]:
         return {
@@ -340,7 +362,7 @@ class _Staged:
         self.connection.close()
 
 
-def _check_flags(state_columns: Sequence[str] | str) -> list[str]:
+def _as_list(state_columns: Sequence[str] | str) -> list[str]:
     if isinstance(state_columns, str):
         state_columns = [state_columns]
     return list(state_columns)
@@ -419,13 +441,13 @@ def load_obd(
         path,
         behavior_policy,
         campaign,
-        _check_flags(state_columns),
+        _as_list(state_columns),
         include_user_features,
         include_affinities,
         include_item_features,
     )
     try:
-        frame = staged.connection.execute(staged.select_sql()).df()
+        frame = staged.fetch("df")
     finally:
         staged.close()
     frame[schema.TIMESTAMP] = _utc(frame[schema.TIMESTAMP])
@@ -474,17 +496,17 @@ def iter_obd(
         path,
         behavior_policy,
         campaign,
-        _check_flags(state_columns),
+        _as_list(state_columns),
         include_user_features,
         include_affinities,
         include_item_features,
     )
     try:
-        reader = staged.connection.sql(staged.select_sql()).to_arrow_reader(chunk_rows)
+        reader = staged.fetch("arrow_reader", chunk_rows)
         attrs = staged.attrs()
         pending: list[Any] = []
         pending_rows = 0
-        for batch in reader:
+        for batch in _batches(reader, staged.log_file):
             pending.append(batch)
             pending_rows += batch.num_rows
             while pending_rows >= chunk_rows:
@@ -500,6 +522,22 @@ def iter_obd(
             yield _chunk(pa.Table.from_batches(pending), attrs)
     finally:
         staged.close()
+
+
+def _batches(reader: Any, log_file: Path) -> Iterator[Any]:
+    """The reader's record batches; a value that fails to convert names the file."""
+    import duckdb
+    import pyarrow as pa
+
+    iterator = iter(reader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except (duckdb.Error, pa.ArrowException) as exc:
+            raise LogValidationError(f"cannot read the file: {exc}", source=str(log_file)) from exc
+        yield batch
 
 
 def _chunk(table: Any, attrs: dict[str, Any]) -> pd.DataFrame:
@@ -547,16 +585,14 @@ def export_obd(
         path,
         behavior_policy,
         campaign,
-        _check_flags(state_columns),
+        _as_list(state_columns),
         include_user_features,
         include_affinities,
         include_item_features,
     )
     target = Path(out)
     try:
-        staged.connection.execute(
-            f"COPY ({staged.select_sql()}) TO {_literal(str(target))} (FORMAT parquet)"
-        )
+        staged.fetch("copy", str(target))
         Path(str(target) + ".json").write_text(json.dumps(staged.attrs(), indent=1))
     finally:
         staged.close()
