@@ -532,3 +532,17 @@ def test_single_step_draws_exactly_what_the_batch_draws(make) -> None:
         assert (reward, terminated) == (rewards[0], ended[0])
         if not terminated:
             assert env._state == next_states[0]
+
+
+def test_fit_env_weights_count_like_repeated_rows() -> None:
+    rng = np.random.default_rng(9)
+    logs = pd.DataFrame({
+        "state": rng.integers(0, 3, 40), "action": rng.integers(0, 2, 40), "reward": rng.random(40),
+        "next_state": rng.integers(0, 3, 40), "done": rng.random(40) < 0.4,
+        "session_id": np.arange(40) // 4,
+    })
+    weighted = fit_env(logs.assign(weight=2.0).iloc[:20], n_states=3, n_actions=2)
+    repeated = fit_env(pd.concat([logs.iloc[:20]] * 2, ignore_index=True).drop(columns="session_id"),
+                       n_states=3, n_actions=2)
+    np.testing.assert_allclose(weighted.reward_matrix(), repeated.reward_matrix())
+    np.testing.assert_allclose(weighted.transition_matrix().toarray(), repeated.transition_matrix().toarray())
