@@ -53,7 +53,8 @@ def fit_env(
     n_states, n_actions : int, optional
         Sizes; default one more than the largest id logged.
     prior_strength : float > 0, default 1.0
-        Pseudo-count ``k`` of the shrinkage.
+        Pseudo-count ``k`` of the shrinkage. With few rows per ``(s, a)`` the replica's optimal
+        value is optimistic (maximising over noisy estimates); a larger ``k`` tempers that.
     reward_noise : {"bernoulli", "gaussian", "none"}, optional
         Override the choice described above.
     render_mode : {"ansi"}, optional
