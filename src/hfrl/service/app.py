@@ -447,6 +447,9 @@ def create_app(
         version=holder.model.version,
         summary="Decide with a tabular policy, log every decision with its propensity, take feedback.",
         lifespan=lifespan,
+        # the service exports its own Prometheus metrics; FastAPI's OpenTelemetry hooks would look up
+        # the (unconfigured) providers on every request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.holder = holder
     app.state.log = log
