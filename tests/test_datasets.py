@@ -159,6 +159,9 @@ def test_export_obd_writes_parquet_and_the_encoder(obd_root: Path, tmp_path: Pat
     np.testing.assert_array_equal(back["action"], whole["action"])
     meta = json.loads(Path(str(out) + ".json").read_text())
     assert meta["state_encoder"] == whole.attrs["state_encoder"] and meta["n_actions"] == 6
+    options = {"include_affinities": True, "include_item_features": True}
+    wide = export_obd(obd_root, tmp_path / "wide.parquet", **options)
+    pd.testing.assert_frame_equal(pd.read_parquet(wide), load_obd(obd_root, **options))
 
 
 def test_without_item_context_the_number_of_items_comes_from_the_logs(tmp_path: Path):
