@@ -233,7 +233,7 @@ def test_duckdb_files_and_memory_agree(tmp_path, params):
     logs.iloc[900:].to_parquet(tmp_path / "part-1.parquet")
     reference = HistoricalFrequency(**params).fit(logs)
     for source, backend in [(logs, "duckdb"), (parquet, None), (str(csv), None),
-                            (str(tmp_path / "part-*.parquet"), None)]:
+                            (str(tmp_path / "part-*.parquet"), None), (parquet, "memory")]:
         other = HistoricalFrequency(**params, backend=backend).fit(source)
         np.testing.assert_allclose(other.probabilities_, reference.probabilities_, rtol=0, atol=1e-12)
         np.testing.assert_allclose(other.counts_, reference.counts_, rtol=1e-12)

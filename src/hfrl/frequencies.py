@@ -26,7 +26,7 @@ import pandas as pd
 
 from hfrl.backends import Backend, fingerprint_from_sums, get_backend
 from hfrl.data import schema
-from hfrl.data.io import LogSource, is_path
+from hfrl.data.io import LogSource, is_path, load_logs
 from hfrl.data.validation import validate_logs
 from hfrl.errors import LogValidationError, NotFittedError
 
@@ -552,14 +552,15 @@ class HistoricalFrequency:
 
     # ---------------------------------------------------------------- validation
     def _validate_frame(self, logs: pd.DataFrame, columns: list[str], n_states: int | None,
-                        n_actions: int | None) -> pd.DataFrame:
+                        n_actions: int | None, source: str | None) -> pd.DataFrame:
         missing = [c for c in columns if c not in logs.columns]
         if missing:
             raise LogValidationError(
                 f"missing required column(s) {missing}; the logs have {list(logs.columns)}",
-                column=missing[0],
+                column=missing[0], source=source,
             )
-        frame = validate_logs(logs[columns], n_states=n_states, n_actions=n_actions, required=columns)
+        frame = validate_logs(logs[columns], n_states=n_states, n_actions=n_actions, required=columns,
+                              source=source)
         extra_checks: list[_Check] = []
         if schema.REWARD in columns:
             extra_checks += self._reward_checks()[1:]
@@ -570,7 +571,7 @@ class HistoricalFrequency:
         if extra_checks:
             memory = get_backend("memory")
             totals = memory.group_sums(frame, [], {f"c{i}": c.bad for i, c in enumerate(extra_checks)})
-            self._raise_first(memory, frame, extra_checks, totals.iloc[0], len(frame), None)
+            self._raise_first(memory, frame, extra_checks, totals.iloc[0], len(frame), source)
         if self.group_column is not None:
             frame[self.group_column] = frame[self.group_column].to_numpy(dtype=np.float64).astype(np.int64)
         if self.weight_column is not None:
@@ -690,9 +691,11 @@ class HistoricalFrequency:
         backend = get_backend(self.backend, logs)
         source = str(logs) if is_path(logs) else None
 
+        if is_path(logs) and backend.name == "memory":  # read the file once, then work in memory
+            logs = load_logs(logs, validate=False)
         original = logs
         if isinstance(logs, pd.DataFrame):
-            logs = self._validate_frame(logs, columns, n_states, n_actions)
+            logs = self._validate_frame(logs, columns, n_states, n_actions, source)
             ranges = get_backend("memory").column_ranges(logs, columns)
             n_rows, time_expression = len(logs), f"epoch({schema.TIMESTAMP})"
         elif is_path(logs):
