@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hfrl.data import CategoryEncoder, validate_logs
 from hfrl.datasets import (
@@ -431,3 +433,24 @@ def test_cli_datasets_obd_prints_the_path(tmp_path: Path, sample_csvs):
     assert verify_obd(tmp_path / "data")["random/all/all.csv"] == 10_000
     bad = CliRunner().invoke(app, ["datasets", "obd", "--out", str(tmp_path / "x"), "--sdist", str(tmp_path)])
     assert bad.exit_code == 1 and "not a readable tar archive" in bad.output
+
+
+# --- property: the states are CategoryEncoder's ids of the file's raw text, whatever the text ----
+
+feature_text = st.text(alphabet=st.sampled_from(list("ab,\" 'é\\;x1")), min_size=0, max_size=4)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.tuples(feature_text, feature_text), min_size=1, max_size=25))
+def test_states_match_category_encoder_on_any_feature_text(tmp_path_factory, values):
+    root = tmp_path_factory.mktemp("obd")
+    frame = obd_frame(len(values))
+    frame["user_feature_0"] = [v[0] for v in values]
+    frame["user_feature_3"] = [v[1] for v in values]
+    log_file = write_obd(root, frame)
+    logs = load_obd(root)
+    # what the file says: quoted text as written, an empty field as missing
+    raw = pd.read_csv(log_file, index_col=0, dtype=str, keep_default_na=False, na_values=[""])
+    expected = CategoryEncoder(list(USER_FEATURE_COLUMNS)).fit_transform(raw)
+    np.testing.assert_array_equal(logs["state"], expected)
+    np.testing.assert_array_equal(logs["action"], frame["item_id"])
