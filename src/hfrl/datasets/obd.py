@@ -21,6 +21,7 @@ follow the order of first appearance in the file; the encoder travels in
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator, Sequence
 from os import PathLike
@@ -136,15 +137,29 @@ def _connect() -> Any:
 
 
 def _header(connection: Any, file: Path) -> list[str]:
-    import duckdb
-
+    """The column names on the first line of a CSV file (the unnamed index column is ``""``)."""
     try:
-        rows = connection.execute(
-            f"DESCRIBE SELECT * FROM read_csv({_literal(str(file))}, header = true)"
-        ).fetchall()
-    except duckdb.Error as exc:
-        raise LogValidationError(f"cannot read the file: {exc}", source=str(file)) from exc
-    return [row[0] for row in rows]
+        with open(file, newline="", encoding="utf-8") as handle:
+            first = next(csv.reader(handle), None)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LogValidationError(f"cannot read the header line: {exc}", source=str(file)) from exc
+    if not first:
+        raise LogValidationError("the file is empty: no header line", source=str(file))
+    return first
+
+
+def _scan(file: Path, header: Sequence[str], types: dict[str, str]) -> str:
+    """``read_csv`` of an OBD file without sniffing: comma-separated, double-quoted, this header.
+
+    Every column is read as ``types.get(name, "VARCHAR")``; the unnamed index column is
+    ``column00`` as DuckDB would call it.
+    """
+    names = [name if name else f"column{i:02d}" for i, name in enumerate(header)]
+    columns = ", ".join(f"{_literal(n)}: '{types.get(n, 'VARCHAR')}'" for n in names)
+    return (
+        f"read_csv({_literal(str(file))}, auto_detect = false, header = true, delim = ',', "
+        f"quote = '\"', escape = '\"', columns = {{{columns}}})"
+    )
 
 
 def _require(columns: Sequence[str], present: Sequence[str], file: Path, what: str) -> None:
@@ -200,7 +215,7 @@ class _Staged:
         if not self.state_columns:
             raise LogValidationError("state_columns must name at least one column")
         self.connection = _connect()
-        header = _header(self.connection, self.log_file)
+        header = self.header = _header(self.connection, self.log_file)
         _require(LOG_COLUMNS, header, self.log_file, "the Open Bandit Dataset log columns")
         _require(self.state_columns, header, self.log_file, "asked for by state_columns")
 
@@ -241,8 +256,6 @@ class _Staged:
     def _stage(self) -> None:
         import duckdb
 
-        raw = list(dict.fromkeys([*LOG_COLUMNS, *self.state_columns]))
-        types = ", ".join(f"{_literal(c)}: 'VARCHAR'" for c in raw)
         key_parts = ", ".join(
             f"coalesce(CAST({_ident(c)} AS VARCHAR), {_literal(_MISSING)})" for c in self.state_columns
         )
@@ -250,7 +263,7 @@ class _Staged:
             "CREATE TEMP TABLE obd AS SELECT row_number() OVER () - 1 AS row_id, "
             + ", ".join(_ident(c) for c in LOG_COLUMNS)
             + f", concat_ws({_literal(_SEPARATOR)}, {key_parts}) AS state_key "
-            f"FROM read_csv({_literal(str(self.log_file))}, header = true, types = {{{types}}})"
+            f"FROM {_scan(self.log_file, self.header, {})}"
         )
         try:
             self.connection.execute(sql)
@@ -325,13 +338,10 @@ class _Staged:
         if not self.feature_columns:
             return "SELECT * FROM obd_mapped"
         features = ", ".join(_ident(c) for c in self.feature_columns)
-        types = ", ".join(
-            f"{_literal(c)}: '{'VARCHAR' if c in USER_FEATURE_COLUMNS else 'DOUBLE'}'"
-            for c in self.feature_columns
-        )
+        types = {c: "DOUBLE" for c in self.affinity_columns}
         return (
-            f"SELECT * FROM obd_mapped POSITIONAL JOIN (SELECT {features} "
-            f"FROM read_csv({_literal(str(self.log_file))}, header = true, types = {{{types}}}))"
+            f"SELECT * FROM obd_mapped POSITIONAL JOIN "
+            f"(SELECT {features} FROM {_scan(self.log_file, self.header, types)})"
         )
 
     def fetch(self, how: str, *args: Any) -> Any:
