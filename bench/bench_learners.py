@@ -145,7 +145,7 @@ def bench_env_and_q_learning(env, gamma: float, n_envs: int, n_steps: int, n_one
             env.reset()
     env_one = n_one_step / (time.perf_counter() - started)
 
-    params = dict(gamma=gamma, learning_rate=0.05, epsilon=0.5, epsilon_final=0.02, random_state=0)
+    params = dict(gamma=gamma, learning_rate=0.1, epsilon=0.5, epsilon_final=0.02, random_state=0)
     vectorised, seconds = timed(lambda: QLearning(n_envs=n_envs, **params).fit(env, n_steps=n_steps))
     q_batch = vectorised.n_steps_ / seconds
     one_step, seconds_one = timed(lambda: QLearning(n_envs=1, **params).fit(env, n_steps=n_one_step))
@@ -169,13 +169,14 @@ def bench_value_fractions(env, gamma: float, optimal: float, q_policy, n_envs: i
     )
 
     fractions = {"q_learning": env.policy_value(q_policy, gamma) / optimal}
-    params = dict(gamma=gamma, learning_rate=0.05, epsilon=0.5, epsilon_final=0.02, n_envs=n_envs,
+    params = dict(gamma=gamma, learning_rate=0.1, epsilon=0.5, epsilon_final=0.02, n_envs=n_envs,
                   random_state=0)
     for name, cls in (("sarsa", Sarsa), ("expected_sarsa", ExpectedSarsa)):
         fractions[name] = env.policy_value(cls(**params).fit(env, n_steps=n_steps).policy_, gamma) / optimal
     fqi = FittedQIteration(gamma=gamma).fit(logs, n_states=env.n_states, n_actions=env.n_actions)
     fractions["fitted_q_iteration"] = env.policy_value(fqi.policy_, gamma) / optimal
-    for name, learner in (("direct_method", DirectMethodLearner()), ("ips", IPSLearner()),
+    for name, learner in (("fitted_q_iteration_pessimism_2", FittedQIteration(gamma=gamma, pessimism=2.0)),
+                          ("direct_method", DirectMethodLearner()), ("ips", IPSLearner()),
                           ("conservative_fqi", ConservativeLearner(FittedQIteration(gamma=gamma)))):
         learner.fit(logs, n_states=env.n_states, n_actions=env.n_actions)
         fractions[name] = env.policy_value(learner.policy_, gamma) / optimal

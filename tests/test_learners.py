@@ -330,6 +330,18 @@ def test_fitted_q_iteration_stops_at_done_and_at_missing_next_state():
     assert fqi.q_values_[0, 1] == pytest.approx(0.0 + 0.5 * 2.0)
 
 
+def test_pessimism_demotes_a_lucky_rarely_logged_action():
+    logs = pd.DataFrame({"state": 0, "action": [0] * 100 + [1], "reward": [0.0, 1.0] * 50 + [1.0],
+                         "done": True, "next_state": 0})
+    plain = FittedQIteration(shrinkage=0.0).fit(logs)
+    careful = FittedQIteration(shrinkage=0.0, pessimism=2.0).fit(logs)
+    assert plain.policy_.table_[0].tolist() == [0.0, 1.0]
+    assert careful.policy_.table_[0].tolist() == [1.0, 0.0]
+    # 2 * sigma(s) / sqrt(n + 1) with sigma(s) = std of the 101 rewards
+    sigma = np.array([0.0, 1.0] * 50 + [1.0]).std()
+    assert careful.q_values_[0, 1] == pytest.approx(1.0 - 2.0 * sigma / np.sqrt(2.0))
+
+
 def test_direct_method_and_ips_find_the_best_item_per_state(shop):
     env, _ = shop
     bandit_logs = collect_logs(env, logging_policy(env, "uniform"), 100_000, seed=1)

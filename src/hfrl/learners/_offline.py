@@ -30,6 +30,7 @@ class LogStatistics:
     n_rows: int
     counts: np.ndarray  # (n_states, n_actions) weighted number of logged decisions
     reward_sums: np.ndarray  # (n_states, n_actions)
+    reward_squares: np.ndarray  # (n_states, n_actions) sum of weight * reward ** 2
     ips_sums: np.ndarray | None  # (n_states, n_actions) sum of weight * reward / propensity
     continuations: sp.csr_matrix | None  # (n_states * n_actions, n_states) non-terminal next states
 
@@ -71,6 +72,7 @@ def log_statistics(logs: pd.DataFrame, n_states: int | None = None, n_actions: i
     counts = np.bincount(index, weights=weights, minlength=size).astype(np.float64)
     weighted_rewards = rewards if weights is None else rewards * weights
     reward_sums = np.bincount(index, weights=weighted_rewards, minlength=size)
+    reward_squares = np.bincount(index, weights=weighted_rewards * rewards, minlength=size)
     ips_sums = None
     if need_propensity:
         propensities = clean[schema.PROPENSITY].to_numpy(dtype=np.float64)
@@ -91,7 +93,8 @@ def log_statistics(logs: pd.DataFrame, n_states: int | None = None, n_actions: i
         continuations = sp.csr_matrix((values, (index[keep], next_states)), shape=(size, n_states))
         continuations.sum_duplicates()
     return LogStatistics(n_states, n_actions, len(clean), counts.reshape(n_states, n_actions),
-                         reward_sums.reshape(n_states, n_actions), ips_sums, continuations)
+                         reward_sums.reshape(n_states, n_actions),
+                         reward_squares.reshape(n_states, n_actions), ips_sums, continuations)
 
 
 def shrunk_means(counts: np.ndarray, sums: np.ndarray, shrinkage: float) -> np.ndarray:
@@ -110,6 +113,14 @@ def shrunk_means(counts: np.ndarray, sums: np.ndarray, shrinkage: float) -> np.n
         state_means = np.where(state_counts + shrinkage > 0, state_means, global_mean)
         means = (sums + shrinkage * state_means) / (counts + shrinkage)
         return np.where(counts + shrinkage > 0, means, state_means)
+
+
+def state_reward_std(counts: np.ndarray, sums: np.ndarray, squares: np.ndarray) -> np.ndarray:
+    """Standard deviation of the logged rewards in each state, pooled over its actions, (n_states, 1)."""
+    n = counts.sum(axis=1, keepdims=True)
+    mean = np.divide(sums.sum(axis=1, keepdims=True), n, out=np.zeros_like(n), where=n > 0)
+    second = np.divide(squares.sum(axis=1, keepdims=True), n, out=np.zeros_like(n), where=n > 0)
+    return np.sqrt(np.maximum(second - mean * mean, 0.0))
 
 
 def greedy_table(values: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:

@@ -9,6 +9,12 @@ non-terminal next-state counts, one sweep is
 so a terminal transition (``done`` or no ``next_state``) contributes no continuation, and a sweep
 costs O(distinct (s, a, s') triples), not O(logged rows). A pair never logged gets its state's
 mean reward and no continuation.
+
+Pessimism. Maximising over many noisy estimates favours the luckiest (the winner's curse), and
+the backups carry that optimism into every state that can reach it. ``pessimism=beta`` subtracts
+``beta * sigma(s) / sqrt(n(s, a) + max(shrinkage, 1))`` from R(s, a), with sigma(s) the state's
+reward standard deviation: pairs seen rarely must prove themselves (as in pessimistic value
+iteration).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from hfrl.learners._common import check_in_range, check_positive_int
-from hfrl.learners._offline import OfflineLearner, log_statistics, shrunk_means
+from hfrl.learners._offline import OfflineLearner, log_statistics, shrunk_means, state_reward_std
 
 __all__ = ["FittedQIteration"]
 
@@ -42,6 +48,8 @@ class FittedQIteration(OfflineLearner):
         backups and in the policy.
     min_count : float, default 1
         Minimum (weighted) count for an action to count as tried.
+    pessimism : float, default 0.0
+        Width of the lower confidence bound subtracted from each mean reward (0: none).
 
     Attributes
     ----------
@@ -68,16 +76,19 @@ class FittedQIteration(OfflineLearner):
     0.9
     """
 
-    _param_names = ("gamma", "n_iterations", "tol", "shrinkage", "conservative", "min_count")
+    _param_names = ("gamma", "n_iterations", "tol", "shrinkage", "conservative", "min_count",
+                    "pessimism")
 
     def __init__(self, gamma: float = 0.95, n_iterations: int = 1000, tol: float = 1e-8, *,
-                 shrinkage: float = 1.0, conservative: bool = False, min_count: float = 1) -> None:
+                 shrinkage: float = 1.0, conservative: bool = False, min_count: float = 1,
+                 pessimism: float = 0.0) -> None:
         self.gamma = gamma
         self.n_iterations = n_iterations
         self.tol = tol
         self.shrinkage = shrinkage
         self.conservative = conservative
         self.min_count = min_count
+        self.pessimism = pessimism
 
     def fit(self, logs: Any, n_states: int | None = None, n_actions: int | None = None) -> FittedQIteration:
         """Learn Q-values from session logs; returns self.
@@ -92,13 +103,18 @@ class FittedQIteration(OfflineLearner):
         n_iterations = check_positive_int("n_iterations", self.n_iterations)
         tol = check_in_range("tol", self.tol, 0.0, float("inf"))
         shrinkage = check_in_range("shrinkage", self.shrinkage, 0.0, float("inf"))
+        pessimism = check_in_range("pessimism", self.pessimism, 0.0, float("inf"))
         self._check_common()
         started = time.perf_counter()
         stats = log_statistics(logs, n_states, n_actions, need_next_state=True)
         self.statistics_seconds_ = time.perf_counter() - started
 
         counts = stats.counts.reshape(-1)
-        rewards = shrunk_means(stats.counts, stats.reward_sums, shrinkage).reshape(-1)
+        rewards = shrunk_means(stats.counts, stats.reward_sums, shrinkage)
+        if pessimism > 0:
+            sigma = state_reward_std(stats.counts, stats.reward_sums, stats.reward_squares)
+            rewards = rewards - pessimism * sigma / np.sqrt(stats.counts + max(shrinkage, 1.0))
+        rewards = rewards.reshape(-1)
         # row-normalise the continuation counts once: P[(s, a), s'] = C[(s, a), s'] / n(s, a)
         inverse_counts = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
         transitions = stats.continuations.multiply(inverse_counts[:, None]).tocsr()
