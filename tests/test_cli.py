@@ -57,13 +57,21 @@ def workdir(tmp_path_factory):
 
 
 # ---------------------------------------------------------------------------- help and imports
+def _leaf_commands(command, path=()):
+    if hasattr(command, "commands"):
+        for name, sub in command.commands.items():
+            yield from _leaf_commands(sub, (*path, name))
+    else:
+        yield " ".join(path), command
+
+
 def test_help_lists_every_command_and_documents_every_option():
     result = ok("--help")
     for name in COMMANDS:
         assert name in result.stdout
-    group = get_command(app)
-    for name in COMMANDS:
-        command = group.commands[name]
+    leaves = dict(_leaf_commands(get_command(app)))
+    assert COMMANDS <= set(leaves)
+    for name, command in leaves.items():  # every command of the CLI, ours and the others'
         assert command.help, name
         for param in command.params:
             assert getattr(param, "help", None), f"hfrl {name}: {param.name} has no help"

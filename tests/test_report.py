@@ -160,35 +160,73 @@ def _decode_png(data: bytes) -> np.ndarray:
     width, height, depth, color, _, _, interlace = header
     assert depth == 8 and color in (2, 6) and interlace == 0, header
     channels = 3 if color == 2 else 4
-    raw = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8)
+    raw = zlib.decompress(b"".join(idat))
     stride = width * channels
-    rows = raw.reshape(height, stride + 1)
-    out = np.zeros((height, stride), dtype=np.int32)
-    previous = np.zeros(stride, dtype=np.int32)
+    out = np.zeros((height, stride), dtype=np.uint8)
+    previous = bytearray(stride)
     for y in range(height):
-        kind, line = rows[y, 0], rows[y, 1:].astype(np.int32)
+        start = y * (stride + 1)
+        kind, line = raw[start], raw[start + 1:start + 1 + stride]
         if kind == 0:
-            current = line
-        elif kind == 2:
-            current = (line + previous) & 0xFF
-        else:  # Sub, Average, Paeth depend on the left neighbour: decode pixel by pixel
-            current = np.zeros(stride, dtype=np.int32)
+            current = bytearray(line)
+        elif kind == 1:  # Sub: a running sum per channel, vectorised
+            pixels = np.frombuffer(line, dtype=np.uint8).reshape(width, channels).astype(np.int64)
+            current = bytearray((np.cumsum(pixels, axis=0) & 0xFF).astype(np.uint8).tobytes())
+        elif kind == 2:  # Up
+            up = np.frombuffer(bytes(previous), np.uint8).astype(np.int16)
+            summed = (np.frombuffer(line, np.uint8).astype(np.int16) + up) & 0xFF
+            current = bytearray(summed.astype(np.uint8).tobytes())
+        else:  # Average and Paeth depend on the decoded left neighbour: plain Python over bytes
+            current = bytearray(line)
             for x in range(stride):
                 left = current[x - channels] if x >= channels else 0
                 up = previous[x]
-                if kind == 1:
-                    predictor = left
-                elif kind == 3:
-                    predictor = (left + up) // 2
+                if kind == 3:
+                    predictor = (left + up) >> 1
                 else:
                     up_left = previous[x - channels] if x >= channels else 0
                     p = left + up - up_left
                     pa, pb, pc = abs(p - left), abs(p - up), abs(p - up_left)
                     predictor = left if pa <= pb and pa <= pc else (up if pb <= pc else up_left)
-                current[x] = (line[x] + predictor) & 0xFF
-        out[y] = current
+                current[x] = (current[x] + predictor) & 0xFF
+        out[y] = np.frombuffer(bytes(current), dtype=np.uint8)
         previous = current
-    return out.reshape(height, width, channels)[:, :, :3].astype(np.uint8)
+    return out.reshape(height, width, channels)[:, :, :3]
+
+
+def _encode_png(image: np.ndarray) -> bytes:
+    """Encode RGB pixels with every PNG filter type in turn (row y uses filter y % 5)."""
+
+    def paeth(a: int, b: int, c: int) -> int:
+        p = a + b - c
+        pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+        return a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+
+    height, width, _ = image.shape
+    flat = image.reshape(height, width * 3).astype(int)
+    raw = bytearray()
+    for y in range(height):
+        kind, row = y % 5, flat[y]
+        up = flat[y - 1] if y else np.zeros_like(row)
+        out = []
+        for x in range(row.size):
+            a = row[x - 3] if x >= 3 else 0
+            c = up[x - 3] if x >= 3 else 0
+            predictor = [0, a, up[x], (a + up[x]) // 2, paeth(a, up[x], c)][kind]
+            out.append((row[x] - predictor) & 0xFF)
+        raw += bytes([kind, *out])
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(raw))) + chunk(
+        b"IEND", b"")
+
+
+def test_png_decoder_handles_every_filter():
+    image = np.random.default_rng(0).integers(0, 256, size=(11, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(_decode_png(_encode_png(image)), image)
 
 
 _PROBE = """<script>
@@ -225,32 +263,38 @@ def _run_chromium(binary: str, profile: Path, *args: str) -> subprocess.Complete
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
+def make_pipeline_run(root: Path) -> Path:
+    """A real run folder, from a small pipeline on the Recommendation simulator."""
+    from hfrl.pipeline import run_pipeline
+
+    config = {"source": {"n_rows": 4000}, "learner": {"n_steps": 5000}, "output": {"dir": str(root / "run")}}
+    return run_pipeline(config).out_dir
+
+
 @pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium (make system-deps installs it)")
-def test_report_renders_in_headless_chromium(tmp_path):
+@pytest.mark.parametrize("make_run", [make_run_folder, make_pipeline_run], ids=["synthetic", "pipeline"])
+def test_report_renders_in_headless_chromium(tmp_path, make_run):
     binary = _chromium()
-    page = write_report(make_run_folder(tmp_path)).read_text(encoding="utf-8")
+    page = write_report(make_run(tmp_path)).read_text(encoding="utf-8")
     probed = tmp_path / "probed.html"
     probed.write_text(page.replace("<head>", "<head>" + _PROBE, 1), encoding="utf-8")
-    width = 1400
-
-    dump = _run_chromium(binary, tmp_path / "profile1", f"--window-size={width},2000", "--dump-dom",
-                         probed.as_uri())
-    match = re.search(r'<pre id="probe-result">(.*?)</pre>', dump.stdout, re.S)
-    assert match, f"the page did not finish loading; chromium said: {dump.stderr[-2000:]}"
+    width, height = 1400, 6000  # taller than the page: one run gives the DOM probe and the screenshot
+    shot = tmp_path / "shot.png"
+    run = _run_chromium(binary, tmp_path / "profile", f"--window-size={width},{height}",
+                        f"--screenshot={shot}", "--dump-dom", probed.as_uri())
+    match = re.search(r'<pre id="probe-result">(.*?)</pre>', run.stdout, re.S)
+    assert match, f"the page did not finish loading; chromium said: {run.stderr[-2000:]}"
     result = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
     assert result["errors"] == []
-    console_messages = [line for line in dump.stderr.splitlines() if ":CONSOLE" in line]
+    console_messages = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
     assert console_messages == []
     plots = {p["id"]: p for p in result["plots"]}
     assert set(plots) == PLOT_IDS
     assert all(p["drawn"] for p in plots.values()), plots
 
-    height = int(result["height"]) + 20
-    shot = tmp_path / "shot.png"
-    _run_chromium(binary, tmp_path / "profile2", f"--window-size={width},{height}", f"--screenshot={shot}",
-                  probed.as_uri())
     image = _decode_png(shot.read_bytes())
-    assert image.shape[1] == width
+    assert image.shape[:2] == (height, width)
+    assert result["height"] <= height, "the page is taller than the screenshot; raise the window height"
     for plot_id, box in plots.items():
         x0, y0 = int(box["x"]), int(box["y"])
         area = image[y0:y0 + int(box["h"]), x0:x0 + int(box["w"])]
