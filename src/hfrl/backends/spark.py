@@ -274,29 +274,79 @@ class SparkBackend(Backend):
         *,
         where: str | None = None,
     ) -> pd.DataFrame:
-        key_sql = [_quote_identifier(k) for k in keys]
-        select = [f"CAST({k} AS BIGINT) AS {k}" for k in key_sql]
-        select += [
-            f"CAST(sum(CAST({spark_sql(e)} AS DOUBLE)) AS DOUBLE) AS {_quote_identifier(n)}"
-            for n, e in sums.items()
-        ]
-        sql = f"SELECT {', '.join(select)} FROM {{logs}}"
         needed = set(keys).union(*(columns_of(e) for e in sums.values()))
+        aggregates = [f"{_sum_sql(e)} AS {_quote_identifier(n)}" for n, e in sums.items()]
+        condition = ""
         if where is not None:
-            sql += f" WHERE ({spark_sql(where)}) <> 0"
+            condition = f" WHERE ({spark_sql(where)}) <> 0"
             needed |= columns_of(where)
-        if keys:
-            sql += f" GROUP BY {', '.join(key_sql)} ORDER BY {', '.join(key_sql)}"
+        layout = self._dense_layout(logs, keys) if keys else None
+        if layout is not None:
+            # one composite BIGINT key groups faster than several; decoded and sorted in numpy
+            lows, sizes = layout
+            sql = f"SELECT {_code_sql(keys, lows, sizes)} AS __hfrl_code, {', '.join(aggregates)} "
+            sql += f"FROM {{logs}}{condition} GROUP BY __hfrl_code"
+            result = self.query(sql, logs, needed=needed)
+            codes = result["__hfrl_code"].to_numpy(dtype=np.int64)
+            order = np.argsort(codes, kind="stable")
+            out = _decode(keys, codes[order], lows, sizes)
+            for name in sums:
+                out[name] = result[name].to_numpy(dtype=np.float64)[order]
+            return pd.DataFrame(out)
+        key_sql = [_quote_identifier(k) for k in keys]
+        select = [f"CAST({k} AS BIGINT) AS {k}" for k in key_sql] + aggregates
+        sql = f"SELECT {', '.join(select)} FROM {{logs}}{condition}"
+        if keys:  # sorted on the driver: a Spark ORDER BY costs a sampling job and a range shuffle
+            sql += f" GROUP BY {', '.join(key_sql)}"
         result = self.query(sql, logs, needed=needed)
         if not keys:
             return result.fillna(0.0).astype("float64")
         dtypes = {k: "int64" for k in keys} | {n: "float64" for n in sums}
-        return result.astype(dtypes).reset_index(drop=True)
+        result = result.astype(dtypes).sort_values(list(keys), kind="stable")
+        return result.reset_index(drop=True)
+
+    def _dense_layout(self, logs: LogSource, keys: Sequence[str]) -> tuple[list[int], list[int]] | None:
+        """Offsets and sizes of the integer keys when they are known cheaply and fit one BIGINT."""
+        if isinstance(logs, pd.DataFrame):
+            if not all(k in logs.columns and pd.api.types.is_integer_dtype(logs[k].dtype) for k in keys):
+                return None
+            if len(logs) == 0 or any(logs[k].hasnans for k in keys):
+                return None
+            lows = [int(logs[k].min()) for k in keys]
+            highs = [int(logs[k].max()) for k in keys]
+        else:
+            ranges = self._footer_ranges(logs, keys)
+            if ranges is None or not (ranges["kind"] == "integer").all() or (ranges["nulls"] > 0).any():
+                return None
+            if not (np.isfinite(ranges["min"]).all() and np.isfinite(ranges["max"]).all()):
+                return None
+            lows, highs = [int(v) for v in ranges["min"]], [int(v) for v in ranges["max"]]
+        sizes = [high - low + 1 for low, high in zip(lows, highs, strict=True)]
+        if float(np.prod(sizes, dtype=np.float64)) >= 2.0**62:
+            return None
+        return lows, sizes
+
+    def _footer_ranges(self, logs: LogSource, columns: Sequence[str]) -> pd.DataFrame | None:
+        """Column ranges of local Parquet files from their footers (read by DuckDB, no scan)."""
+        if not _local_parquet(logs):
+            return None
+        from hfrl.backends.duckdb import DuckDBBackend
+
+        try:
+            return DuckDBBackend().column_ranges(logs, columns)
+        except (LogValidationError, NotImplementedError):
+            return None
 
     def columns(self, logs: LogSource) -> list[str]:
         return [str(c) for c in self.frame(logs).columns]
 
     def count(self, logs: LogSource) -> int:
+        if isinstance(logs, pd.DataFrame):
+            return len(logs)
+        if _local_parquet(logs):  # row counts are in the footers
+            from hfrl.backends.duckdb import DuckDBBackend
+
+            return DuckDBBackend().count(logs)
         return int(self.query("SELECT count(*) AS n FROM {logs}", logs)["n"].iloc[0])
 
     def key_ranges(self, logs: LogSource, keys: Sequence[str]) -> dict[str, tuple[int, int]]:
@@ -309,7 +359,10 @@ class SparkBackend(Backend):
         return {k: (int(row["min_" + k]), int(row["max_" + k])) for k in keys}
 
     def column_ranges(self, logs: LogSource, columns: Sequence[str]) -> pd.DataFrame:
-        # One aggregate job (Spark scans; it does not answer min/max from Parquet footers).
+        # Local Parquet: the footers' statistics. Otherwise one aggregate job over the rows.
+        footer = self._footer_ranges(logs, columns)
+        if footer is not None:
+            return footer
         frame = self.frame(logs)
         types = {field.name: field.dataType.typeName() for field in frame.schema.fields}
         kinds = [_kind(types.get(c, "")) for c in columns]
@@ -352,6 +405,44 @@ def _kind(type_name: str) -> str:
     if type_name.startswith("decimal"):
         return "float"
     return _KINDS.get(type_name, "other")
+
+
+def _local_parquet(logs: LogSource) -> bool:
+    """True for a local Parquet file or glob (whose statistics DuckDB reads from the footers)."""
+    if not is_path(logs) or "://" in str(logs):
+        return False
+    text = str(logs)
+    try:
+        files = [text] if Path(text).is_dir() else resolve_files(text)
+    except LogValidationError:
+        return False
+    return all(f.lower().endswith((".parquet", ".pq")) for f in files)
+
+
+def _sum_sql(expression: str) -> str:
+    """``sum`` of an expression in double precision; a constant 1 is ``count(*)``."""
+    rendered = spark_sql(expression)
+    if rendered == "1.0D":
+        return "CAST(count(*) AS DOUBLE)"
+    return f"CAST(sum(CAST({rendered} AS DOUBLE)) AS DOUBLE)"
+
+
+def _code_sql(keys: Sequence[str], lows: list[int], sizes: list[int]) -> str:
+    """One BIGINT per combination of keys: mixed-radix digits ``key - low`` of base ``size``."""
+    code = ""
+    for key, low, size in zip(keys, lows, sizes, strict=True):
+        term = f"(CAST({_quote_identifier(key)} AS BIGINT) - ({low}))"
+        code = term if not code else f"({code}) * {size} + {term}"
+    return code
+
+
+def _decode(keys: Sequence[str], codes: np.ndarray, lows: list[int], sizes: list[int]) -> dict:
+    out: dict[str, np.ndarray] = {}
+    remainder = codes
+    for key, low, size in reversed(list(zip(keys, lows, sizes, strict=True))):
+        out[key] = remainder % size + low
+        remainder = remainder // size
+    return {k: out[k] for k in keys}
 
 
 def _short(exc: BaseException) -> str:
