@@ -81,14 +81,19 @@ def brute_force(logs, pi_rows, clip=10.0, switch=10.0, prior=1.0, n_states=None)
         correction = w[i] * (r[i] - qi[a[i]])
         dr_terms[i] = dm_terms[i] + correction
         sw_terms[i] = dm_terms[i] + (correction if w[i] <= switch else 0.0)
-    # DM's influence includes the reward model's noise: v(s) + pi N_s / (N_sa + k) (r - q)
-    state_counts = counts.sum(axis=1)
+    # The influence of row i through the model q(s_i, a_i) fit on these rows: the derivative of the
+    # sum of terms with respect to q(s, a), (M_sa - corrected weights_sa), over N_sa + k.
+    mass = np.zeros((n_states, n_actions))
+    np.add.at(mass, s, pi_rows)  # M_sa = sum over rows in s of pi(a|s)
     full = (pi_rows * qhat[s]).sum(axis=1)
-    gain = pi_rows[np.arange(n), a] * state_counts[s] / (counts[s, a] + prior)
-    dm_influence = full + gain * (r - qhat[s, a])
+    residual = r - qhat[s, a]
+    dm_influence = full + mass[s, a] / (counts[s, a] + prior) * residual
     out["dm"] = (dm_terms.mean(), dm_influence.std(ddof=1) / np.sqrt(n))
-    out["dr"] = (dr_terms.mean(), dr_terms.std(ddof=1) / np.sqrt(n))
-    out["switch_dr"] = (sw_terms.mean(), sw_terms.std(ddof=1) / np.sqrt(n))
+    for name, terms, kept in (("dr", dr_terms, np.ones(n)), ("switch_dr", sw_terms, (w <= switch) * 1.0)):
+        corrected = np.zeros((n_states, n_actions))
+        np.add.at(corrected, (s, a), kept * w)
+        influence = terms + (mass[s, a] - corrected[s, a]) / (counts[s, a] + prior) * residual
+        out[name] = (terms.mean(), influence.std(ddof=1) / np.sqrt(n))
     return out
 
 
@@ -124,6 +129,16 @@ def test_array_policy_equals_tabular_policy(bandit, small_logs):
     np.testing.assert_allclose(rows[numeric].to_numpy(), tabular[numeric].to_numpy(), rtol=1e-9, atol=1e-12)
 
 
+def test_array_policy_with_rows_that_differ_within_a_state(bandit, small_logs):
+    rng = np.random.default_rng(3)
+    rows = rng.dirichlet(np.ones(5), len(small_logs)) * 0.5 + 0.5 * bandit[2][small_logs["state"]]
+    result = evaluate(small_logs, rows, ALL, clip_threshold=1.5, switch_threshold=1.5)
+    reference = brute_force(small_logs, rows, clip=1.5, switch=1.5, n_states=20)
+    for name in ALL:
+        assert result.loc[name, "estimate"] == pytest.approx(reference[name][0], abs=1e-10), name
+        assert result.loc[name, "std_error"] == pytest.approx(reference[name][1], rel=1e-8), name
+
+
 def test_varying_propensity_within_a_cell_is_exact(bandit, small_logs):
     logs = small_logs.copy()
     # the same (state, action) logged with different propensities (e.g. a policy that changed)
@@ -133,6 +148,7 @@ def test_varying_propensity_within_a_cell_is_exact(bandit, small_logs):
     reference = brute_force(logs, target[logs["state"]], clip=3.0, switch=3.0, n_states=20)
     for name in ALL:
         assert result.loc[name, "estimate"] == pytest.approx(reference[name][0], abs=1e-10), name
+        assert result.loc[name, "std_error"] == pytest.approx(reference[name][1], rel=1e-8), name
     w = target[logs["state"], logs["action"]] / logs["propensity"]
     assert result.loc["ips", "max_weight"] == pytest.approx(w.max())
     assert result.loc["ips", "ess"] == pytest.approx(w.sum() ** 2 / (w**2).sum())
@@ -153,10 +169,10 @@ def test_interval_coverage_over_50_seeds(bandit):
     p_state, q, logging, target = bandit
     value = truth(p_state, q, target)
     policy = TabularPolicy(target)
-    covered = {name: 0 for name in ("ips", "snips", "dm", "dr")}
+    covered = {name: 0 for name in ("ips", "snips", "dm", "dr", "switch_dr")}
     for seed in range(50):
         logs = collect(p_state, q, logging, 4000, seed=100 + seed)
-        result = evaluate(logs, policy, tuple(covered))
+        result = evaluate(logs, policy, tuple(covered), switch_threshold=1.2)  # some rows switch
         for name in covered:
             covered[name] += result.loc[name, "ci_low"] <= value <= result.loc[name, "ci_high"]
     for name, hits in covered.items():

@@ -180,7 +180,7 @@ def compare(
     elif support > max_support_violation:
         verdict = "unreliable"
         reason = (
-            f"the candidate puts {support:.1%} of its mass on actions never logged in their state "
+            f"the candidate puts {100 * support:.3g}% of its mass on actions never logged in their state "
             f"(more than {max_support_violation:.0%}): the logs cannot tell what those are worth"
         )
     elif ci_low > 0:

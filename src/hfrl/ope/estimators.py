@@ -21,9 +21,11 @@ The reward model of ``dm``/``dr``/``switch_dr`` is, by default, the shrunk mean 
 ``(state, action)``, ``q = (R_sa + k m) / (N_sa + k)`` with ``k = reward_prior`` and ``m`` the
 global mean reward, **cross-fitted leave-one-out**: row ``i``'s term uses the model fit on all
 rows but ``i`` (exact, from the same group sums). The shrinkage target ``m`` is the mean over all
-rows (each row moves it by ``1/n``). Pass ``reward_model=`` a table fitted on a separate split
-(``fit_reward_model(train_logs, ...)``) to use that instead. The standard errors of these three
-estimators treat the reward model as fixed.
+rows (each row moves it by ``1/n``). Their standard errors use the influence function, which
+includes the reward model's own noise (for DM and switched rows of Switch-DR it matters; for DR
+it nearly cancels). Pass ``reward_model=`` a table fitted on a separate split
+(``fit_reward_model(train_logs, ...)``) to use that instead; the standard errors then treat that
+model as fixed.
 """
 
 from __future__ import annotations
@@ -225,6 +227,7 @@ class Target:
     model_value: np.ndarray
     support_violation_share: float
     support_example: tuple[int, int] | None
+    mass: np.ndarray | None = None  # (n_states, n_actions): sum over logged rows in s of pi(a|s)
 
 
 @dataclass
@@ -233,7 +236,8 @@ class Terms:
 
     The estimate is ``sum(numerator) / sum(denominator)`` (denominator: the row count when None);
     ``spread``, when given, is the term whose variance gives the standard error (the direct
-    method's influence, which includes the noise of a reward model fit on the same logs).
+    method's and doubly robust estimators' influence, which includes the noise of a reward model
+    fit on the same logs).
     """
 
     numerator: np.ndarray
@@ -251,6 +255,7 @@ class Estimate:
     numerator: np.ndarray
     denominator: np.ndarray | None
     diagnostics: dict[str, float] = field(default_factory=dict)
+    linearised: bool = False
 
 
 @dataclass
@@ -318,6 +323,7 @@ class PreparedLogs:
             pi = probabilities[rows, cells.action]
             value = np.empty(cells.n_cells)
             mass = np.empty(cells.n_cells)
+            state_mass = np.zeros((self.n_states, self.n_actions))
             step = 65536
             for start in range(0, cells.n_cells, step):
                 stop = min(start + step, cells.n_cells)
@@ -325,13 +331,14 @@ class PreparedLogs:
                 states = cells.state[start:stop]
                 value[start:stop] = np.einsum("ij,ij->i", block, self.reward_model[states])
                 mass[start:stop] = np.einsum("ij,ij->i", block, unseen[states])
+                np.add.at(state_mass, states, block)
             share = float(mass.mean())
             example = None
             if share > 0:
                 i = int(np.flatnonzero(mass > 0)[0])
                 s = int(cells.state[i])
                 example = (s, int(np.argmax(probabilities[i] * unseen[s])))
-            return Target(pi, value, share, example)
+            return Target(pi, value, share, example, state_mass)
         table = policy
         pi = table[cells.state, cells.action]
         state_value = np.einsum("ij,ij->i", table, self.reward_model)
@@ -342,7 +349,7 @@ class PreparedLogs:
         if share > 0:
             s = int(np.flatnonzero((mass > 0) & (state_counts > 0))[0])
             example = (s, int(np.argmax(table[s] * unseen[s])))
-        return Target(pi, state_value[cells.state], share, example)
+        return Target(pi, state_value[cells.state], share, example, state_counts[:, None] * table)
 
 
 def prepare(
@@ -495,14 +502,34 @@ def estimator_terms(
         if not prepared.leave_one_out:
             return Terms(numerator)
         # The model is fit on these logs: its noise enters the value. The influence of a row of
-        # (s, a) on sum_s p(s) sum_a pi(a|s) q(s,a) is v(s) + pi(a|s) N_s / (N_sa + k) (r - q).
-        state_counts = prepared.counts.sum(axis=1)[cells.state]
-        gain = pi * state_counts / (prepared.counts[cells.state, cells.action] + prepared.reward_prior)
+        # (s, a) on mean_i sum_a pi(a|s_i) q(s_i, a) is v(s) + M_sa / (N_sa + k) (r - q), with
+        # M_sa = sum over rows in s of pi(a|s) (= N_s pi(a|s) for a tabular policy).
+        gain = target.mass[cells.state, cells.action] / (
+            prepared.counts[cells.state, cells.action] + prepared.reward_prior
+        )
         return Terms(numerator, spread=_coefficients({0: target.model_value - gain * q, 1: gain}, n))
     keep = np.ones_like(pi) if name == "dr" else (pi / cells.propensity <= switch_threshold).astype(float)
-    return Terms(_coefficients(
+    numerator = _coefficients(
         {0: constant, 1: -pi * slope, 2: keep * pi * (1.0 + slope), 3: -keep * pi * refit}, n
-    ))
+    )
+    if not prepared.leave_one_out:
+        return Terms(numerator)
+    # The model's noise enters through q(s, a) with weight N_s pi(a|s) (the DM part) minus the
+    # importance weights of the corrected rows: ~0 for DR (double robustness), not for switched rows.
+    corrected = _dense_at(cells, keep * pi * cells.sums["inv_p"], prepared)
+    mass = target.mass[cells.state, cells.action]
+    gain = (mass - corrected) / (prepared.counts[cells.state, cells.action] + prepared.reward_prior)
+    spread = numerator.copy()
+    spread[0] -= gain * q
+    spread[1] += gain
+    return Terms(numerator, spread=spread)
+
+
+def _dense_at(cells: Cells, values: np.ndarray, prepared: PreparedLogs) -> np.ndarray:
+    """Per-cell values summed over each cell's (state, action), read back at the cells."""
+    if cells.grain == "state_action":
+        return values
+    return _dense(cells, values, prepared.n_states, prepared.n_actions)[cells.state, cells.action]
 
 
 def summarize(cells: Cells, terms: Terms) -> tuple[float, np.ndarray]:
@@ -567,7 +594,8 @@ def run_estimators(
         diagnostics = _weight_diagnostics(
             name, cells, target.action_probability, clip_threshold, switch_threshold
         )
-        results.append(Estimate(name, estimate, influence, terms.numerator, terms.denominator, diagnostics))
+        results.append(Estimate(name, estimate, influence, terms.numerator, terms.denominator, diagnostics,
+                                linearised=terms.spread is not None))
     return results, target
 
 
@@ -656,7 +684,7 @@ def warn_support(target: Target, stacklevel: int = 3) -> None:
     if target.support_violation_share > 0:
         s, a = target.support_example or (-1, -1)
         warnings.warn(
-            f"the target policy puts {target.support_violation_share:.2%} of its mass (averaged over "
+            f"the target policy puts {100 * target.support_violation_share:.3g}% of its mass (averaged over "
             f"logged rows) on actions the logging policy never took in that state (e.g. state {s}, "
             f"action {a}); importance-weighted estimates ignore that mass and are biased there, "
             "DM and DR extrapolate it with the reward model",
@@ -843,10 +871,10 @@ def _result_frame(
 
 
 def _bootstrap_terms(result: Estimate, prepared: PreparedLogs) -> tuple[np.ndarray, np.ndarray | None]:
-    """What each resample averages: the estimator's own terms, or for the direct method with a
-    model fit on these logs its influence terms (a linearised bootstrap that includes the model's
-    noise, which resampling the terms with a fixed model would miss)."""
-    if result.name == "dm" and prepared.leave_one_out:
+    """What each resample averages: the estimator's own terms, or, when the reward model is fit on
+    these logs (dm, dr, switch_dr), its influence terms (a linearised bootstrap that includes the
+    model's noise, which resampling the terms with a fixed model would miss)."""
+    if result.linearised:
         centred = result.influence.copy()
         centred[0] += result.estimate
         return centred, None
