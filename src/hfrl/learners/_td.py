@@ -164,6 +164,7 @@ class TabularTDLearner:
         # k duplicates of one (s, a) in a batch move Q by 1 - (1 - lr)**k toward their mean target
         self._step_for_count = 1.0 - (1.0 - self._lr) ** np.arange(n_envs + 1)
         touched = np.zeros(n_states, dtype=bool)
+        full_refresh = n_envs >= n_states
         curve = CurveRecorder(n_iterations * n_envs)
         states = np.asarray(base.reset_batch(n_envs, rng), dtype=np.intp)
         actions = self._select(states, self._epsilons[0], rng)
@@ -177,9 +178,12 @@ class TabularTDLearner:
             targets = self._target(rewards, next_states, terminated, next_actions, epsilon)
             self._update(states * n_actions + actions, targets)
 
-            touched[states] = True
-            self._refresh(touched)
-            touched[:] = False
+            if full_refresh:  # most rows change anyway: one argmax over the whole table
+                self._refresh()
+            else:
+                touched[states] = True
+                self._refresh(touched)
+                touched[:] = False
             curve.add(float(rewards.sum()), n_envs)
 
             n_done = int(terminated.sum())
