@@ -196,9 +196,9 @@ def _stdout_console() -> Any:
 
 
 def _print_json(payload: Any) -> None:
-    from hfrl.pipeline import _json_ready
+    from hfrl.pipeline import json_ready
 
-    typer.echo(json.dumps(_json_ready(payload), indent=2))
+    typer.echo(json.dumps(json_ready(payload), indent=2))
 
 
 def _print_table(title: str, frame: Any, columns: list[str], index_name: str) -> None:
@@ -383,7 +383,7 @@ def train(
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Learn a policy: online against a simulator, or offline from logged data."""
-    from hfrl.pipeline import ENVS, LEARNERS, OFFLINE_LEARNERS, ONLINE_LEARNERS, _learner, make_env
+    from hfrl.pipeline import ENVS, LEARNERS, OFFLINE_LEARNERS, ONLINE_LEARNERS, make_env, make_learner
 
     if (env is None) == (logs is None):
         raise typer.BadParameter(
@@ -395,7 +395,7 @@ def train(
         raise typer.BadParameter(f"{learner} learns from logs; use --logs", param_hint="--learner")
     if not online and name not in OFFLINE_LEARNERS:
         raise typer.BadParameter(f"{learner} learns online; use --env", param_hint="--learner")
-    model = _learner(name, gamma, seed, _key_values(option, "--option"))
+    model = make_learner(name, gamma, seed, _key_values(option, "--option"))
     summary: dict[str, Any] = {"out": str(out), "learner": type(model).__name__}
     with _stages(not as_json) as stage:
         if online:

@@ -12,7 +12,8 @@ keys or wrong types with a message naming the key.
     ``"popularity"``, ``"epsilon_greedy"``), ``epsilon``, ``n_rows`` to simulate.
     ``type = "logs"``: ``path`` to a CSV/Parquet file or glob, optional ``n_states`` and
     ``n_actions`` (default: the largest id + 1). ``backend`` (``"memory"``, ``"duckdb"``,
-    ``"spark"``) for the aggregations.
+    ``"spark"``) for the aggregations. The pipeline reads the rows into memory to split them; for
+    logs larger than memory, split them first and use ``hfrl frequencies/tune/evaluate --backend``.
 ``[split]``
     ``by`` (``"time"`` or ``"random"``) and ``fractions`` of (train, validation, test).
 ``[frequencies]``
@@ -76,12 +77,15 @@ __all__ = [
     "ConfigError",
     "PipelineResult",
     "demo_config",
+    "json_ready",
     "load_config",
+    "make_learner",
     "make_env",
     "resolve_config",
     "run_demo",
     "run_pipeline",
     "simulate_logs",
+    "true_values",
 ]
 
 ProgressCallback = Callable[[str], None]
@@ -393,8 +397,22 @@ def simulate_logs(
     return policy, collect_logs(env, policy, int(n_rows), seed)
 
 
-def _learner(name: str, gamma: float, seed: int, options: Mapping[str, Any]) -> Any:
+def make_learner(
+    name: str, gamma: float = 0.9, seed: int | None = None, options: Mapping[str, Any] | None = None
+) -> Any:
+    """Build a learner by its pipeline name, passing ``gamma`` and ``seed`` where it takes them.
+
+    Examples
+    --------
+    >>> make_learner("q_learning", gamma=0.8, seed=1).gamma
+    0.8
+    >>> type(make_learner("fitted-q-iteration")).__name__
+    'FittedQIteration'
+    """
     import hfrl.learners
+
+    name = _check_choice("learner", name, LEARNERS)
+    options = dict(options or {})
 
     cls = getattr(hfrl.learners, LEARNERS[name])
     accepted = inspect.signature(cls).parameters
@@ -407,17 +425,39 @@ def _learner(name: str, gamma: float, seed: int, options: Mapping[str, Any]) -> 
 
 
 def true_values(env: Any, policy: TabularPolicy, states: np.ndarray, gamma: float) -> tuple[float, float]:
-    """``(true_value, true_return)`` of ``policy``; see the module docstring for both definitions."""
+    """The exact ``(true_value, true_return)`` of ``policy`` in a simulator.
+
+    ``true_value = sum_s d(s) sum_a pi(a|s) r(s, a)`` with ``d`` the frequencies of ``states`` (the
+    evaluation split's): what off-policy estimators estimate from those rows. ``true_return`` is
+    ``env.policy_value(policy, gamma)``: the discounted session return from the start distribution.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> env = make_env("recommendation")
+    >>> uniform = TabularPolicy.uniform(env.n_states, env.n_actions)
+    >>> value, ret = true_values(env, uniform, np.array([0, 0, 5]), gamma=0.9)
+    >>> bool(np.isclose(value, (2 * env.reward_matrix()[0].mean() + env.reward_matrix()[5].mean()) / 3))
+    True
+    """
     d = np.bincount(np.asarray(states, dtype=np.int64), minlength=env.n_states) / max(len(states), 1)
     per_state = (policy.table_ * env.reward_matrix()).sum(axis=1)
     return float(d @ per_state), float(env.policy_value(policy, gamma))
 
 
-def _json_ready(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
+    """``value`` with numpy scalars made plain and NaN/inf turned into None, for ``json.dumps``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> json_ready({"a": np.float64("nan"), "b": [np.int64(2), 0.5]})
+    {'a': None, 'b': [2, 0.5]}
+    """
     if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, np.integer | np.bool_):
         return value.item()
     if isinstance(value, float | np.floating):
@@ -435,7 +475,7 @@ class PipelineResult:
     """What :func:`run_pipeline` produced.
 
     ``summary`` has one row per policy (``logging policy``, ``HF only``, ``pi only``,
-    ``pi' (chosen alpha)``, ``optimal``) and columns ``estimate``, ``std_error``, ``ci_low``,
+    ``pi' (tuned)``, ``optimal``) and columns ``estimate``, ``std_error``, ``ci_low``,
     ``ci_high``, ``true_value``, ``true_return`` (truth only from a simulator).
     """
 
@@ -534,7 +574,7 @@ def _run_pipeline(
     hf = HistoricalFrequency(kind=freq["kind"], prior_strength=freq["prior_strength"], **hf_options)
     hf.fit(train, n_states=n_states, n_actions=n_actions)
     # 4. pi
-    learner = _learner(learner_cfg["name"], gamma, seeds[2], learner_cfg["options"])
+    learner = make_learner(learner_cfg["name"], gamma, seeds[2], learner_cfg["options"])
     if learner_cfg["name"] in ONLINE_LEARNERS:
         say(f"training {type(learner).__name__} online for {learner_cfg['n_steps']:,} steps")
         learner.fit(env, n_steps=learner_cfg["n_steps"])
@@ -740,8 +780,8 @@ def _run_pipeline(
     # Warnings (support violations, dropped rows, ...) are part of the result, not lost on stderr.
     metrics["warnings"] = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
     metrics["run"]["elapsed_seconds"] = round(time.perf_counter() - started, 2)
-    (out / "metrics.json").write_text(json.dumps(_json_ready(metrics), indent=2))
-    (out / "config.json").write_text(json.dumps(_json_ready(config), indent=2))
+    (out / "metrics.json").write_text(json.dumps(json_ready(metrics), indent=2))
+    (out / "config.json").write_text(json.dumps(json_ready(config), indent=2))
     return PipelineResult(
         out_dir=out,
         alpha=alpha,
