@@ -536,6 +536,7 @@ def _run_pipeline(
     config = resolve_config(config)
     say = progress or (lambda stage: None)
     out = Path(out_dir if out_dir is not None else config["output"]["dir"])
+    config["output"]["dir"] = str(out)  # the resolved config says where the run really went
     seed = int(config["seed"])
     seeds = [int(s) for s in np.random.SeedSequence(seed).generate_state(5)]
     src, learner_cfg = config["source"], config["learner"]
