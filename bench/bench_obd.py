@@ -181,7 +181,7 @@ def bts_tables(data: Path, bts_logs: pd.DataFrame, n_actions: int, seed: int) ->
     return tables
 
 
-def ope_section(random_logs, bts_logs, tables) -> tuple[dict, dict[str, TabularPolicy]]:
+def ope_section(random_logs, bts_logs, tables, seed: int) -> tuple[dict, dict[str, TabularPolicy]]:
     from hfrl.ope import ESTIMATORS, evaluate
 
     truth = mean_ci(bts_logs["reward"].to_numpy())
@@ -192,7 +192,8 @@ def ope_section(random_logs, bts_logs, tables) -> tuple[dict, dict[str, TabularP
         policies[name] = policy
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = evaluate(random_logs, policy, estimators=ESTIMATORS, level=0.95)
+            result = evaluate(random_logs, policy, estimators=ESTIMATORS, level=0.95, n_bootstrap=1000,
+                              random_state=seed)
         rows = {}
         for estimator, row in result.iterrows():
             rows[estimator] = {
@@ -201,6 +202,8 @@ def ope_section(random_logs, bts_logs, tables) -> tuple[dict, dict[str, TabularP
                 "ci_high": float(row["ci_high"]),
                 "relative_error": float((row["estimate"] - truth["estimate"]) / truth["estimate"]),
                 "covers_truth": bool(row["ci_low"] <= truth["estimate"] <= row["ci_high"]),
+                "boot_ci_low": float(row["boot_ci_low"]),
+                "boot_ci_high": float(row["boot_ci_high"]),
                 "ess": float(row["ess"]),
             }
         out["policies"][name] = rows
@@ -514,14 +517,16 @@ def markdown(figures: dict) -> str:
             f"Ground truth (BTS logs' on-policy mean click): {pct(truth['estimate'])} "
             f"(95% CI {pct(truth['ci_low'])} .. {pct(truth['ci_high'])}, n = {truth['n_rows']}).",
             "",
-            "| BTS policy | estimator | estimate | 95% CI | relative error | CI covers truth | ESS |",
-            "|---|---|---|---|---|---|---|",
+            "| BTS policy | estimator | estimate | 95% CI (normal) | 95% CI (bootstrap) | relative error "
+            "| CI covers truth | ESS |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for policy, rows in ope["policies"].items():
             for estimator, row in rows.items():
                 lines.append(
                     f"| {policy} | {estimator} | {pct(row['estimate'])} | {pct(row['ci_low'])} .. "
-                    f"{pct(row['ci_high'])} | {row['relative_error']:+.1%} | {row['covers_truth']} | "
+                    f"{pct(row['ci_high'])} | {pct(row['boot_ci_low'])} .. {pct(row['boot_ci_high'])} | "
+                    f"{row['relative_error']:+.1%} | {row['covers_truth']} | "
                     f"{row['ess']:.0f} |"
                 )
         lines.append("")
@@ -611,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale > 0:
         figures["load_at_scale"] = scale_section(args.data, args.scale)
     tables = bts_tables(args.data, bts_logs, random_logs.attrs["n_actions"], args.seed)
-    figures["ope"], bts_policies = ope_section(random_logs, bts_logs, tables)
+    figures["ope"], bts_policies = ope_section(random_logs, bts_logs, tables, args.seed)
     figures["learning"], learned = learning_section(random_logs, bts_logs, bts_policies, args.seed)
     test = learned.pop("_test")
     targets = {"BTS": bts_policies.get("bts_prior_mc", bts_policies["bts_empirical"])}
