@@ -499,7 +499,7 @@ def tune(
     curve = result.curve
     if curve_out is not None:
         curve.to_csv(curve_out, index=False)
-    best = curve.iloc[(curve["alpha"] - result.alpha).abs().argmin()]
+    best = result.evaluation.iloc[0]  # the estimator's row at the chosen (possibly refined) alpha
     summary = {
         "alpha": float(result.alpha),
         "estimate": float(best["estimate"]),

@@ -707,6 +707,11 @@ def _run_pipeline(
             "method": tuning["method"],
             "level": tuning["level"],
             "split": "validation",
+            "validation_estimate": float(tuned.evaluation.iloc[0]["estimate"]),
+            "validation_ci": [
+                float(tuned.evaluation.iloc[0]["ci_low"]),
+                float(tuned.evaluation.iloc[0]["ci_high"]),
+            ],
         },
         "evaluation": {
             "split": "test",
