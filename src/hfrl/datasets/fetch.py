@@ -88,7 +88,7 @@ def extract_obd(sdist: str | PathLike[str], out: str | PathLike[str]) -> list[Pa
     """
     source = str(sdist)
     root = Path(out)
-    written: list[Path] = []
+    written: set[Path] = set()  # a name repeated in the archive: its last copy wins, as tar does
     try:
         archive = tarfile.open(source, "r:*")
     except (tarfile.TarError, OSError) as exc:
@@ -121,7 +121,7 @@ def extract_obd(sdist: str | PathLike[str], out: str | PathLike[str]) -> list[Pa
             with stream, open(partial, "wb") as sink:
                 shutil.copyfileobj(stream, sink)
             partial.replace(destination)
-            written.append(destination)
+            written.add(destination)
     if not written:
         raise LogValidationError(
             "no Open Bandit Dataset CSV (obd/<policy>/<campaign>/*.csv) in the archive", source=source
