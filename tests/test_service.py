@@ -296,3 +296,22 @@ def test_export_log_command_writes_parquet(client, tmp_path):
     assert frame["reward"].isna().sum() == 1
     missing = CliRunner().invoke(cli, ["export-log", str(tmp_path / "nope.sqlite"), "--out", str(out)])
     assert missing.exit_code == 1 and "no decision log database" in missing.output
+
+
+def test_server_entry_point_reports_bad_setups(artifact, tmp_path, monkeypatch, capsys):
+    from hfrl.service.server import main, read_api_key
+
+    monkeypatch.delenv("HFRL_API_KEY", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "missing.zip"), "--db", str(tmp_path / "log.sqlite")])
+    assert exit_info.value.code == 1 and "no such artifact file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(artifact), "--db", str(tmp_path / "log.sqlite"), "--require-key"])
+    assert "--require-key needs a key" in capsys.readouterr().err
+    assert not (tmp_path / "log.sqlite").exists()
+    empty = tmp_path / "empty.key"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match="empty"):
+        read_api_key(empty)
+    monkeypatch.setenv("HFRL_API_KEY", "k")
+    assert read_api_key(None) == "k"

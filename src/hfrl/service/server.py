@@ -79,8 +79,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
-    serve(
-        args.artifact, args.db, host=args.host, port=args.port, api_key_file=args.api_key_file,
-        require_key=args.require_key, max_body_bytes=args.max_body_bytes, seed=args.seed,
-        log_level=args.log_level,
-    )
+    try:
+        serve(
+            args.artifact, args.db, host=args.host, port=args.port, api_key_file=args.api_key_file,
+            require_key=args.require_key, max_body_bytes=args.max_body_bytes, seed=args.seed,
+            log_level=args.log_level,
+        )
+    except ValueError as exc:  # ArtifactError, a bad key file, --require-key without a key
+        parser.exit(1, f"error: {exc}\n")
