@@ -631,15 +631,17 @@ class PoissonCounts:
         self.size = ordered.size
 
     def draw(self, rng: np.random.Generator, n_resamples: int) -> np.ndarray:
-        out = np.zeros((n_resamples, self.size))
+        """Draws of shape (n_atoms, n_resamples), atoms in ``order``."""
+        out = np.zeros((self.size, n_resamples))
         for count, start, stop in self.groups:
             if count == 0:
                 continue
+            block = out[start:stop]  # contiguous rows: uniforms are written in place
             if count in self.tables:
-                uniforms = rng.random((n_resamples, stop - start))
-                out[:, start:stop] = np.searchsorted(self.tables[count], uniforms, side="right")
+                rng.random(out=block)
+                block[...] = np.searchsorted(self.tables[count], block, side="right")
             else:
-                out[:, start:stop] = rng.poisson(float(count), (n_resamples, stop - start))
+                block[...] = rng.poisson(float(count), block.shape)
         return out
 
 
@@ -658,9 +660,9 @@ def poisson_bootstrap(
     rng = resolve_rng(random_state)
     sampler = PoissonCounts(atoms.count)
     order = sampler.order
-    values = np.stack([atoms.unit_values(numerator)[order] for numerator, _ in terms], axis=1)
+    values = np.stack([atoms.unit_values(numerator)[order] for numerator, _ in terms])
     weights = np.stack(
-        [np.ones(atoms.n_cells) if d is None else atoms.unit_values(d)[order] for _, d in terms], axis=1
+        [np.ones(atoms.n_cells) if d is None else atoms.unit_values(d)[order] for _, d in terms]
     )
     out = np.empty((n_bootstrap, len(terms)))
     chunk = max(1, min(n_bootstrap, _BOOTSTRAP_CHUNK_BYTES // (8 * max(atoms.n_cells, 1))))
@@ -668,7 +670,7 @@ def poisson_bootstrap(
         stop = min(start + chunk, n_bootstrap)
         draws = sampler.draw(rng, stop - start)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[start:stop] = (draws @ values) / (draws @ weights)
+            out[start:stop] = ((values @ draws) / (weights @ draws)).T
     return out
 
 
