@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
+import time
 import zipfile
 
 import numpy as np
@@ -237,3 +238,40 @@ def test_read_decision_log_is_in_the_log_schema(tmp_path):
 def test_read_decision_log_names_a_missing_file(tmp_path):
     with pytest.raises(ValueError, match="no decision log database"):
         read_decision_log(tmp_path / "missing.sqlite")
+
+
+def test_a_failed_commit_fails_its_waiters_and_the_writer_recovers(tmp_path):
+    from hfrl.service import LogWriterError
+
+    path = tmp_path / "log.sqlite"
+    log = DecisionLog(path)
+    try:
+        log.log_decisions([row("ok", 0, 0)])
+        log.flush()
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the writer waits on its next transaction...
+        log.log_decisions([row("first", 0, 0)])
+        time.sleep(0.2)
+        log._queue.put([("bad-row-with-too-few-columns",)])  # ...while these two queue up together
+        waiting = log.submit_feedback("ok", 1.0)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        with pytest.raises(LogWriterError, match="commit failed"):
+            waiting.result(timeout=10)
+        assert log.failed_commits == 1 and log.writer_alive
+        again = log.submit_feedback("ok", 1.0)
+        assert again.result(timeout=10) == "accepted"  # the failed transaction left nothing behind
+        assert log.counts() == {"decision_rows": 2, "feedback_rows": 1}
+    finally:
+        log.close()
+
+
+def test_back_pressure_refuses_new_decisions(tmp_path):
+    from hfrl.service import LogWriterError
+
+    log = DecisionLog(tmp_path / "log.sqlite", max_queue=-1)
+    try:
+        with pytest.raises(LogWriterError, match="behind"):
+            log.log_decisions([row("x", 0, 0)])
+    finally:
+        log.close()
