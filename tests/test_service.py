@@ -315,3 +315,22 @@ def test_server_entry_point_reports_bad_setups(artifact, tmp_path, monkeypatch, 
         read_api_key(empty)
     monkeypatch.setenv("HFRL_API_KEY", "k")
     assert read_api_key(None) == "k"
+
+
+def test_feedback_for_a_decision_still_in_the_write_queue_is_accepted(client, tmp_path):
+    import sqlite3
+    import threading
+
+    blocker = sqlite3.connect(tmp_path / "log.sqlite", isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")  # nothing commits until the blocker lets go
+    try:
+        decision_id = client.post("/v1/decide", json={"state": 1}).json()["decision_id"]
+        assert client.app.state.log.counts()["decision_rows"] == 0  # answered, not yet on disk
+        release = threading.Timer(0.3, lambda: blocker.execute("ROLLBACK"))
+        release.start()
+        response = client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 1.0})
+        release.join()
+    finally:
+        blocker.close()
+    assert response.status_code == 202 and response.json()["status"] == "accepted"
+    assert client.app.state.log.counts() == {"decision_rows": 1, "feedback_rows": 1}
