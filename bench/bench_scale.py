@@ -1,0 +1,331 @@
+"""Scale benchmark: HF fit + SNIPS/DR evaluation + a 101-point alpha curve on DuckDB, Spark and pandas.
+
+Generates (once, cached under bench/data/, git-ignored) ``--rows`` rows of Parquet logs with
+``--states`` x ``--actions`` cells, logged by a known softmax policy (so propensities are exact),
+with Bernoulli rewards and timestamps, written in chunks with pyarrow so memory stays low. Then
+runs the same pipeline on each backend in its own subprocess, sampling the peak RSS of the whole
+process tree (Spark's JVM included) with psutil:
+
+1. ``HistoricalFrequency(backend=...).fit(logs)`` with time decay;
+2. ``evaluate(target, logs, estimators=("snips", "dr"), backend=...)`` for a target policy;
+3. ``tune_alpha(target, hf, logs, alphas=101 points, backend=...)``: the alpha curve.
+
+Prints ONE JSON line: rows/s, seconds and peak RSS per backend, DuckDB as the reference, Spark and
+pandas (memory backend on the largest size pandas holds) as ratios, and the largest difference in
+the estimates between backends on the shared size.
+
+Usage::
+
+    .venv/bin/python bench/bench_scale.py                     # 100M rows (DuckDB, Spark), 10M pandas
+    .venv/bin/python bench/bench_scale.py --rows 5000000 --spark-rows 5000000 --pandas-rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+CHUNK_ROWS = 5_000_000
+START = np.datetime64("2026-01-01T00:00:00", "us")
+DAYS = 30
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+# ------------------------------------------------------------------------------------------------
+def logging_table(n_states: int, n_actions: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The logging policy (softmax of random logits) and the click-through rate of each cell."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 1.0, (n_states, n_actions))
+    policy = np.exp(logits - logits.max(axis=1, keepdims=True))
+    policy /= policy.sum(axis=1, keepdims=True)
+    ctr = rng.beta(1.0, 20.0, (n_states, n_actions))
+    return policy, ctr
+
+
+def dataset_dir(n_rows: int, n_states: int, n_actions: int, seed: int) -> Path:
+    return DATA / f"scale_{n_states}x{n_actions}_seed{seed}" / f"rows{n_rows}"
+
+
+def generate(n_rows: int, n_states: int, n_actions: int, seed: int) -> Path:
+    """Write ``n_rows`` rows as Parquet parts of ``CHUNK_ROWS`` rows; reuse them when present."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = dataset_dir(n_rows, n_states, n_actions, seed)
+    done = folder / "_SUCCESS"
+    if done.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    policy, ctr = logging_table(n_states, n_actions, seed)
+    # inverse-CDF sampling of every row's action at once: row s of the CDF is shifted by s so the
+    # flattened table is increasing and one searchsorted serves all states
+    cdf = np.cumsum(policy, axis=1)
+    cdf[:, -1] = 1.0
+    shifted = (cdf + np.arange(n_states)[:, None]).ravel()
+    span = np.int64((DAYS * 86_400) * 1_000_000)
+    for part, start in enumerate(range(0, n_rows, CHUNK_ROWS)):
+        size = min(CHUNK_ROWS, n_rows - start)
+        rng = np.random.default_rng([seed, part])
+        state = rng.integers(0, n_states, size)
+        flat = np.searchsorted(shifted, state + rng.random(size), side="right")
+        action = np.minimum(flat - state * n_actions, n_actions - 1)
+        cell = state * n_actions + action
+        reward = (rng.random(size) < ctr.ravel()[cell]).astype(np.int8)
+        timestamp = START + np.sort(rng.integers(0, span, size)).astype("timedelta64[us]")
+        table = pa.table(
+            {
+                "state": state.astype(np.int32),
+                "action": action.astype(np.int32),
+                "reward": reward,
+                "propensity": policy.ravel()[cell],
+                "timestamp": pa.array(timestamp, type=pa.timestamp("us")),
+            }
+        )
+        pq.write_table(table, folder / f"part-{part:05d}.parquet", row_group_size=1_000_000)
+    done.touch()
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------
+# the pipeline, run in a worker process per backend
+# ------------------------------------------------------------------------------------------------
+def target_policy(n_states: int, n_actions: int, seed: int):  # noqa: ANN201
+    """A learned-looking target: softmax of noisy true click-through rates."""
+    from hfrl.policies import TabularPolicy
+
+    _, ctr = logging_table(n_states, n_actions, seed)
+    noisy = ctr + np.random.default_rng(seed + 1).normal(0.0, 0.01, ctr.shape)
+    return TabularPolicy.from_q_values(noisy, "softmax", temperature=0.02)
+
+
+def run_pipeline(logs: object, backend: str, n_states: int, n_actions: int, seed: int) -> dict:
+    """HF fit, SNIPS + DR evaluation and the 101-point alpha curve; seconds per step and the numbers."""
+    import warnings
+
+    from hfrl.frequencies import HistoricalFrequency
+    from hfrl.ope import evaluate
+    from hfrl.tune import LeakageWarning, tune_alpha
+
+    if backend == "spark":  # start the JVM outside the timed section, as a cluster job would
+        from hfrl.backends.spark import SparkBackend
+
+        engine: object = SparkBackend(master="local[2]", config={"spark.driver.memory": "3g"})
+        engine.session()
+    else:
+        engine = backend
+    target = target_policy(n_states, n_actions, seed)
+    timings = {}
+    started = time.perf_counter()
+    hf = HistoricalFrequency(half_life="7D", backend=engine).fit(logs, n_states=n_states, n_actions=n_actions)
+    timings["hf_s"] = time.perf_counter() - started
+    mark = time.perf_counter()
+    result = evaluate(logs, target, estimators=("snips", "dr"), backend=engine)
+    timings["evaluate_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    # a throughput benchmark: HF, the evaluation and the curve all read every row (so HF was fit on
+    # the rows alpha is tuned on; a real run splits first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LeakageWarning)
+        tuning = tune_alpha(target, hf, logs, "snips", np.linspace(0.0, 1.0, 101), backend=engine,
+                            allow_leak=True)
+    timings["tune_s"] = time.perf_counter() - mark
+    timings["total_s"] = time.perf_counter() - started
+    return {
+        **timings,
+        "estimates": {
+            "snips": float(result.loc["snips", "estimate"]),
+            "snips_se": float(result.loc["snips", "std_error"]),
+            "dr": float(result.loc["dr", "estimate"]),
+            "dr_se": float(result.loc["dr", "std_error"]),
+            "curve_at_best": float(tuning.curve["estimate"].max()),
+            "hf_mass_checksum": float((hf.probabilities_ * np.arange(n_actions)).sum()),
+        },
+        "alpha": tuning.alpha,
+    }
+
+
+def worker(args: argparse.Namespace) -> None:
+    folder = dataset_dir(args.dataset_rows, args.states, args.actions, args.seed)
+    files = sorted(folder.glob("part-*.parquet"))[: int(np.ceil(args.rows / CHUNK_ROWS))]
+    if args.backend == "memory":
+        import pyarrow.parquet as pq
+
+        started = time.perf_counter()
+        logs: object = pq.read_table(files).to_pandas()
+        load_s = time.perf_counter() - started
+    else:
+        load_s = 0.0
+        logs = str(folder / "part-*.parquet") if len(files) == len(list(folder.glob("part-*.parquet"))) \
+            else _subset_glob(folder, files)
+    import pyarrow.parquet as pq
+
+    out = run_pipeline(logs, args.backend, args.states, args.actions, args.seed)
+    out["load_s"] = load_s
+    out["rows"] = sum(pq.read_metadata(f).num_rows for f in files)
+    print(json.dumps(out))
+
+
+def _subset_glob(folder: Path, files: list[Path]) -> str:
+    """A glob matching exactly the first ``len(files)`` parts (they are numbered from 0)."""
+    count = len(files)
+    if count <= 10:
+        return str(folder / f"part-0000[0-{count - 1}].parquet")
+    raise ValueError("subset sizes use at most 10 parts; pass a smaller --pandas-rows / --spark-rows")
+
+
+# ------------------------------------------------------------------------------------------------
+# the driver: one subprocess per backend, peak RSS of its process tree
+# ------------------------------------------------------------------------------------------------
+def measure(backend: str, rows: int, args: argparse.Namespace) -> dict:
+    import psutil
+
+    command = [
+        sys.executable, __file__, "--worker", "--backend", backend, "--rows", str(rows),
+        "--dataset-rows", str(args.rows), "--states", str(args.states), "--actions", str(args.actions),
+        "--seed", str(args.seed),
+    ]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    root = psutil.Process(process.pid)
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            stop.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = process.communicate()
+    stop.set()
+    sampler.join()
+    wall = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"{backend} worker failed:\n{stderr[-4000:]}")
+    out = json.loads(stdout.strip().splitlines()[-1])
+    rows = out["rows"]  # whole parts: the requested size rounded up to CHUNK_ROWS
+    out.update(
+        backend=backend,
+        peak_rss_gb=round(peak / 2**30, 3),
+        wall_s=round(wall, 2),
+        rows_per_s=round(rows / out["total_s"]),
+    )
+    return out
+
+
+def growth(args: argparse.Namespace) -> None:
+    """How DuckDB's peak RSS and time grow with rows (at states x actions) and with the table size."""
+    rows_sizes = [args.rows // 10, args.rows * 3 // 10, args.rows]
+    generate(args.rows, args.states, args.actions, args.seed)
+    by_rows = []
+    for rows in rows_sizes:
+        out = measure("duckdb", rows, args)
+        by_rows.append({k: out[k] for k in ("rows", "peak_rss_gb", "total_s", "rows_per_s")})
+        print(f"growth rows {rows}: {by_rows[-1]}", file=sys.stderr)
+    by_table = []
+    fixed_rows = args.rows // 10
+    for n_states, n_actions in ((100, 100), (args.states, args.actions), (2 * args.states, 2 * args.actions)):
+        shape = {"rows": fixed_rows, "states": n_states, "actions": n_actions}
+        shaped = argparse.Namespace(**{**vars(args), **shape})
+        generate(fixed_rows, n_states, n_actions, args.seed)
+        out = measure("duckdb", fixed_rows, shaped)
+        by_table.append({"states": n_states, "actions": n_actions,
+                         **{k: out[k] for k in ("rows", "peak_rss_gb", "total_s", "rows_per_s")}})
+        print(f"growth table {n_states}x{n_actions}: {by_table[-1]}", file=sys.stderr)
+    print(json.dumps({"bench": "scale_growth", "backend": "duckdb", "by_rows": by_rows, "by_table": by_table,
+                      "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000_000)
+    parser.add_argument("--spark-rows", type=int, default=None, help="default: --rows")
+    parser.add_argument("--pandas-rows", type=int, default=10_000_000)
+    parser.add_argument("--states", type=int, default=1_000)
+    parser.add_argument("--actions", type=int, default=1_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backends", default="duckdb,spark,memory")
+    parser.add_argument(
+        "--growth", action="store_true",
+        help="instead: DuckDB peak RSS and time at 3 row counts and 3 table shapes (docs/scale.md)",
+    )
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", help=argparse.SUPPRESS)
+    parser.add_argument("--dataset-rows", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+
+    if args.growth:
+        growth(args)
+        return
+    started = time.perf_counter()
+    generate(args.rows, args.states, args.actions, args.seed)
+    generate_s = time.perf_counter() - started
+    sizes = {"duckdb": args.rows, "spark": args.spark_rows or args.rows, "memory": args.pandas_rows}
+    results = {}
+    for backend in args.backends.split(","):
+        results[backend] = measure(backend, sizes[backend], args)
+        print(f"{backend}: {results[backend]}", file=sys.stderr)
+
+    duck = results.get("duckdb")
+    summary: dict = {
+        "bench": "scale",
+        "states": args.states,
+        "actions": args.actions,
+        "generate_s": round(generate_s, 1),
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+    for backend, out in results.items():
+        summary[backend] = {
+            key: (round(value, 3) if isinstance(value, float) else value)
+            for key, value in out.items()
+            if key in ("rows", "rows_per_s", "total_s", "hf_s", "evaluate_s", "tune_s", "load_s",
+                       "peak_rss_gb", "wall_s", "estimates", "alpha")
+        }
+    if duck is not None:
+        for backend in ("spark", "memory"):
+            if backend in results:
+                summary[f"{backend}_vs_duckdb_throughput"] = round(
+                    results[backend]["rows_per_s"] / duck["rows_per_s"], 3
+                )
+        summary["targets"] = {
+            "duckdb_peak_rss_lt_4gb": duck["peak_rss_gb"] < 4.0,
+            "duckdb_rows_per_s_ge_20m": duck["rows_per_s"] >= 20_000_000,
+            "duckdb_rows": duck["rows"],
+        }
+        if "spark" in results:
+            summary["targets"]["spark_within_5x_of_duckdb"] = (
+                results["spark"]["rows_per_s"] * 5 >= duck["rows_per_s"]
+            )
+        same = [b for b in results if results[b]["rows"] == duck["rows"] and b != "duckdb"]
+        if same:
+            summary["max_estimate_diff_vs_duckdb"] = max(
+                abs(results[b]["estimates"][k] - duck["estimates"][k])
+                for b in same
+                for k in duck["estimates"]
+            )
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
