@@ -230,3 +230,17 @@ def test_logs_without_propensities_need_propensity_estimate(tmp_path):
     metrics = json.loads((result.out_dir / "metrics.json").read_text())
     assert metrics["evaluation"]["propensity"] == "estimate"
     assert result.summary["ci_low"].le(result.summary["estimate"]).all()
+
+
+def test_rerun_into_the_same_folder_leaves_nothing_stale(tmp_path):
+    out = tmp_path / "run"
+    online = small(load_config(EXAMPLES / "recommendation.toml"), out, n_rows=3000, n_steps=3000)
+    run_pipeline(online)
+    assert (out / "curves" / "learning_curve.csv").is_file()
+    (out / "notes.txt").write_text("mine")  # a file of the user's own is kept
+    offline = json.loads(json.dumps(online))
+    offline["learner"] = {"name": "direct_method"}
+    run_pipeline(offline)
+    assert not (out / "curves" / "learning_curve.csv").exists()
+    assert (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "metrics.json").read_text())["run"]["learner"] == "DirectMethodLearner"

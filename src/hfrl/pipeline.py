@@ -465,6 +465,26 @@ def json_ready(value: Any) -> Any:
     return value
 
 
+RUN_FOLDER_FILES = (
+    "metrics.json",
+    "config.json",
+    "report.html",
+    "curves/*.csv",
+    "tables/*.npy",
+    "artifacts/*.hfrl",
+    "logs/*.parquet",
+)
+
+
+def _clear_run_folder(out: Path) -> None:
+    """Remove the files a previous run left in ``out`` (only those of the run-folder layout), so
+    that a part this run does not produce (a learning curve, the truth) cannot be stale."""
+    for pattern in RUN_FOLDER_FILES:
+        for path in out.glob(pattern):
+            if path.is_file():
+                path.unlink()
+
+
 def _events_per_state(logs: pd.DataFrame, n_states: int) -> np.ndarray:
     return np.bincount(logs[schema.STATE].to_numpy(dtype=np.int64), minlength=n_states).astype(np.float64)
 
@@ -760,6 +780,7 @@ def _run_pipeline(
     for key in ("logging", "optimal"):
         if key in policies:
             tables[key] = policies[key]
+    _clear_run_folder(out)
     (out / "artifacts").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(exist_ok=True)
     (out / "curves").mkdir(exist_ok=True)
