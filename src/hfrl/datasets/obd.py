@@ -347,14 +347,14 @@ class _Staged:
         )
 
     def fetch(self, how: str, *args: Any) -> Any:
-        """Run ``select_sql`` (``how``: "df", "arrow_reader" or "copy"), naming the file on errors."""
+        """Run ``select_sql`` (``how``: "df", "pending" or "copy"), naming the file on errors."""
         import duckdb
 
         try:
             if how == "df":
                 return self.connection.execute(self.select_sql()).df()
-            if how == "arrow_reader":
-                return self.connection.sql(self.select_sql()).to_arrow_reader(*args)
+            if how == "pending":
+                return self.connection.execute(self.select_sql())
             copy = f"COPY ({self.select_sql()}) TO {_literal(args[0])} (FORMAT parquet)"
             return self.connection.execute(copy)
         except duckdb.Error as exc:
@@ -514,46 +514,40 @@ def iter_obd(
         include_item_features,
     )
     try:
-        reader = staged.fetch("arrow_reader", chunk_rows)
+        result = staged.fetch("pending")
         attrs = staged.attrs()
-        pending: list[Any] = []
+        vectors = max(1, -(-chunk_rows // 2048))  # DuckDB hands out rows in vectors of 2048
+        pending: list[pd.DataFrame] = []
         pending_rows = 0
-        for batch in _batches(reader, staged.log_file):
-            pending.append(batch)
-            pending_rows += batch.num_rows
+        for frame in _frames(result, vectors, staged.log_file):
+            pending.append(frame)
+            pending_rows += len(frame)
             while pending_rows >= chunk_rows:
-                import pyarrow as pa
-
-                table = pa.Table.from_batches(pending)
-                yield _chunk(table.slice(0, chunk_rows), attrs)
-                rest = table.slice(chunk_rows)
-                pending, pending_rows = rest.to_batches(), rest.num_rows
+                joined = pd.concat(pending, ignore_index=True) if len(pending) > 1 else pending[0]
+                yield _chunk(joined.iloc[:chunk_rows].reset_index(drop=True), attrs)
+                rest = joined.iloc[chunk_rows:].reset_index(drop=True)
+                pending, pending_rows = ([rest] if len(rest) else []), len(rest)
         if pending_rows:
-            import pyarrow as pa
-
-            yield _chunk(pa.Table.from_batches(pending), attrs)
+            yield _chunk(pd.concat(pending, ignore_index=True), attrs)
     finally:
         staged.close()
 
 
-def _batches(reader: Any, log_file: Path) -> Iterator[Any]:
-    """The reader's record batches; a value that fails to convert names the file."""
+def _frames(result: Any, vectors: int, log_file: Path) -> Iterator[pd.DataFrame]:
+    """DataFrames of ``vectors`` x 2048 rows from a pending DuckDB result; errors name the file."""
     import duckdb
-    import pyarrow as pa
 
-    iterator = iter(reader)
     while True:
         try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except (duckdb.Error, pa.ArrowException) as exc:
+            frame = result.fetch_df_chunk(vectors)
+        except duckdb.Error as exc:
             raise LogValidationError(f"cannot read the file: {exc}", source=str(log_file)) from exc
-        yield batch
+        if len(frame) == 0:
+            return
+        yield frame
 
 
-def _chunk(table: Any, attrs: dict[str, Any]) -> pd.DataFrame:
-    frame = table.to_pandas()
+def _chunk(frame: pd.DataFrame, attrs: dict[str, Any]) -> pd.DataFrame:
     frame[schema.TIMESTAMP] = _utc(frame[schema.TIMESTAMP])
     frame.attrs.update(attrs)
     return frame
