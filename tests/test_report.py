@@ -57,6 +57,7 @@ def make_run_folder(root: Path, n_states: int = 30, n_actions: int = 12, seed: i
         for j, est in enumerate(["ips", "snips", "dr"]):
             estimators.append({"policy": label, "estimator": est, "estimate": truth + 0.003 * j,
                                "std_error": 0.01, "ci_low": truth - 0.02, "ci_high": truth + 0.02,
+                               "boot_ci_low": truth - 0.021, "boot_ci_high": truth + 0.019,
                                "true_value": truth})
     metrics = {
         "format": "hfrl.run", "format_version": 1,
@@ -98,6 +99,7 @@ def test_report_is_self_contained_and_has_every_section(tmp_path):
         assert f'id="{plot_id}"' in page
     assert "test &lt;run&gt;" in page and "test <run>" not in page  # metadata is escaped
     assert "chosen alpha = 0.4" in page
+    assert "bootstrap CI low" in page
     assert "Resolved configuration" in page
     assert "Deployment verdict for pi' against the logging policy: ship" in page
 

@@ -686,6 +686,8 @@ def _run_pipeline(
                     "true_value": truth,
                 }
             )
+            if "boot_ci_low" in frame.columns:
+                estimate_rows[-1].update(boot_ci_low=row["boot_ci_low"], boot_ci_high=row["boot_ci_high"])
         chosen = frame.loc[primary]
         summary_rows[label] = {
             "estimate": float(chosen["estimate"]),

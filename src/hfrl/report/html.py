@@ -273,9 +273,15 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _estimates_table(rows: list[dict[str, Any]]) -> str:
-    body = [[r["policy"], r["estimator"], r.get("estimate"), r.get("std_error"), r.get("ci_low"),
-             r.get("ci_high"), r.get("true_value")] for r in rows]
-    return _table(["policy", "estimator", "estimate", "std. error", "CI low", "CI high", "true value"], body)
+    header = ["policy", "estimator", "estimate", "std. error", "CI low", "CI high"]
+    keys = ["estimate", "std_error", "ci_low", "ci_high"]
+    if any(r.get("boot_ci_low") is not None for r in rows):
+        header += ["bootstrap CI low", "bootstrap CI high"]
+        keys += ["boot_ci_low", "boot_ci_high"]
+    header.append("true value")
+    keys.append("true_value")
+    body = [[r["policy"], r["estimator"], *(r.get(k) for k in keys)] for r in rows]
+    return _table(header, body)
 
 
 def _data_summary(run: RunFolder) -> str:
