@@ -35,10 +35,13 @@ class QLearning(TabularTDLearner):
         Fraction of the iterations over which epsilon decays.
     n_envs : int, default 1
         Parallel independent users. 1 runs the classic one-step Gymnasium loop; more steps them
-        together through the env's batch API with one vectorised update per batch (duplicates of
-        one (s, a) in a batch are combined as described in ``hfrl.learners._td``).
+        together through the env's batch API with one vectorised update per batch: k users
+        updating one (s, a) in a batch count as k successive steps toward their mean target,
+        ``Q += (1 - (1 - learning_rate)**k) * (mean_target - Q)``. Keeps four
+        (n_states, n_actions) tables in memory.
     initial_q : float, default 0.0
-        Initial Q-value of every pair (a high value explores optimistically).
+        Initial Q-value of every pair (a high value explores optimistically). While learning,
+        equal Q-values go to the lowest action id; ``policy_`` shares mass among exact ties.
     random_state : int, Generator or None
         Seed of every random choice (exploration, env resets and transitions).
 
