@@ -856,7 +856,7 @@ def demo_config(seed: int = 0, out_dir: str = "demo-out") -> dict[str, Any]:
                 "options": {"n_envs": 256, "learning_rate": 0.1, "epsilon": 0.3, "epsilon_final": 0.01},
             },
             "tuning": {"estimator": "snips", "criterion": "estimate", "alphas": "auto"},
-            "evaluation": {"estimators": ["ips", "snips", "dm", "dr"], "level": 0.95, "n_bootstrap": 0},
+            "evaluation": {"estimators": ["ips", "snips", "dm", "dr"], "level": 0.95, "n_bootstrap": 200},
             "output": {"dir": out_dir, "save_logs": True},
         }
     )
