@@ -13,14 +13,18 @@ Sections:
    priors in ``prior_bts.yaml`` by Monte Carlo, and as the empirical action frequency of the BTS
    logs) estimated from the uniform-random logs by every estimator, against the BTS logs'
    on-policy mean click (with its binomial CI).
+   And at scale (``--scale`` copies of the random file): time and own-process peak RSS of both.
 3. Policy learning on the random logs, time-ordered train / validation / test: HF of clicks per
-   (user, position) state, offline learners (DM, IPS), the blend with alpha tuned on validation
-   by SNIPS and by the lower-bound criterion, and each policy's estimated CTR on test with 95% CI.
+   (user, position) state, offline learners (DM, IPS, LinUCB on the one-hot state and mean
+   user-item affinities), the blend of the DM learner with HF with alpha tuned on validation by
+   SNIPS and by the lower-bound criterion, and each policy's estimated CTR on test with 95% CI
+   and the share of its mass on (state, item) pairs the test split never logged. Repeated with
+   position-only states, a context-free policy that the test split can evaluate.
 4. Which estimator to trust: a simulator fitted to the random logs (``hfrl.envs.fit_env``), the
    uniform logging design replayed in it ``--replications`` times, each estimator's bias, RMSE and
    CI coverage against the replica's exact values.
-5. The deployment verdict (``hfrl.ope.compare``) for the blended policy vs the uniform logging
-   policy on test.
+5. The deployment verdict (``hfrl.ope.compare``) for each blend vs the uniform logging policy on
+   test (with the estimator the replica says to trust when its intervals held up, else SNIPS).
 
 Pieces whose upstream module is missing are reported as missing, never faked.
 """
@@ -231,7 +235,7 @@ def time_splits(logs: pd.DataFrame, fractions=(0.6, 0.2, 0.2)):
     return tuple(parts), "time quantiles (split_logs not available)"
 
 
-def evaluate_test(test: pd.DataFrame, policy: TabularPolicy) -> dict:
+def evaluate_split(test: pd.DataFrame, policy: TabularPolicy) -> dict:
     from hfrl.ope import evaluate
 
     with warnings.catch_warnings():
@@ -244,6 +248,7 @@ def evaluate_test(test: pd.DataFrame, policy: TabularPolicy) -> dict:
         "ci_low": float(row["ci_low"]),
         "ci_high": float(row["ci_high"]),
         "ess": float(row["ess"]),
+        "unlogged_mass": float(row["support_violation_share"]),
         "ips": float(result.loc["ips", "estimate"]),
         "dr": float(result.loc["dr", "estimate"]),
     }
@@ -289,7 +294,7 @@ def learning_section(random_logs, bts_logs, policies, seed) -> tuple[dict, dict[
         "BTS (on-policy, same days)": {**mean_ci(bts_test["reward"].to_numpy()), **on_policy},
     }
     if "bts_prior_mc" in policies:
-        results["BTS (prior MC) off-policy"] = evaluate_test(test, policies["bts_prior_mc"])
+        results["BTS (prior MC) off-policy"] = evaluate_split(test, policies["bts_prior_mc"])
     learned: dict[str, TabularPolicy] = {}
 
     try:
@@ -322,7 +327,7 @@ def learning_section(random_logs, bts_logs, policies, seed) -> tuple[dict, dict[
     # picking the learner with the best validation estimate would pick noise. The validation
     # estimates are still reported, so "LinUCB where it helps" can be judged.
     candidates = [n for n in learned if n != "HF only"]
-    validation = {name: evaluate_test(valid, learned[name]) for name in candidates}
+    validation = {name: evaluate_split(valid, learned[name]) for name in candidates}
     out["validation"] = validation
     base_name = "DM learner" if "DM learner" in learned else (candidates[0] if candidates else None)
     out["base_learner"] = base_name
@@ -340,7 +345,7 @@ def learning_section(random_logs, bts_logs, policies, seed) -> tuple[dict, dict[
         except ImportError as exc:
             out["missing"].append(f"tune_alpha: {exc}")
     for name, policy in learned.items():
-        results[name] = evaluate_test(test, policy)
+        results[name] = evaluate_split(test, policy)
     out["test"] = results
     return out, {**learned, "_test": test}  # type: ignore[dict-item]
 
@@ -426,6 +431,10 @@ def verdict_section(test: pd.DataFrame, candidate: TabularPolicy, estimator: str
 # --- report ------------------------------------------------------------------------------------------
 
 
+def mass_text(row: dict) -> str:
+    return f"{row['unlogged_mass']:.0%}" if "unlogged_mass" in row else "-"
+
+
 def ess_text(row: dict) -> str:
     return f"{row['ess']:.0f}" if "ess" in row else "-"
 
@@ -445,8 +454,9 @@ def learning_markdown(learning: dict | None, states: str) -> list[str]:
         f"estimate = {learning.get('alpha_estimate', 'n/a')}, by lower bound = "
         f"{learning.get('alpha_lower_bound', 'n/a')}.",
         "",
-        "| policy (test split) | CTR estimate | 95% CI | estimator | ESS | IPS | DR | validation SNIPS |",
-        "|---|---|---|---|---|---|---|---|",
+        "| policy (test split) | CTR estimate | 95% CI | estimator | ESS | unlogged mass | IPS | DR "
+        "| validation SNIPS |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     validation = learning.get("validation", {})
     for name, row in learning["test"].items():
@@ -454,6 +464,7 @@ def learning_markdown(learning: dict | None, states: str) -> list[str]:
         lines.append(
             f"| {name} | {pct(row['estimate'])} | {pct(row['ci_low'])} .. {pct(row['ci_high'])} | "
             f"{row['estimator']} | {ess_text(row)} | "
+            f"{mass_text(row)} | "
             f"{pct(row['ips']) if 'ips' in row else '-'} | {pct(row['dr']) if 'dr' in row else '-'} | "
             f"{pct(valid['estimate']) if valid else '-'} |"
         )
