@@ -139,6 +139,13 @@ def verify_obd(
     ``item_id`` and ``item_feature_0..3``) and, unless ``expected_rows`` is None, exactly
     ``expected_rows`` rows. Campaign ``all`` must be present for both policies.
 
+    Parameters
+    ----------
+    path : str or PathLike
+        The dataset's root directory.
+    expected_rows : int or None, default 10,000
+        Rows every log file must have; None (e.g. for the full release) checks no count.
+
     Returns
     -------
     dict

@@ -68,7 +68,13 @@ _MISSING = "<NA>"  # CategoryEncoder's spelling of a missing value
 
 
 def affinity_columns(n_items: int = 80) -> tuple[str, ...]:
-    """The user-item affinity column names of a campaign with ``n_items`` items."""
+    """The user-item affinity column names of a campaign with ``n_items`` items.
+
+    Examples
+    --------
+    >>> affinity_columns(34)[-1]
+    'user-item_affinity_33'
+    """
     return tuple(f"user-item_affinity_{i}" for i in range(n_items))
 
 
@@ -619,6 +625,26 @@ def bts_action_distribution(
     ``n_positions`` largest draws, in that order. This returns the Monte Carlo frequency of
     item ``i`` at position ``k`` over ``n_samples`` rounds: an ``(n_positions, n_items)`` array
     whose rows sum to 1 (the OBD's BTS policy is context-free, so this is its whole policy).
+
+    Parameters
+    ----------
+    alpha, beta : array-like of shape (n_items,)
+        The Beta parameters per item (``prior_bts.yaml`` of the Open Bandit Pipeline holds the
+        production ones per campaign).
+    n_positions : int, default 3
+        Slate length.
+    n_samples : int, default 100,000
+        Monte Carlo rounds; the standard error of an entry ``p`` is ``sqrt(p (1 - p) / n_samples)``.
+    random_state : int, Generator or None
+
+    Returns
+    -------
+    ndarray of shape (n_positions, n_items)
+
+    Raises
+    ------
+    ValueError
+        Non-positive or mismatched parameters, or ``n_positions`` outside ``[1, n_items]``.
 
     Examples
     --------
