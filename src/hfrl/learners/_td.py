@@ -13,7 +13,8 @@ Duplicates in a batch. Several users may update the same (s, a) in one batch (gr
 one state all pick the same action). They are combined exactly as ``k`` successive updates toward
 a common target would be when that target is their mean: with ``k`` copies,
 ``Q <- Q + (1 - (1 - lr)**k) * (mean_target - Q)``. No sample is discarded, and the step never
-overshoots (``1 - (1 - lr)**k < 1``), unlike summing ``k`` TD errors.
+overshoots (``1 - (1 - lr)**k < 1``), unlike summing ``k`` TD errors. (A plain fancy-index
+assignment ``Q[idx] += ...`` would keep only one of the ``k``; ``np.add.at`` would sum them.)
 """
 
 from __future__ import annotations
@@ -157,8 +158,6 @@ class TabularTDLearner:
     def _fit_batch(self, base: Any, n_iterations: int, n_envs: int, rng: np.random.Generator) -> None:
         n_states, n_actions = int(base.n_states), int(base.n_actions)
         self._init_tables(n_states, n_actions)
-        self._target_sum = np.zeros(n_states * n_actions)
-        self._target_count = np.zeros(n_states * n_actions, dtype=np.intp)
         self._writer = np.zeros(n_states * n_actions, dtype=np.intp)
         self._positions = np.arange(n_envs, dtype=np.intp)
         # k duplicates of one (s, a) in a batch move Q by 1 - (1 - lr)**k toward their mean target
@@ -204,19 +203,22 @@ class TabularTDLearner:
 
     # ------------------------------------------------------------------ helpers
     def _update(self, index: np.ndarray, targets: np.ndarray) -> None:
-        """Move Q[index] toward ``targets``, combining duplicate indices (see the module docstring)."""
-        np.add.at(self._target_sum, index, targets)
-        np.add.at(self._target_count, index, 1)
-        # one representative per distinct (s, a): the batch position that wrote it last
-        self._writer[index] = self._positions
-        unique = index[self._writer.take(index) == self._positions]
+        """Move Q[index] toward ``targets``, combining duplicate indices (see the module docstring).
+
+        Each distinct (s, a) is represented by the batch position that wrote it last into
+        ``_writer``; grouping by that position makes the per-pair count and target sum two
+        ``bincount`` calls of batch length (no table-sized scratch, no ``np.add.at``).
+        """
+        positions = self._positions
+        self._writer[index] = positions
+        owner = self._writer.take(index)
+        representatives = np.flatnonzero(owner == positions)
+        counts = np.bincount(owner, minlength=positions.size).take(representatives)
+        sums = np.bincount(owner, weights=targets, minlength=positions.size).take(representatives)
+        unique = index.take(representatives)
         q_flat = self.q_values_.reshape(-1)
-        counts = self._target_count.take(unique)
         old = q_flat.take(unique)
-        mean_targets = self._target_sum.take(unique) / counts
-        q_flat[unique] = old + self._step_for_count.take(counts) * (mean_targets - old)
-        self._target_sum[unique] = 0.0
-        self._target_count[unique] = 0
+        q_flat[unique] = old + self._step_for_count.take(counts) * (sums / counts - old)
 
     def _select(self, states: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
         """Epsilon-greedy actions: one uniform draw per user decides explore and which action."""

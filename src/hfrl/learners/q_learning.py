@@ -37,8 +37,8 @@ class QLearning(TabularTDLearner):
         Parallel independent users. 1 runs the classic one-step Gymnasium loop; more steps them
         together through the env's batch API with one vectorised update per batch: k users
         updating one (s, a) in a batch count as k successive steps toward their mean target,
-        ``Q += (1 - (1 - learning_rate)**k) * (mean_target - Q)``. Keeps four
-        (n_states, n_actions) tables in memory.
+        ``Q += (1 - (1 - learning_rate)**k) * (mean_target - Q)``. Keeps two
+        (n_states, n_actions) tables in memory (Q and an int index table).
     initial_q : float, default 0.0
         Initial Q-value of every pair (a high value explores optimistically). While learning,
         equal Q-values go to the lowest action id; ``policy_`` shares mass among exact ties.
