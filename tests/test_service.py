@@ -334,3 +334,12 @@ def test_feedback_for_a_decision_still_in_the_write_queue_is_accepted(client, tm
         blocker.close()
     assert response.status_code == 202 and response.json()["status"] == "accepted"
     assert client.app.state.log.counts() == {"decision_rows": 1, "feedback_rows": 1}
+
+
+def test_a_rejected_batch_counts_and_logs_nothing(client):
+    batch = {"requests": [{"state": 1}, {"state": 0, "k": 2}]}  # the second cannot take 2 actions in state 0
+    response = client.post("/v1/decide/batch", json=batch)
+    assert response.status_code == 422 and ["body", "requests", 1, "k"] in locs(response)
+    client.app.state.log.flush()
+    assert client.app.state.log.counts()["decision_rows"] == 0
+    assert "hfrl_decisions_total{" not in client.get("/metrics").text

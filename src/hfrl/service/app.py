@@ -503,12 +503,14 @@ def create_app(
         groups: dict[tuple[int, str], list[int]] = {}
         for i, request in enumerate(requests):
             groups.setdefault((request.k, request.mode), []).append(i)
-        for (k, mode), members in groups.items():
+        decided = []
+        for (k, mode), members in groups.items():  # every group decides before anything is counted or logged
             index = np.asarray(members, dtype=np.int64)
             try:
-                out = model.decide(states[index], k, mode, rng)
+                decided.append((k, mode, members, model.decide(states[index], k, mode, rng)))
             except ValueError as exc:
                 raise FieldError((*prefix(members[0]), "k"), str(exc)) from None
+        for k, mode, members, out in decided:
             metrics.observe_decisions(out.actions, mode)
             actions = out.actions.tolist()
             propensities = out.propensities.tolist()

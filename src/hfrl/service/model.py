@@ -138,8 +138,7 @@ class ServedModel:
             if self.action_encoder is not None
             else None
         )
-        with np.errstate(divide="ignore"):
-            self._log_table = np.log(policy.table_)  # -inf where pi = 0, for the Gumbel-top-k draw
+        self._log_table: np.ndarray | None = None  # log pi, built on the first k > 1 explore
         self._positive = (policy.table_ > 0).sum(axis=1)
         self._context_cache: dict[tuple[tuple[str, Any], ...], int] = {}
         policy._sampling_tables()  # precompute the flat CDF before the first request
@@ -250,6 +249,9 @@ class ServedModel:
             probs = probs[:, None]
             return Decisions(states, actions, probs.copy(), probs)
         # Gumbel-top-k: argmax-k of log pi + Gumbel noise is sequential sampling without replacement
+        if self._log_table is None:
+            with np.errstate(divide="ignore"):
+                self._log_table = np.log(table)  # -inf where pi = 0: never picked
         keys = self._log_table[states] + rng.gumbel(size=(states.shape[0], self.n_actions))
         part = np.argpartition(-keys, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(keys, part, axis=1), axis=1)
