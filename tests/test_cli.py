@@ -228,7 +228,8 @@ def test_run_pipeline_and_report(tmp_path):
     assert Path(payload["report"]).is_file()
     assert (tmp_path / "run" / "config.json").is_file()
     (tmp_path / "run" / "report.html").unlink()
-    ok("report", tmp_path / "run", "--out", tmp_path / "again.html")
+    payload = json.loads(ok("report", tmp_path / "run", "--out", tmp_path / "again.html", "--json").stdout)
+    assert payload["report"] == str(tmp_path / "again.html") and payload["bytes"] > 1_000_000
     assert "plot-alpha-curve" in (tmp_path / "again.html").read_text()
 
 

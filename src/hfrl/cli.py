@@ -357,7 +357,9 @@ def train(
     env: str = typer.Option(
         None, "--env", help="Train online against this simulator (recommendation, ad-placement)."
     ),
-    logs: str = typer.Option(None, "--logs", help="Train offline from this log file (CSV/Parquet)."),
+    logs: str = typer.Option(
+        None, "--logs", help="Train offline from this log file (CSV/Parquet, read into memory)."
+    ),
     learner: str = typer.Option(
         None,
         "--learner",
@@ -630,14 +632,18 @@ def recommend(
 def report(
     run_dir: Path = typer.Argument(..., help="A run folder (written by hfrl run or hfrl demo)."),
     out: Path = typer.Option(None, "--out", help="Where to write the HTML (default RUN_DIR/report.html)."),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Write the self-contained HTML report of a run folder (opens offline, no CDN)."""
     from hfrl.report import write_report
 
-    with _stages() as stage:
+    with _stages(not as_json) as stage:
         stage(f"rendering {run_dir}")
         path = write_report(run_dir, out)
-    typer.echo(f"wrote {path}")
+    if as_json:
+        _print_json({"report": str(path), "bytes": path.stat().st_size})
+    else:
+        typer.echo(f"wrote {path}")
 
 
 def _print_summary(result: Any, as_json: bool) -> None:
