@@ -364,6 +364,16 @@ def test_verify_counts_rows_and_checks_columns(tmp_path: Path, sample_csvs):
     }
 
 
+def test_verify_checks_other_campaigns_and_can_skip_the_row_count(tmp_path: Path, sample_csvs):
+    men = {"random/men/men.csv": csv_bytes(obd_frame(40, n_items=4)),
+           "random/men/item_context.csv": csv_bytes(item_frame(4))}
+    root = write_files(tmp_path, {**sample_csvs, **men})
+    with pytest.raises(LogValidationError, match=r"men\.csv: expected 10000 rows, found 40"):
+        verify_obd(root)
+    counts = verify_obd(root, expected_rows=None)
+    assert counts["random/men/men.csv"] == 40 and counts["random/men/item_context.csv"] == 4
+
+
 def test_verify_refuses_a_truncated_file(tmp_path: Path, sample_csvs):
     files = dict(sample_csvs, **{"bts/all/all.csv": csv_bytes(obd_frame(9_999, seed=3))})
     expected = r"bts/all/all\.csv: expected 10000 rows, found 9999"
