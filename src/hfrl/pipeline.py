@@ -865,5 +865,13 @@ def demo_config(seed: int = 0, out_dir: str = "demo-out") -> dict[str, Any]:
 def run_demo(
     out_dir: str | PathLike[str] = "demo-out", seed: int = 0, progress: ProgressCallback | None = None
 ) -> PipelineResult:
-    """Run the end-to-end demo (see :func:`demo_config`) into ``out_dir``."""
+    """Run the end-to-end demo (see :func:`demo_config`) into ``out_dir``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> result = run_demo(tempfile.mkdtemp(), seed=0)
+    >>> list(result.summary.index)
+    ['logging policy', 'HF only', 'pi only', "pi' (tuned)", 'optimal']
+    """
     return run_pipeline(demo_config(seed, str(out_dir)), out_dir, progress=progress)

@@ -91,6 +91,14 @@ def read_run(run_dir: str | PathLike[str]) -> RunFolder:
     ------
     ArtifactError
         When the folder or ``metrics.json`` is missing or a file is malformed (the message names it).
+
+    Examples
+    --------
+    >>> import json, tempfile, pathlib
+    >>> run = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (run / "metrics.json").write_text(json.dumps({"alpha": 0.25}))
+    >>> read_run(run).metrics["alpha"], read_run(run).tables
+    (0.25, {})
     """
     folder = Path(run_dir)
     metrics_path = folder / "metrics.json"
