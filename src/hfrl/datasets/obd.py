@@ -147,7 +147,7 @@ def _connect() -> Any:
 def _header(connection: Any, file: Path) -> list[str]:
     """The column names on the first line of a CSV file (the unnamed index column is ``""``)."""
     try:
-        with open(file, newline="", encoding="utf-8") as handle:
+        with open(file, newline="", encoding="utf-8-sig") as handle:
             first = next(csv.reader(handle), None)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise LogValidationError(f"cannot read the header line: {exc}", source=str(file)) from exc
