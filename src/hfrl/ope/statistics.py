@@ -283,6 +283,12 @@ def atom_cells(
         grouped = backend.query(sql, logs)  # type: ignore[attr-defined]
         keys = {c: grouped[c].to_numpy() for c in columns}
         count = grouped["n"].to_numpy(np.float64)
+    elif backend.name == "spark":  # distributed too; Spark quotes with backticks, sorts on the driver
+        listed = ", ".join(f"`{c}`" for c in columns)
+        sql = f"SELECT {listed}, count(*) AS n FROM {{logs}} GROUP BY {listed}"
+        grouped = backend.query(sql, logs).sort_values(columns, kind="stable")  # type: ignore[attr-defined]
+        keys = {c: grouped[c].to_numpy() for c in columns}
+        count = grouped["n"].to_numpy(np.float64)
     else:
         keys, count = _distinct_rows(_frame(logs, columns), columns)
     state = keys[S].astype(np.int64)
