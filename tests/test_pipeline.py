@@ -40,7 +40,7 @@ def recommendation_run(tmp_path_factory):
     return config, run_pipeline(config)
 
 
-@pytest.mark.parametrize("name", ["recommendation", "ad_placement"])
+@pytest.mark.parametrize("name", ["recommendation", "ad_placement", "small_data"])
 def test_simulator_examples_write_a_complete_run_folder(tmp_path, name):
     config = small(load_config(EXAMPLES / f"{name}.toml"), tmp_path / "run")
     result = run_pipeline(config)
