@@ -602,22 +602,22 @@ def run_estimators(
 _TABLE_LIMIT = 100_000  # counts above this draw with numpy's Poisson sampler instead of a table
 
 
-def _poisson_cdf(mean: float) -> np.ndarray:
-    """The Poisson(mean) CDF up to where the remaining tail is far below double precision."""
+def _poisson_pmf(mean: float) -> np.ndarray:
+    """The Poisson(mean) probabilities of 0, 1, ... up to where the tail is far below 1e-16."""
     from scipy.special import gammaln
 
     k = np.arange(int(mean + 12.0 * np.sqrt(mean) + 40.0))
-    cdf = np.cumsum(np.exp(-mean + k * np.log(mean) - gammaln(k + 1.0)))
-    cdf[-1] = 1.0
-    return cdf
+    pmf = np.exp(-mean + k * np.log(mean) - gammaln(k + 1.0))
+    return pmf / pmf.sum()
 
 
 class PoissonCounts:
     """Draws of Poisson(count) for many atoms, grouped by their (integer) count.
 
-    Numpy's Poisson sampler costs ~10x a uniform draw; atoms share few distinct counts, so each
-    count's CDF is tabulated once and draws are inverse-CDF lookups of uniforms.
-    ``order`` is the column order of the draws (atoms sorted by count, stable).
+    Numpy's Poisson sampler costs ~10x a uniform draw. Atoms share few distinct counts, and a sample
+    of ``m`` iid Poisson(c) values is exactly a multinomial tally of the values ``0, 1, ...`` over
+    ``m`` draws, put in a uniformly random order; tallying and shuffling is a few times cheaper than
+    drawing each value. ``order`` is the atom order of the draws (sorted by count, stable).
     """
 
     def __init__(self, count: np.ndarray) -> None:
@@ -627,7 +627,9 @@ class PoissonCounts:
         starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
         stops = np.r_[starts[1:], ordered.size]
         self.groups = [(int(ordered[a]), int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
-        self.tables = {c: _poisson_cdf(float(c)) for c, _, _ in self.groups if 0 < c <= _TABLE_LIMIT}
+        self.pmfs = {
+            c: _poisson_pmf(float(c)) for c, _, _ in self.groups if 0 < c <= _TABLE_LIMIT
+        }
         self.size = ordered.size
 
     def draw(self, rng: np.random.Generator, n_resamples: int) -> np.ndarray:
@@ -636,12 +638,15 @@ class PoissonCounts:
         for count, start, stop in self.groups:
             if count == 0:
                 continue
-            block = out[start:stop]  # contiguous rows: uniforms are written in place
-            if count in self.tables:
-                rng.random(out=block)
-                block[...] = np.searchsorted(self.tables[count], block, side="right")
+            size = stop - start
+            if count in self.pmfs:
+                pmf = self.pmfs[count]
+                tallies = rng.multinomial(size, pmf, size=n_resamples)  # (n_resamples, n_values)
+                support = np.tile(np.arange(pmf.size, dtype=np.int32), n_resamples)
+                values = np.repeat(support, tallies.ravel()).reshape(n_resamples, size)
+                out[start:stop] = rng.permuted(values, axis=1).T
             else:
-                block[...] = rng.poisson(float(count), block.shape)
+                out[start:stop] = rng.poisson(float(count), (size, n_resamples))
         return out
 
 
