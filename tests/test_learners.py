@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import hfrl.envs
 from hfrl.envs import TabularMDPEnv, collect_logs, logging_policy
@@ -406,3 +408,45 @@ def test_bernoulli_bandit_checks_its_means():
     with pytest.raises(ValueError, match="probabilities"):
         BernoulliBandit([0.5, 1.5])
     assert hfrl.envs is not None
+
+
+# ---------------------------------------------------------------------------------------- properties
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.floats(-10, 10)), min_size=1, max_size=40),
+       st.floats(0.01, 1.0))
+def test_batch_update_equals_k_successive_steps_toward_the_mean_target(pairs, learning_rate):
+    learner = QLearning(learning_rate=learning_rate)
+    learner._lr = learning_rate
+    learner._init_tables(2, 3)
+    learner.q_values_[:] = np.arange(6).reshape(2, 3) / 7.0
+    before = learner.q_values_.copy().reshape(-1)
+    learner._writer = np.zeros(6, dtype=np.intp)
+    learner._positions = np.arange(len(pairs), dtype=np.intp)
+    learner._step_for_count = 1.0 - (1.0 - learning_rate) ** np.arange(len(pairs) + 1)
+    index = np.array([p[0] for p in pairs], dtype=np.intp)
+    targets = np.array([p[1] for p in pairs])
+    learner._update(index, targets)
+    for i in range(6):
+        mine = targets[index == i]
+        expected = before[i]
+        for _ in range(mine.size):  # k plain TD steps toward the mean target
+            expected += learning_rate * (mine.mean() - expected) if mine.size else 0.0
+        assert learner.q_values_.reshape(-1)[i] == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 4), st.floats(-5, 5), st.booleans()),
+                min_size=1, max_size=60))
+def test_offline_policies_are_distributions_and_conservative_ones_stay_on_support(rows):
+    logs = pd.DataFrame(rows, columns=["state", "action", "reward", "done"])
+    logs["next_state"] = (logs["state"] + 1) % 4
+    logs["propensity"] = 0.2
+    support = np.zeros((4, 5), dtype=bool)
+    support[logs["state"], logs["action"]] = True
+    for learner in (FittedQIteration(), DirectMethodLearner(), IPSLearner()):
+        table = learner.fit(logs, n_states=4, n_actions=5).policy_.table_
+        np.testing.assert_allclose(table.sum(axis=1), 1.0)
+        restricted = ConservativeLearner(learner).fit(logs, n_states=4, n_actions=5).policy_.table_
+        logged_states = support.any(axis=1)
+        assert (restricted[logged_states][~support[logged_states]] == 0).all()
+        np.testing.assert_allclose(restricted[~logged_states], 0.2)
