@@ -404,6 +404,15 @@ def test_weights_scale_the_statistics():
     assert learner.counts_.tolist() == [[3.0, 1.0]]
 
 
+@pytest.mark.filterwarnings("ignore:.*alternative render modes")
+def test_bernoulli_bandit_passes_the_gymnasium_checker():
+    from gymnasium.utils.env_checker import check_env
+
+    check_env(BernoulliBandit([[0.1, 0.5], [0.3, 0.2]]))
+    env = BernoulliBandit([[0.1, 0.5], [0.3, 0.2]], state_distribution=[0.0, 1.0])
+    assert env.reset(seed=0)[0] == 1 and env.optimal_value() == pytest.approx(0.3)
+
+
 def test_bernoulli_bandit_checks_its_means():
     with pytest.raises(ValueError, match="probabilities"):
         BernoulliBandit([0.5, 1.5])
