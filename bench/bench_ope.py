@@ -125,16 +125,16 @@ def scale_section(n_rows: int, n_states: int, n_actions: int, brute_alphas: int)
 
     log("evaluate: all six estimators")
     with PeakRSS() as peak_all:
-        t_all, result = timed(lambda: evaluate(logs, policy, ALL), repeat=2)
-    t_five, _ = timed(lambda: evaluate(logs, policy, FIVE), repeat=2)
+        t_all, result = timed(lambda: evaluate(logs, policy, ALL), repeat=3)
+    t_five, _ = timed(lambda: evaluate(logs, policy, FIVE), repeat=3)
     log(f"evaluate six {t_all:.2f}s, five {t_five:.2f}s; bootstrap 200")
     with PeakRSS() as peak_boot:
-        t_boot, boot = timed(lambda: evaluate(logs, policy, ALL, n_bootstrap=200, random_state=0))
+        t_boot, boot = timed(lambda: evaluate(logs, policy, ALL, n_bootstrap=200, random_state=0), repeat=2)
 
     hf = TabularPolicy(logging)  # a stand-in HF: the action frequency the logs came from
     alphas = np.linspace(0.0, 1.0, 101)
-    t_one, _ = timed(lambda: evaluate(logs, policy, ("snips",)), repeat=2)
-    t_fast, fast = timed(lambda: alpha_curve(policy, hf, logs, "snips", alphas), repeat=2)
+    t_one, _ = timed(lambda: evaluate(logs, policy, ("snips",)), repeat=3)
+    t_fast, fast = timed(lambda: alpha_curve(policy, hf, logs, "snips", alphas), repeat=3)
     log(f"alpha curve fast {t_fast:.2f}s; brute force over {brute_alphas} alphas")
     brute_grid = alphas if brute_alphas >= 101 else alphas[:: max(1, 100 // max(brute_alphas - 1, 1))]
     t_brute, brute = timed(lambda: alpha_curve(policy, hf, logs, "snips", brute_grid, fast=False))

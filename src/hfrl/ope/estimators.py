@@ -604,10 +604,9 @@ _TABLE_LIMIT = 100_000  # counts above this draw with numpy's Poisson sampler in
 
 def _poisson_pmf(mean: float) -> np.ndarray:
     """The Poisson(mean) probabilities of 0, 1, ... up to where the tail is far below 1e-16."""
-    from scipy.special import gammaln
-
-    k = np.arange(int(mean + 12.0 * np.sqrt(mean) + 40.0))
-    pmf = np.exp(-mean + k * np.log(mean) - gammaln(k + 1.0))
+    k = np.arange(1, int(mean + 12.0 * np.sqrt(mean) + 40.0))
+    log_pmf = -mean + np.r_[0.0, np.cumsum(np.log(mean) - np.log(k))]  # log(mean^k e^-mean / k!)
+    pmf = np.exp(log_pmf)
     return pmf / pmf.sum()
 
 
@@ -633,8 +632,8 @@ class PoissonCounts:
         self.size = ordered.size
 
     def draw(self, rng: np.random.Generator, n_resamples: int) -> np.ndarray:
-        """Draws of shape (n_atoms, n_resamples), atoms in ``order``."""
-        out = np.zeros((self.size, n_resamples))
+        """Draws of shape (n_resamples, n_atoms), atoms in ``order``."""
+        out = np.zeros((n_resamples, self.size))
         for count, start, stop in self.groups:
             if count == 0:
                 continue
@@ -644,9 +643,9 @@ class PoissonCounts:
                 tallies = rng.multinomial(size, pmf, size=n_resamples)  # (n_resamples, n_values)
                 support = np.tile(np.arange(pmf.size, dtype=np.int32), n_resamples)
                 values = np.repeat(support, tallies.ravel()).reshape(n_resamples, size)
-                out[start:stop] = rng.permuted(values, axis=1).T
+                out[:, start:stop] = rng.permuted(values, axis=1)
             else:
-                out[start:stop] = rng.poisson(float(count), (size, n_resamples))
+                out[:, start:stop] = rng.poisson(float(count), (n_resamples, size))
         return out
 
 
@@ -665,9 +664,9 @@ def poisson_bootstrap(
     rng = resolve_rng(random_state)
     sampler = PoissonCounts(atoms.count)
     order = sampler.order
-    values = np.stack([atoms.unit_values(numerator)[order] for numerator, _ in terms])
+    values = np.stack([atoms.unit_values(numerator)[order] for numerator, _ in terms], axis=1)
     weights = np.stack(
-        [np.ones(atoms.n_cells) if d is None else atoms.unit_values(d)[order] for _, d in terms]
+        [np.ones(atoms.n_cells) if d is None else atoms.unit_values(d)[order] for _, d in terms], axis=1
     )
     out = np.empty((n_bootstrap, len(terms)))
     chunk = max(1, min(n_bootstrap, _BOOTSTRAP_CHUNK_BYTES // (8 * max(atoms.n_cells, 1))))
@@ -675,7 +674,7 @@ def poisson_bootstrap(
         stop = min(start + chunk, n_bootstrap)
         draws = sampler.draw(rng, stop - start)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[start:stop] = ((values @ draws) / (weights @ draws)).T
+            out[start:stop] = (draws @ values) / (draws @ weights)
     return out
 
 
