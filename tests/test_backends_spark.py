@@ -203,3 +203,12 @@ def test_passed_session_is_used_and_not_stopped(spark_backend):
     assert shared.session() is session
     shared.stop()
     assert spark_backend.count(pd.DataFrame({"state": [1, 2, 3]})) == 3
+
+
+def test_first_row_follows_file_order(spark_backend, logs, sources):
+    where = "(reward > 0) * (state == 3)"
+    expected = MemoryBackend().first_row(logs, where)
+    assert expected is not None and logs.loc[expected, "state"] == 3
+    assert spark_backend.first_row(sources["frame"], where) == expected
+    assert spark_backend.first_row(sources["csv"], where) == expected
+    assert spark_backend.first_row(sources["frame"], "state - state") is None

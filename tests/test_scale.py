@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from hfrl.backends.spark import SparkBackend
+from hfrl.errors import LogValidationError
 from hfrl.frequencies import HistoricalFrequency
 from hfrl.ope import ESTIMATORS, evaluate
 from hfrl.policies import TabularPolicy
@@ -180,3 +181,20 @@ def test_backend_names_resolve_to_spark(splits):
     expected = HistoricalFrequency(backend="memory").fit(split["frame"], N_STATES, N_ACTIONS)
     hf = HistoricalFrequency(backend="spark").fit(split["parquet"], N_STATES, N_ACTIONS)
     np.testing.assert_allclose(hf.probabilities_, expected.probabilities_, rtol=RTOL)
+
+
+def test_invalid_rows_are_reported_alike(spark, splits, tmp_path):
+    frame = splits["valid"]["frame"].copy()
+    frame.loc[[17, 40, 41], "reward"] = -1.0
+    path = tmp_path / "bad.parquet"
+    frame.to_parquet(path, index=False)
+    messages = {}
+    for label, backend, logs in (("memory", "memory", frame), ("duckdb", "duckdb", str(path)),
+                                 ("spark", spark, str(path))):
+        with pytest.raises(LogValidationError) as info:
+            HistoricalFrequency(backend=backend).fit(logs, N_STATES, N_ACTIONS)
+        assert info.value.column == "reward", label
+        assert info.value.count == 3, label
+        assert info.value.first_row == 17, label
+        messages[label] = str(info.value).split(": ", 1)[-1]
+    assert messages["spark"] == messages["duckdb"]

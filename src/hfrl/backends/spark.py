@@ -392,6 +392,22 @@ class SparkBackend(Backend):
             )
         return pd.DataFrame(records, index=pd.Index(list(columns)))
 
+    def first_row(self, logs: LogSource, where: str) -> int | None:
+        # Spark has no file order to speak of; local files and DataFrames are read in order on the
+        # driver (this runs only after a validation count found offending rows, to name one).
+        if isinstance(logs, pd.DataFrame):
+            from hfrl.backends.memory import MemoryBackend
+
+            return MemoryBackend().first_row(logs, where)
+        if is_path(logs) and "://" not in str(logs) and not Path(str(logs)).is_dir():
+            from hfrl.backends.duckdb import DuckDBBackend
+
+            try:
+                return DuckDBBackend().first_row(logs, where)
+            except LogValidationError:
+                return None
+        return None
+
 
 _KINDS = {
     "byte": "integer", "short": "integer", "integer": "integer", "long": "integer",
