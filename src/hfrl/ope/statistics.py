@@ -7,15 +7,17 @@ the per-cell sums of ``phi_j * phi_l``::
 
     n, r, r/p, 1/p, r^2, r^2/p, r^2/p^2, r/p^2, 1/p^2
 
-which any backend computes in one group-by over ``(state, action)``. The per-row
-``(n_rows, n_actions)`` matrix of a tabular policy is never built.
+A backend computes ``n, r, r^2, 1/p, 1/p^2`` in one group-by over ``(state, action)``; when the
+propensity is constant in each cell (tested exactly from those sums) the rest follow from ``p``.
+The per-row ``(n_rows, n_actions)`` matrix of a tabular policy is never built.
 
 Cells come in two grains:
 
 * ``(state, action)`` groups, when each cell's propensity is constant (a tabular logging policy, or
   estimated propensities), which is exact for every estimator, clipping included;
-* *atoms*: distinct ``(state, action, reward, propensity)`` rows with their counts, used for the
-  Poisson bootstrap (rows of one atom are exchangeable) and when propensities vary inside a cell.
+* *atoms*: distinct ``(state, action, reward, propensity)`` rows with their counts (the propensity
+  is left out of the key when it is constant per cell), used for the Poisson bootstrap (rows of one
+  atom are exchangeable) and when propensities vary inside a cell.
   An array policy (one row of probabilities per logged row) uses one cell per row.
 """
 
