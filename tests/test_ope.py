@@ -268,12 +268,17 @@ def test_bad_logs_name_column_and_row(small_logs, bandit, change, pattern):
         evaluate(change(small_logs), TabularPolicy(bandit[3]))
 
 
-def test_bad_logs_in_a_file_name_column_and_row(tmp_path, small_logs, bandit):
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [("propensity", -0.5, "in \\(0, 1\\]"), ("propensity", 0.0, "in \\(0, 1\\]"),
+     ("propensity", None, "finite"), ("reward", None, "finite"), ("propensity", 1.5, "in \\(0, 1\\]")],
+)
+def test_bad_logs_in_a_file_name_column_and_row(tmp_path, small_logs, bandit, column, value, expected):
     path = tmp_path / "bad.csv"
-    small_logs.assign(propensity=small_logs["propensity"].where(small_logs.index != 11, -0.5)).to_csv(
+    small_logs.assign(**{column: small_logs[column].where(small_logs.index != 11, value)}).to_csv(
         path, index=False
     )
-    with pytest.raises(LogValidationError, match=r"bad.csv.*'propensity': row 11"):
+    with pytest.raises(LogValidationError, match=rf"bad.csv.*'{column}': row 11 .*{expected}"):
         evaluate(str(path), TabularPolicy(bandit[3]))
 
 
