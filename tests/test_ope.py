@@ -397,3 +397,18 @@ def test_compare_rejects_bad_baseline():
     logs = two_arm_logs(100, [0.3, 0.4], seed=0)
     with pytest.raises(ValueError, match="baseline"):
         compare(TabularPolicy(np.array([[0.0, 1.0]])), logs, baseline="random")
+
+
+def test_compare_paired_bootstrap_interval():
+    logs = two_arm_logs(20_000, [0.3, 0.34], seed=4)
+    candidate = TabularPolicy(np.array([[0.2, 0.8]]))
+    first = compare(candidate, logs, estimator="dr", n_bootstrap=200, random_state=1)
+    again = compare(candidate, logs, estimator="dr", n_bootstrap=200, random_state=1)
+    assert (first.boot_ci_low, first.boot_ci_high) == (again.boot_ci_low, again.boot_ci_high)
+    assert first.boot_ci_low < first.difference < first.boot_ci_high
+    normal_width = first.ci_high - first.ci_low
+    assert 0.75 < (first.boot_ci_high - first.boot_ci_low) / normal_width < 1.33
+    against = compare(candidate, logs, baseline=TabularPolicy(np.array([[0.5, 0.5]])), estimator="snips",
+                      n_bootstrap=100, random_state=2)
+    assert against.boot_ci_low < against.difference < against.boot_ci_high
+    assert compare(candidate, logs).boot_ci_low is None

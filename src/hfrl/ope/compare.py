@@ -13,8 +13,11 @@ from hfrl.data.io import LogSource
 from hfrl.ope.estimators import (
     ESTIMATORS,
     PROPENSITY_ESTIMATORS,
+    bootstrap_interval,
+    bootstrap_terms,
     check_level,
     normal_quantile,
+    poisson_bootstrap,
     policy_table,
     prepare,
     run_estimators,
@@ -55,6 +58,8 @@ class Comparison:
     level: float
     propensity_source: str
     details: dict[str, Any] = field(default_factory=dict)
+    boot_ci_low: float | None = None
+    boot_ci_high: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly fields."""
@@ -78,6 +83,8 @@ def compare(
     min_ess: float = 100.0,
     min_ess_share: float = 0.01,
     max_support_violation: float = 0.05,
+    n_bootstrap: int = 0,
+    random_state: int | np.random.Generator | None = None,
     **evaluate_options: Any,
 ) -> Comparison:
     """Does ``candidate`` beat ``baseline`` on these logs, with confidence ``level``?
@@ -103,6 +110,10 @@ def compare(
     backend : backend name, Backend or None
     min_ess, min_ess_share, max_support_violation : float
         Reliability thresholds (see above).
+    n_bootstrap, random_state
+        With ``n_bootstrap > 0``, a paired Poisson bootstrap (both values from the same resampled
+        rows) adds ``boot_ci_low``/``boot_ci_high`` of the difference (the verdict uses the normal
+        interval).
     **evaluate_options
         Passed to the estimators (``propensity``, ``reward_model``, ``reward_prior``, ...).
 
@@ -123,6 +134,8 @@ def compare(
     ('ship', 0.15)
     """
     level = check_level(level)
+    if not isinstance(n_bootstrap, int | np.integer) or n_bootstrap < 0 or n_bootstrap == 1:
+        raise ValueError(f"n_bootstrap must be 0 or an integer >= 2, got {n_bootstrap!r}")
     estimator = str(estimator).lower()
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}; got {estimator!r}")
@@ -195,6 +208,11 @@ def compare(
             f"the {pct} interval of the difference, [{ci_low:.4g}, {ci_high:.4g}], contains 0: "
             "no evidence either way at this level"
         )
+    boot_low = boot_high = None
+    if n_bootstrap:
+        boot_low, boot_high = _paired_bootstrap(
+            prepared, estimator, table, baseline_table, clip, switch, int(n_bootstrap), random_state, level
+        )
     return Comparison(
         verdict=verdict,
         difference=difference,
@@ -219,7 +237,25 @@ def compare(
             "clipped_share": cand.diagnostics["clipped_share"],
             "min_ess_required": ess_needed,
         },
+        boot_ci_low=boot_low,
+        boot_ci_high=boot_high,
     )
+
+
+def _paired_bootstrap(prepared, estimator, table, baseline_table, clip, switch, n_bootstrap,  # noqa: ANN001
+                      random_state, level) -> tuple[float, float]:  # noqa: ANN001
+    """Percentile interval of the difference; both values use the same Poisson draws."""
+    atoms = prepared.atoms()
+    (cand,), _ = run_estimators([estimator], prepared, table, clip, switch, atoms)
+    terms = [bootstrap_terms(cand, prepared)]
+    if baseline_table is None:
+        terms.append((_reward_term(atoms), None))
+    else:
+        (base,), _ = run_estimators([estimator], prepared, baseline_table, clip, switch, atoms)
+        terms.append(bootstrap_terms(base, prepared))
+    replicates = poisson_bootstrap(atoms, terms, n_bootstrap, random_state)
+    low, high, _ = bootstrap_interval((replicates[:, 0] - replicates[:, 1])[:, None], level)
+    return float(low[0]), float(high[0])
 
 
 def _reward_term(cells) -> np.ndarray:  # noqa: ANN001 - Cells

@@ -866,7 +866,7 @@ def _result_frame(
     frame = pd.DataFrame(rows, index=pd.Index([r.name for r in results], name="estimator"))
     if n_bootstrap:
         atoms = prepared.atoms()
-        terms = [_bootstrap_terms(r, prepared) for r in results]
+        terms = [bootstrap_terms(r, prepared) for r in results]
         replicates = poisson_bootstrap(atoms, terms, int(n_bootstrap), random_state)
         low, high, spread = bootstrap_interval(replicates, level)
         frame["boot_std_error"] = spread
@@ -876,7 +876,7 @@ def _result_frame(
     return frame
 
 
-def _bootstrap_terms(result: Estimate, prepared: PreparedLogs) -> tuple[np.ndarray, np.ndarray | None]:
+def bootstrap_terms(result: Estimate, prepared: PreparedLogs) -> tuple[np.ndarray, np.ndarray | None]:
     """What each resample averages: the estimator's own terms, or, when the reward model is fit on
     these logs (dm, dr, switch_dr), its influence terms (a linearised bootstrap that includes the
     model's noise, which resampling the terms with a fixed model would miss)."""
