@@ -138,10 +138,9 @@ def test_totals_where_and_empty_groups(spark_backend, logs, sources):
 def test_columns_count_and_key_ranges(spark_backend, logs, sources):
     assert spark_backend.columns(sources["parquet"]) == list(logs.columns)
     assert spark_backend.count(sources["csv"]) == len(logs)
-    assert spark_backend.key_ranges(sources["frame"], ["state", "action"]) == {
-        "state": (int(logs["state"].min()), int(logs["state"].max())),
-        "action": (2, 5),
-    }
+    expected = {"state": (int(logs["state"].min()), int(logs["state"].max())), "action": (2, 5)}
+    for source in ("frame", "csv", "parquet"):  # pandas, a Spark scan, Parquet footers
+        assert spark_backend.key_ranges(sources[source], ["state", "action"]) == expected, source
 
 
 def test_column_ranges_agree_with_duckdb(spark_backend, logs, sources):
@@ -212,3 +211,23 @@ def test_first_row_follows_file_order(spark_backend, logs, sources):
     assert spark_backend.first_row(sources["frame"], where) == expected
     assert spark_backend.first_row(sources["csv"], where) == expected
     assert spark_backend.first_row(sources["frame"], "state - state") is None
+
+
+def test_read_files_are_reused_until_they_change(spark_backend, tmp_path):
+    path = tmp_path / "logs.csv"
+    pd.DataFrame({"state": [0, 1], "reward": [1.0, 0.0]}).to_csv(path, index=False)
+    first = spark_backend.frame(str(path))
+    assert spark_backend.frame(str(path)) is first  # no second schema inference
+    pd.DataFrame({"state": [0, 1, 2], "reward": [1.0, 0.0, 1.0]}).to_csv(path, index=False)
+    assert spark_backend.frame(str(path)) is not first
+    assert spark_backend.count(str(path)) == 3
+
+
+def test_file_formats_by_suffix_and_urls():
+    from hfrl.backends.spark import _file_format
+
+    assert _file_format("s3a://bucket/logs/train/") == "parquet"
+    assert _file_format("gs://bucket/logs/*.csv.gz") == "csv"
+    assert _file_format("/data/part-0.PARQUET") == "parquet"
+    with pytest.raises(LogValidationError, match="cannot tell the format"):
+        _file_format("/data/logs.json")

@@ -63,6 +63,17 @@ _DEFAULT_CONFIG = {
 # pandas DataFrames already shipped to Spark, by id, while they live (shared by every SparkBackend,
 # since estimators resolve ``backend="spark"`` to a fresh instance on each call).
 _SHIPPED: dict[int, tuple[weakref.ref[pd.DataFrame], Any, Any]] = {}
+# Spark DataFrames over local files, by path and the files' (name, size, mtime)
+_READ: dict[tuple, tuple[Any, Any]] = {}
+
+
+def _local_signature(files: Sequence[str]) -> tuple | None:
+    if any("://" in f for f in files):
+        return None
+    try:
+        return tuple((f, Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in files)
+    except OSError:
+        return None
 
 
 def _quote_identifier(name: str) -> str:
@@ -120,10 +131,10 @@ def _quiet_pandas_warning():  # noqa: ANN202 - a context manager
 
 def _file_format(path: str) -> str:
     lower = path.lower().rstrip("/")
-    if lower.endswith((".parquet", ".pq")) or ("://" not in path and Path(path).is_dir()):
-        return "parquet"
     if lower.endswith((".csv", ".csv.gz", ".tsv")):
         return "csv"
+    if lower.endswith((".parquet", ".pq")) or ("://" in path or Path(path).is_dir()):
+        return "parquet"  # a URL without a suffix names a Parquet dataset (a directory)
     raise LogValidationError(
         f"cannot tell the format of {path!r}: expected a .csv, .csv.gz, .tsv or .parquet file "
         "(or a directory of Parquet files)",
@@ -234,14 +245,27 @@ class SparkBackend(Backend):
         formats = {_file_format(f) for f in files}
         if len(formats) != 1:
             raise LogValidationError(f"{path} mixes CSV and Parquet files", source=path)
-        reader = self.session().read
+        session = self.session()
+        # local files: reuse the DataFrame (and CSV schema inference, a pass over the file) while
+        # the files are unchanged; URLs are listed afresh each time
+        signature = _local_signature(files)
+        key = (path, signature)
+        cached = _READ.get(key)
+        if signature is not None and cached is not None and cached[0] is session:
+            return cached[1]
         try:
             if formats == {"parquet"}:
-                return reader.parquet(*files)
-            sep = "\t" if all(f.lower().endswith(".tsv") for f in files) else ","
-            return reader.csv(files, header=True, inferSchema=True, sep=sep)
+                frame = session.read.parquet(*files)
+            else:
+                sep = "\t" if all(f.lower().endswith(".tsv") for f in files) else ","
+                frame = session.read.csv(files, header=True, inferSchema=True, sep=sep)
         except Exception as exc:  # pyspark raises AnalysisException / Py4JJavaError subclasses
             raise LogValidationError(f"cannot read the logs: {_short(exc)}", source=path) from exc
+        if signature is not None:
+            if len(_READ) >= 32:
+                _READ.pop(next(iter(_READ)))
+            _READ[key] = (session, frame)
+        return frame
 
     # -- queries --------------------------------------------------------------------------------
     def query(self, sql: str, logs: LogSource, *, needed: set[str] | None = None) -> pd.DataFrame:
@@ -350,6 +374,12 @@ class SparkBackend(Backend):
         return int(self.query("SELECT count(*) AS n FROM {logs}", logs)["n"].iloc[0])
 
     def key_ranges(self, logs: LogSource, keys: Sequence[str]) -> dict[str, tuple[int, int]]:
+        if isinstance(logs, pd.DataFrame) and all(k in logs.columns for k in keys):
+            return {k: (int(logs[k].min()), int(logs[k].max())) for k in keys}
+        footer = self._footer_ranges(logs, keys)
+        if footer is not None and (footer["kind"] == "integer").all():
+            if np.isfinite(footer[["min", "max"]].to_numpy()).all():
+                return {k: (int(footer.loc[k, "min"]), int(footer.loc[k, "max"])) for k in keys}
         parts = []
         for k in keys:
             q = _quote_identifier(k)
