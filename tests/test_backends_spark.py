@@ -231,3 +231,24 @@ def test_file_formats_by_suffix_and_urls():
     assert _file_format("/data/part-0.PARQUET") == "parquet"
     with pytest.raises(LogValidationError, match="cannot tell the format"):
         _file_format("/data/logs.json")
+
+
+def test_empty_frame_and_mixed_column_types(spark_backend):
+    empty = pd.DataFrame({"state": np.empty(0, np.int64), "reward": np.empty(0)})
+    assert_same(pd.DataFrame({"r": [0.0]}), spark_backend.group_sums(empty, [], {"r": "reward"}))
+    assert len(spark_backend.group_sums(empty, ["state"], {"r": "reward"})) == 0
+    assert spark_backend.count(empty) == 0
+    frame = pd.DataFrame(
+        {
+            "state": [0, 1, 1],
+            "reward": [1.0, 0.0, 1.0],
+            "session_id": pd.array(["a", "b", None], dtype="string"),
+            "timestamp": pd.to_datetime(
+                ["2024-01-01", "2024-01-02", "2024-01-03 00:00:00.5"], format="ISO8601", utc=True
+            ),
+            "done": [True, False, True],
+        }
+    )
+    sums = {"r": "reward", "seconds": "epoch(timestamp)", "done": "cast_double(done)"}
+    expected = MemoryBackend().group_sums(frame, ["state"], sums)
+    assert_same(expected, spark_backend.group_sums(frame, ["state"], sums))

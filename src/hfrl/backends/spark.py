@@ -298,6 +298,10 @@ class SparkBackend(Backend):
         *,
         where: str | None = None,
     ) -> pd.DataFrame:
+        if isinstance(logs, pd.DataFrame) and logs.empty:  # Spark cannot type an empty frame
+            from hfrl.backends.memory import MemoryBackend
+
+            return MemoryBackend().group_sums(logs, keys, sums, where=where)
         needed = set(keys).union(*(columns_of(e) for e in sums.values()))
         aggregates = [f"{_sum_sql(e)} AS {_quote_identifier(n)}" for n, e in sums.items()]
         condition = ""
@@ -393,6 +397,10 @@ class SparkBackend(Backend):
         footer = self._footer_ranges(logs, columns)
         if footer is not None:
             return footer
+        if isinstance(logs, pd.DataFrame) and logs.empty:
+            from hfrl.backends.memory import MemoryBackend
+
+            return MemoryBackend().column_ranges(logs, columns)
         frame = self.frame(logs)
         types = {field.name: field.dataType.typeName() for field in frame.schema.fields}
         kinds = [_kind(types.get(c, "")) for c in columns]
