@@ -86,7 +86,24 @@ def _quote_identifier(name: str) -> str:
 
 
 class DuckDBBackend(Backend):
-    """Group-by sums in DuckDB; ``memory_limit`` and ``threads`` are passed to the engine."""
+    """Group-by sums in DuckDB; ``memory_limit`` and ``threads`` are passed to the engine.
+
+    ``strategy`` chooses how keyed sums run. ``"auto"`` (= ``"composite"``) groups on one composite
+    integer key when the key columns' statistics (Parquet metadata, or a min/max query) show
+    small dense ranges, so DuckDB uses its perfect-hash aggregate, and falls back to a plain
+    ``GROUP BY`` otherwise. ``"sql"`` always uses the plain ``GROUP BY``. ``"stream"`` lets DuckDB
+    scan and project while numpy ``bincount`` adds batches into dense arrays. All give the same
+    numbers; ``bench/bench_frequencies.py`` measures them.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> logs = pd.DataFrame({"state": [0, 1, 1], "action": [1, 0, 0], "reward": [1.0, 0.5, 2.0]})
+    >>> DuckDBBackend().group_sums(logs, ["state", "action"], {"n": "1", "r": "reward"})
+       state  action    n    r
+    0      0       1  1.0  1.0
+    1      1       0  2.0  2.5
+    """
 
     name = "duckdb"
 
@@ -238,7 +255,10 @@ class DuckDBBackend(Backend):
             remainder = remainder // size
         return {k: out[k] for k in keys}
 
-    def _composite_group_sums(self, logs, keys, sums, where, layout) -> pd.DataFrame:  # noqa: ANN001
+    def _composite_group_sums(
+        self, logs: LogSource, keys: Sequence[str], sums: Mapping[str, str], where: str | None,
+        layout: tuple[list[int], list[int]],
+    ) -> pd.DataFrame:
         """Group on one composite integer key (DuckDB's perfect-hash aggregate), decode in numpy."""
         lows, sizes = layout
         select = [f"{self._code_sql(keys, lows, sizes)} AS __hfrl_code"]
@@ -255,7 +275,10 @@ class DuckDBBackend(Backend):
             out[name] = frame[name].to_numpy(dtype=np.float64)[order]
         return pd.DataFrame(out)
 
-    def _streamed_group_sums(self, logs, keys, sums, where, layout) -> pd.DataFrame:  # noqa: ANN001
+    def _streamed_group_sums(
+        self, logs: LogSource, keys: Sequence[str], sums: Mapping[str, str], where: str | None,
+        layout: tuple[list[int], list[int]],
+    ) -> pd.DataFrame:
         """DuckDB scans and projects in parallel; numpy adds each batch into dense arrays."""
         lows, sizes = layout
         n_cells = int(np.prod(sizes))
