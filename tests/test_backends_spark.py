@@ -252,3 +252,22 @@ def test_empty_frame_and_mixed_column_types(spark_backend):
     sums = {"r": "reward", "seconds": "epoch(timestamp)", "done": "cast_double(done)"}
     expected = MemoryBackend().group_sums(frame, ["state"], sums)
     assert_same(expected, spark_backend.group_sums(frame, ["state"], sums))
+
+
+def test_a_running_session_is_shared_from_another_thread(spark_backend):
+    import threading
+
+    session = spark_backend.session()
+    found = {}
+
+    def resolve() -> None:
+        other = SparkBackend()
+        found["session"] = other.session()
+        other.stop()  # not its session: must leave it running
+
+    worker = threading.Thread(target=resolve)
+    worker.start()
+    worker.join()
+    assert found["session"].sparkContext is session.sparkContext
+    assert spark_backend.count(pd.DataFrame({"state": [4, 5]})) == 2
+    assert spark_backend.group_sums(pd.DataFrame({"state": [4, 5]}), [], {"n": "1"})["n"].iloc[0] == 2.0

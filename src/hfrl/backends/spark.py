@@ -194,12 +194,15 @@ class SparkBackend(Backend):
         """The Spark session: the one passed in, or a local one created on first use."""
         with self._lock:
             if self._session is None:
+                from pyspark import SparkContext
                 from pyspark.sql import SparkSession
 
                 with _quiet_pandas_warning():
                     active = SparkSession.getActiveSession()
-                if active is not None:  # e.g. under spark-submit or a notebook: share it
-                    self._session = active
+                running = SparkContext._active_spark_context is not None  # e.g. started in another thread
+                if active is not None or running:  # under spark-submit or a notebook: share it
+                    with _quiet_pandas_warning():
+                        self._session = active or SparkSession.builder.getOrCreate()
                 else:
                     builder = SparkSession.builder.master(self.master).appName("hfrl")
                     for key, value in {**_DEFAULT_CONFIG, **self.config}.items():
