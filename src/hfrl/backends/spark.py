@@ -512,8 +512,9 @@ def _as_validation_error(exc: Exception, source: str | None) -> Exception:
     """Map a Spark error to a ``LogValidationError`` naming the source (and column when known)."""
     condition = ""
     parameters: dict[str, Any] = {}
-    if hasattr(exc, "getCondition"):
-        condition = exc.getCondition() or ""
+    read_condition = getattr(exc, "getCondition", None) or getattr(exc, "getErrorClass", None)  # 4.x / 3.5
+    if read_condition is not None:
+        condition = read_condition() or ""
         parameters = exc.getMessageParameters() or {}
     kind = type(exc).__name__
     if condition.startswith("UNRESOLVED_COLUMN"):
