@@ -8,7 +8,9 @@ rows never have to fit in the driver's memory.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import threading
 import warnings
 import weakref
@@ -194,8 +196,11 @@ class SparkBackend(Backend):
         """The Spark session: the one passed in, or a local one created on first use."""
         with self._lock:
             if self._session is None:
-                from pyspark import SparkContext
-                from pyspark.sql import SparkSession
+                try:
+                    from pyspark import SparkContext
+                    from pyspark.sql import SparkSession
+                except ImportError as exc:
+                    raise ImportError('the spark backend needs pyspark: pip install "hfrl[spark]"') from exc
 
                 with _quiet_pandas_warning():
                     active = SparkSession.getActiveSession()
@@ -207,8 +212,16 @@ class SparkBackend(Backend):
                     builder = SparkSession.builder.master(self.master).appName("hfrl")
                     for key, value in {**_DEFAULT_CONFIG, **self.config}.items():
                         builder = builder.config(key, value)
-                    with _quiet_pandas_warning():
-                        self._session = builder.getOrCreate()
+                    try:
+                        with _quiet_pandas_warning():
+                            self._session = builder.getOrCreate()
+                    except Exception as exc:  # most often: no Java runtime
+                        if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+                            raise RuntimeError(
+                                "the spark backend needs a Java 17+ runtime: install one (make test "
+                                "does) or set JAVA_HOME"
+                            ) from exc
+                        raise
                     self._session.sparkContext.setLogLevel("ERROR")
                     self._owns_session = True
             return self._session
