@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint system-deps bench clean
+OBD ?= ../shared/data/obd
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +31,18 @@ lint: $(STAMP)
 
 test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest src tests
+
+# Every benchmark in turn; each prints one JSON line (figures go to bench/RESULTS.md by hand).
+# bench_scale generates 100M rows of Parquet under bench/data/ on first use (about 2 GB of disk).
+bench: $(STAMP)
+	$(BIN)/python bench/bench_frequencies.py
+	$(BIN)/python bench/bench_learners.py
+	$(BIN)/python bench/bench_ope.py
+	$(BIN)/python bench/bench_service.py
+	$(BIN)/python bench/bench_cli.py
+	@if [ -d "$(OBD)" ]; then $(BIN)/python bench/bench_obd.py --data $(OBD); \
+	  else echo "skipping bench_obd: no data at $(OBD) (hfrl datasets obd --out DIR; make bench OBD=DIR)"; fi
+	$(BIN)/python bench/bench_scale.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache
