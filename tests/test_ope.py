@@ -10,9 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hfrl.backends import fingerprint
+from hfrl.backends.duckdb import DuckDBBackend
 from hfrl.errors import LogValidationError
 from hfrl.ope import (
     ESTIMATORS,
+    LogStatistics,
     SupportWarning,
     compare,
     evaluate,
@@ -412,3 +415,92 @@ def test_compare_paired_bootstrap_interval():
                       n_bootstrap=100, random_state=2)
     assert against.boot_ci_low < against.difference < against.boot_ci_high
     assert compare(candidate, logs).boot_ci_low is None
+
+
+# ------------------------------------------------------------------------------ shared statistics
+
+
+class CountingDuckDB(DuckDBBackend):
+    """DuckDB that records every ``group_sums`` (each is one pass over the logs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.passes = []
+
+    def group_sums(self, logs, keys, sums, *, where=None):
+        self.passes.append((tuple(keys), tuple(sums)))
+        return super().group_sums(logs, keys, sums, where=where)
+
+
+def test_statistics_are_one_pass_and_reused(tmp_path, bandit, small_logs):
+    path = str(tmp_path / "logs.parquet")
+    small_logs.to_parquet(path)
+    target = TabularPolicy(bandit[3])
+    engine = CountingDuckDB()
+    stats = LogStatistics.from_logs(path, engine)
+    assert engine.passes == [(("state", "action"), ("n", "r", "r2", "inv_p", "inv_p2"))]
+    assert stats.fingerprint == fingerprint(small_logs)
+    assert (stats.n_rows, stats.max_state, stats.max_action) == (3000, 19, 4)
+    shared = evaluate(path, target, ALL, n_bootstrap=50, random_state=0, backend=engine, statistics=stats)
+    verdict = compare(target, path, backend=engine, statistics=stats)
+    assert len(engine.passes) == 1  # validation came from the Parquet statistics, no further pass
+    fresh = evaluate(path, target, ALL, n_bootstrap=50, random_state=0, backend="duckdb")
+    pd.testing.assert_frame_equal(shared, fresh)
+    assert verdict.difference == compare(target, path, backend="duckdb").difference
+    in_memory = evaluate(small_logs, target, ALL, statistics=LogStatistics.from_logs(small_logs))
+    np.testing.assert_allclose(in_memory["estimate"], fresh["estimate"], rtol=1e-9)
+
+
+def test_statistics_of_other_logs_are_refused(small_logs, bandit):
+    stats = LogStatistics.from_logs(small_logs.iloc[:100])
+    with pytest.raises(ValueError, match="other logs"):
+        evaluate(small_logs, TabularPolicy(bandit[3]), statistics=stats)
+    same_rows = small_logs.copy()  # another object holding the same rows: same fingerprint, accepted
+    result = evaluate(same_rows, TabularPolicy(bandit[3]), statistics=LogStatistics.from_logs(small_logs))
+    assert result.loc["ips", "n_rows"] == 3000
+    dm_only = LogStatistics.from_logs(small_logs, propensity=False)
+    with pytest.raises(ValueError, match="without the propensity column"):
+        evaluate(small_logs, TabularPolicy(bandit[3]), ("snips",), statistics=dm_only)
+    assert evaluate(small_logs, TabularPolicy(bandit[3]), ("dm",), statistics=dm_only).shape[0] == 1
+
+
+def test_statistics_check_ids_against_the_policy(small_logs, bandit):
+    stats = LogStatistics.from_logs(small_logs)
+    narrow = TabularPolicy(bandit[3][:10])
+    with pytest.raises(LogValidationError, match=r"'state': row \d+ .*\[0, 10\)") as caught:
+        evaluate(small_logs, narrow, statistics=stats)
+    offending = np.flatnonzero(small_logs["state"].to_numpy() >= 10)
+    assert caught.value.column == "state"
+    assert caught.value.first_row == offending[0]
+    assert caught.value.count == offending.size
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [("propensity", 1.5, "in \\(0, 1\\]"), ("propensity", np.nan, "finite"), ("reward", np.nan, "finite"),
+     ("reward", np.inf, "finite"), ("propensity", 0.0, "in \\(0, 1\\]")],
+)
+def test_bad_values_in_parquet_name_column_first_row_and_count(tmp_path, small_logs, bandit, column, value,
+                                                               expected):
+    # NaN is invisible to Parquet min/max statistics: the statistics pass itself must catch it
+    path = str(tmp_path / "bad.parquet")
+    bad = small_logs.index.isin([11, 40, 41])
+    small_logs.assign(**{column: small_logs[column].where(~bad, value)}).to_parquet(path)
+    with pytest.raises(LogValidationError, match=rf"'{column}': row 11 .*{expected}") as caught:
+        LogStatistics.from_logs(path)
+    assert (caught.value.column, caught.value.first_row, caught.value.count) == (column, 11, 3)
+    with pytest.raises(LogValidationError, match=rf"'{column}': row 11"):
+        evaluate(path, TabularPolicy(bandit[3]))
+
+
+def test_integer_rewards_are_summed_exactly(tmp_path, small_logs, bandit):
+    target = TabularPolicy(bandit[3])
+    clicks = small_logs.assign(reward=(small_logs["reward"] > 0.5).astype(np.int8))
+    scaled = clicks.assign(reward=(clicks["reward"] * 100).astype(np.int8))  # 100^2 overflows int8
+    for frame in (clicks, scaled):
+        path = str(tmp_path / f"r{int(frame['reward'].max())}.parquet")
+        frame.to_parquet(path)
+        on_file = evaluate(path, target, ALL, backend="duckdb")
+        in_memory = evaluate(frame.astype({"reward": float}), target, ALL)
+        np.testing.assert_allclose(on_file["estimate"], in_memory["estimate"], rtol=1e-12)
+        np.testing.assert_allclose(on_file["std_error"], in_memory["std_error"], rtol=1e-9)

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 import hfrl.tune
+from hfrl.backends.duckdb import DuckDBBackend
 from hfrl.blend import blend
 from hfrl.frequencies import HistoricalFrequency
-from hfrl.ope import evaluate
+from hfrl.ope import LogStatistics, evaluate
 from hfrl.policies import TabularPolicy
 from hfrl.tune import LeakageWarning, alpha_curve, split_logs, tune_alpha
 
@@ -139,3 +140,50 @@ def test_shapes_must_match(problem):
 
 def test_compare_is_exported_from_tune():
     assert hfrl.tune.compare is hfrl.ope.compare
+
+
+class CountingDuckDB(DuckDBBackend):
+    """DuckDB that records every ``group_sums`` (each is one pass over the logs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.passes = []
+
+    def group_sums(self, logs, keys, sums, *, where=None):
+        self.passes.append(tuple(keys))
+        return super().group_sums(logs, keys, sums, where=where)
+
+
+@pytest.mark.parametrize("criterion", ["estimate", "lower_bound"])
+def test_tune_alpha_reads_the_logs_once(tmp_path, problem, criterion):
+    logs, pi, _, _ = problem
+    path = str(tmp_path / "logs.parquet")
+    logs.to_parquet(path)
+    hf = HistoricalFrequency(half_life="1D", backend="duckdb").fit(
+        path, n_states=N_STATES, n_actions=N_ACTIONS
+    )
+    engine = CountingDuckDB()
+    with pytest.warns(LeakageWarning):  # the fingerprint from the shared statistics still sees the leak
+        once = tune_alpha(pi, hf, path, "snips", criterion=criterion, backend=engine, allow_leak=True)
+    # leakage check, curve, refinement and final evaluation share one group-by over (state, action)
+    assert engine.passes == [("state", "action")]
+    with pytest.warns(LeakageWarning):
+        before = tune_alpha(pi, hf, logs, "snips", criterion=criterion, allow_leak=True)
+    assert once.alpha == pytest.approx(before.alpha, abs=1e-9)
+    np.testing.assert_allclose(once.curve.to_numpy(), before.curve.to_numpy(), rtol=1e-9, atol=1e-12)
+    pd.testing.assert_frame_equal(once.evaluation, before.evaluation, rtol=1e-9)
+
+
+def test_statistics_chain_evaluate_and_tune(problem):
+    logs, pi, hf, _ = problem
+    stats = LogStatistics.from_logs(logs)
+    chained = tune_alpha(pi, hf, logs, "dr", statistics=stats)
+    plain = tune_alpha(pi, hf, logs, "dr")
+    assert chained.alpha == plain.alpha
+    pd.testing.assert_frame_equal(chained.curve, plain.curve)
+    pd.testing.assert_frame_equal(evaluate(logs, pi, statistics=stats), evaluate(logs, pi))
+    curve = alpha_curve(pi, hf, logs, "snips", [0, 0.5, 1], fast=False, statistics=stats)
+    np.testing.assert_allclose(curve.to_numpy(), alpha_curve(pi, hf, logs, "snips", [0, 0.5, 1]).to_numpy(),
+                               atol=1e-12)
+    with pytest.raises(ValueError, match="other logs"):
+        tune_alpha(pi, hf, logs.iloc[:500], "dr", statistics=stats)

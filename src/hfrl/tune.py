@@ -30,12 +30,14 @@ from hfrl.ope import compare, evaluate
 from hfrl.ope.estimators import (
     ESTIMATORS,
     PROPENSITY_ESTIMATORS,
+    LogStatistics,
     check_level,
     estimator_terms,
     normal_quantile,
     prepare,
     run_estimators,
     standard_error,
+    statistics_for,
 )
 from hfrl.policies import TabularPolicy, resolve_rng
 
@@ -160,6 +162,7 @@ def alpha_curve(
     backend: str | Backend | None = None,
     *,
     fast: bool = True,
+    statistics: LogStatistics | None = None,
     **evaluate_options: Any,
 ) -> pd.DataFrame:
     """The estimated value of the blend at each alpha, with standard errors and normal intervals.
@@ -167,6 +170,7 @@ def alpha_curve(
     ``fast=True`` (the default) uses the closed form for the linear blend and the ips/snips/dm/dr
     estimators (about two evaluations), and otherwise evaluates each alpha on statistics prepared
     once. ``fast=False`` is the brute force: ``blend`` then ``hfrl.ope.evaluate`` at each alpha.
+    ``statistics`` (``hfrl.ope.LogStatistics`` of ``logs``) skips the pass over the logs.
 
     Examples
     --------
@@ -193,13 +197,13 @@ def alpha_curve(
         for a in grid:
             row = evaluate(logs, blend(pi, table, float(a), method), (estimator,), level=level,
                            backend=backend, clip_threshold=clip, switch_threshold=switch,
-                           **evaluate_options).iloc[0]
+                           statistics=statistics, **evaluate_options).iloc[0]
             rows.append((row["estimate"], row["std_error"]))
         estimate, se = (np.array(v) for v in zip(*rows, strict=True))
     else:
         prepared = prepare(
             logs, pi.shape[0], pi.shape[1], needs_propensity=estimator in PROPENSITY_ESTIMATORS,
-            backend=backend, estimators=(estimator,), **evaluate_options,
+            backend=backend, estimators=(estimator,), statistics=statistics, **evaluate_options,
         )
         if method == "linear" and estimator in LINEAR_ESTIMATORS:
             estimate, se = _LinearCurve(prepared, pi, table, estimator, clip, switch)(grid)
@@ -217,12 +221,22 @@ def alpha_curve(
     })
 
 
-def check_leakage(hf: Any, logs: LogSource, backend: str | Backend | None, allow_leak: bool) -> None:
-    """Refuse (or warn) when ``hf`` was fit on exactly these rows (same ``fingerprint``)."""
+def check_leakage(
+    hf: Any,
+    logs: LogSource,
+    backend: str | Backend | None,
+    allow_leak: bool,
+    statistics: LogStatistics | None = None,
+) -> None:
+    """Refuse (or warn) when ``hf`` was fit on exactly these rows (same ``fingerprint``).
+
+    The logs' fingerprint comes from ``statistics`` when given (no pass over the logs).
+    """
     trained_on = getattr(hf, "fingerprint_", None)
     if trained_on is None:
         return
-    if tuple(trained_on) != fingerprint(logs, get_backend(backend, logs)):
+    seen = statistics.fingerprint if statistics is not None else fingerprint(logs, get_backend(backend, logs))
+    if tuple(trained_on) != seen:
         return
     message = (
         "hf was fit on the very rows alpha is being tuned on (the logs' fingerprint equals "
@@ -247,6 +261,7 @@ def tune_alpha(
     backend: str | Backend | None = None,
     *,
     allow_leak: bool = False,
+    statistics: LogStatistics | None = None,
     **evaluate_options: Any,
 ) -> AlphaTuning:
     """Choose the alpha of ``pi' = blend(policy, hf, alpha, method)`` from logged data.
@@ -270,6 +285,10 @@ def tune_alpha(
     backend : backend name, Backend or None
     allow_leak : bool
         Warn instead of raising when HF was fit on ``logs``.
+    statistics : hfrl.ope.LogStatistics, optional
+        The statistics of ``logs`` if already computed (e.g. for an ``evaluate`` call on the same
+        logs). Otherwise they are computed once here, in one pass over the logs, and shared by the
+        leakage check, the curve, the refinement and the final evaluation.
     **evaluate_options
         Passed to the estimators (``propensity``, ``reward_model``, ...).
 
@@ -294,19 +313,29 @@ def tune_alpha(
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     level = check_level(level)
-    check_leakage(hf, logs, backend, allow_leak)
     grid = _alphas(alphas)
-    curve = alpha_curve(policy, hf, logs, estimator, grid, level, method, backend, **evaluate_options)
+    estimator = str(estimator).lower()
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if method not in BLEND_METHODS:
+        raise ValueError(f"method must be one of {BLEND_METHODS}, got {method!r}")
+    _tables(policy, hf)
+    if statistics is None:  # one pass over the logs for the leakage check, curve and evaluation
+        statistics = statistics_for(logs, backend, (estimator,), evaluate_options.get("propensity", "logged"))
+    check_leakage(hf, logs, backend, allow_leak, statistics)
+    curve = alpha_curve(policy, hf, logs, estimator, grid, level, method, backend, statistics=statistics,
+                        **evaluate_options)
     score = curve["estimate"] if criterion == "estimate" else curve["ci_low"]
     best = int(np.nanargmax(score.to_numpy()))
     alpha = float(curve["alpha"].iloc[best])
-    estimator = str(estimator).lower()
     if (isinstance(alphas, str) and method == "linear" and criterion == "lower_bound"
             and estimator in LINEAR_ESTIMATORS):
-        alpha = _refine(policy, hf, logs, estimator, level, backend, grid, best, alpha, evaluate_options)
+        alpha = _refine(policy, hf, logs, estimator, level, backend, grid, best, alpha,
+                        dict(evaluate_options, statistics=statistics))
     pi, table = _tables(policy, hf)
     blended = blend(pi, table, alpha, method)
-    evaluation = evaluate(logs, blended, (estimator,), level=level, backend=backend, **evaluate_options)
+    evaluation = evaluate(logs, blended, (estimator,), level=level, backend=backend, statistics=statistics,
+                          **evaluate_options)
     return AlphaTuning(alpha, curve, blended, evaluation, estimator, criterion, level, method)
 
 

@@ -115,7 +115,8 @@ def compare(
         rows) adds ``boot_ci_low``/``boot_ci_high`` of the difference (the verdict uses the normal
         interval).
     **evaluate_options
-        Passed to the estimators (``propensity``, ``reward_model``, ``reward_prior``, ...).
+        Passed to the estimators (``propensity``, ``reward_model``, ``reward_prior``, ...), and
+        ``statistics=`` (a ``LogStatistics`` of ``logs``, to skip the pass over the logs).
 
     Returns
     -------

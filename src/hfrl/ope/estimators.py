@@ -30,6 +30,7 @@ model as fixed.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,9 +40,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hfrl.backends import Backend, get_backend
+from hfrl.backends import Backend, fingerprint, fingerprint_from_sums, get_backend
 from hfrl.data import schema
-from hfrl.data.io import LogSource, is_path, load_logs
+from hfrl.data.io import LogSource, is_path, load_logs, resolve_files
 from hfrl.data.validation import validate_logs
 from hfrl.errors import LogValidationError
 from hfrl.ope.statistics import (
@@ -49,6 +50,7 @@ from hfrl.ope.statistics import (
     Cells,
     atom_cells,
     grouped_cells,
+    reward_cells,
     row_cells,
     with_propensity,
 )
@@ -58,6 +60,7 @@ __all__ = [
     "DEFAULT_ESTIMATORS",
     "ESTIMATORS",
     "PROPENSITY_ESTIMATORS",
+    "LogStatistics",
     "SupportWarning",
     "evaluate",
     "fit_reward_model",
@@ -133,11 +136,12 @@ def check_logs(
     backend: Backend,
     columns: list[str],
     n_states: int | None,
-    n_actions: int,
+    n_actions: int | None,
 ) -> int:
     """Fast schema checks of the columns used; on failure raise the canonical validation error.
 
-    Returns the number of rows.
+    ``n_states``/``n_actions`` None check only that ids are non-negative integers. Returns the
+    number of rows.
     """
     if isinstance(logs, pd.DataFrame):
         missing = [c for c in columns if c not in logs.columns]
@@ -183,7 +187,7 @@ def check_logs(
         ok = ok and totals["propensity_rows"] == n_rows and totals["below_zero"] == 0
         ok = ok and totals["above_one"] == 0
     ok = ok and ranges[_S][0] >= 0 and (n_states is None or ranges[_S][1] < n_states)
-    ok = ok and ranges[_A][0] >= 0 and ranges[_A][1] < n_actions
+    ok = ok and ranges[_A][0] >= 0 and (n_actions is None or ranges[_A][1] < n_actions)
     if not ok:
         _fail_validation(logs, columns, n_states, n_actions)
     return n_rows
@@ -196,6 +200,208 @@ def missing_propensity_message(names: Sequence[str]) -> str:
         "pass propensity='estimate' to estimate the logging policy as the smoothed frequency of "
         "actions per state, or evaluate with estimators=('dm',)"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# the sufficient statistics of a set of logs, computed once and shared
+
+
+def _source_signature(logs: LogSource) -> tuple | None:
+    """Files, sizes and modification times behind a local path (None for anything else)."""
+    if not is_path(logs) or "://" in str(logs):
+        return None
+    try:
+        files = resolve_files(logs)
+        return tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+    except (OSError, LogValidationError):
+        return None
+
+
+def _ranges_prove_valid(ranges: pd.DataFrame, columns: list[str]) -> bool:
+    """True when column statistics alone show every row is in the log schema (ids without bounds)."""
+
+    def numeric(column: str) -> bool:
+        row = ranges.loc[column]
+        return bool(row["kind"] in ("integer", "float", "bool") and row["nulls"] == 0
+                    and np.isfinite(row["min"]) and np.isfinite(row["max"]))
+
+    valid = True
+    for column in (_S, _A):
+        valid = valid and numeric(column) and ranges.loc[column, "kind"] == "integer"
+        valid = valid and ranges.loc[column, "min"] >= 0
+    valid = valid and numeric(_R)
+    if _P in columns:
+        valid = valid and numeric(_P) and ranges.loc[_P, "min"] > 0 and ranges.loc[_P, "max"] <= 1
+    return bool(valid)
+
+
+def _reward_kind(ranges: pd.DataFrame | None) -> str:
+    if ranges is None or ranges.loc[_R, "kind"] not in ("integer", "bool"):
+        return "float"
+    if ranges.loc[_R, "min"] >= 0 and ranges.loc[_R, "max"] <= 1:
+        return "binary"
+    return "integer"
+
+
+@dataclass(eq=False)
+class LogStatistics:
+    """Validated per-``(state, action)`` sufficient statistics of one set of logs, from one pass.
+
+    Every tabular estimator, the alpha curve and the paired comparison are computed from the
+    per-cell sums ``n, r, r^2, 1/p, 1/p^2`` (see ``hfrl.ope.statistics``). ``LogStatistics.from_logs``
+    computes them with ONE ``group_sums`` over the logs (the validation rides along: Parquet
+    statistics prove the columns valid, or a counting scan runs, and only when something is wrong a
+    second query finds the first offending row). Pass the object as ``statistics=`` to
+    ``hfrl.ope.evaluate``, ``hfrl.ope.compare``, ``hfrl.tune.alpha_curve`` and
+    ``hfrl.tune.tune_alpha`` with the same ``logs`` to skip their own pass; ``tune_alpha`` builds
+    one itself for its curve and its final evaluation.
+
+    Attributes
+    ----------
+    logs : DataFrame or path
+        The logs the statistics were computed from (read again only for bootstrap atoms, or when
+        propensities vary inside a ``(state, action)``).
+    backend : Backend
+        Where the pass ran.
+    cells : Cells
+        One cell per logged ``(state, action)``, sorted by state then action.
+    has_propensity : bool
+        Whether the propensity column was read (needed by every estimator but ``dm``).
+    max_state, max_action : int
+        The largest ids in the logs (a policy must cover them).
+    fingerprint : tuple
+        ``hfrl.backends.fingerprint`` of the logs (``(n_rows, sum(state), sum(action),
+        sum(reward))``), from the same sums; ``tune_alpha`` compares it with HF's to detect leakage.
+
+    Notes
+    -----
+    A DataFrame must not be modified after the statistics were computed from it; files are
+    checked by size and modification time, and logs that are not the same object or files are
+    compared by fingerprint (one cheap pass) before the statistics are used.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from hfrl.ope import LogStatistics, evaluate
+    >>> logs = pd.DataFrame({"state": [0, 0, 1, 1], "action": [0, 1, 0, 1],
+    ...                      "reward": [1.0, 0.0, 0.0, 1.0], "propensity": [0.5] * 4})
+    >>> stats = LogStatistics.from_logs(logs)
+    >>> stats.n_rows, stats.fingerprint
+    (4, (4, 2, 2, 2.0))
+    >>> from hfrl.policies import TabularPolicy
+    >>> target = TabularPolicy(np.array([[0.9, 0.1], [0.1, 0.9]]))
+    >>> evaluate(logs, target, ("ips", "snips"), statistics=stats)["estimate"].round(3).tolist()
+    [0.9, 0.9]
+    """
+
+    logs: LogSource
+    backend: Backend
+    cells: Cells
+    has_propensity: bool
+    max_state: int
+    max_action: int
+    fingerprint: tuple
+    signature: tuple | None = field(default=None, repr=False)
+    _atoms: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_rows(self) -> int:
+        return self.cells.n_rows
+
+    @classmethod
+    def from_logs(
+        cls,
+        logs: LogSource,
+        backend: str | Backend | None = None,
+        *,
+        propensity: bool | None = None,
+    ) -> LogStatistics:
+        """Validate ``logs`` and compute their statistics in one grouped pass.
+
+        Parameters
+        ----------
+        logs : DataFrame or path/glob of CSV/Parquet files
+            Columns ``state``, ``action``, ``reward`` and, for the propensity estimators,
+            ``propensity``.
+        backend : {"memory", "duckdb", "spark"}, Backend or None
+            None picks memory for a DataFrame and DuckDB for a path.
+        propensity : bool or None
+            Read the propensity column (True: it must exist), do not (False: ``dm`` or estimated
+            propensities only), or read it when present (None).
+
+        Raises
+        ------
+        LogValidationError
+            A missing column, no rows, or a value outside the log schema (naming the column, the
+            first offending row and the count).
+        """
+        engine = get_backend(backend, logs)
+        if not isinstance(logs, pd.DataFrame) and not is_path(logs):
+            raise TypeError(f"logs must be a DataFrame or a path, got {type(logs).__name__}")
+        present = list(logs.columns) if isinstance(logs, pd.DataFrame) else engine.columns(logs)
+        if propensity is None:
+            propensity = _P in present
+        columns = [_S, _A, _R] + ([_P] if propensity else [])
+        ranges = None
+        if isinstance(logs, pd.DataFrame):
+            check_logs(logs, engine, columns, None, None)
+        else:
+            missing = [c for c in columns if c not in present]
+            if missing:
+                raise LogValidationError(
+                    f"missing required column(s) {missing}; the logs have {present}",
+                    column=missing[0], source=str(logs),
+                )
+            try:
+                ranges = engine.column_ranges(logs, columns)
+            except NotImplementedError:
+                ranges = None
+            if ranges is None or not _ranges_prove_valid(ranges, columns):
+                check_logs(logs, engine, columns, None, None)
+                ranges = None
+        cells = grouped_cells(logs, engine, "logged" if propensity else "none",
+                              reward_kind=_reward_kind(ranges))
+        if cells.n_cells == 0:
+            raise LogValidationError("the logs are empty (0 rows)", count=0,
+                                     source=str(logs) if is_path(logs) else None)
+        used = ["n", "r", "r2"] + (["inv_p", "inv_p2"] if propensity else [])
+        if not all(np.isfinite(cells.sums[name]).all() for name in used):
+            # NaN hides from column statistics: count and name the offending rows (raises), or
+            # the values are valid but their squares overflow
+            check_logs(logs, engine, columns, None, None)
+        n = cells.sums["n"]
+        print_ = fingerprint_from_sums(
+            float(n.sum()), float(cells.state @ n), float(cells.action @ n), float(cells.sums["r"].sum())
+        )
+        return cls(logs, engine, cells, bool(propensity), int(cells.state.max()), int(cells.action.max()),
+                   print_, _source_signature(logs))
+
+    def describes(self, logs: LogSource, backend: Backend | None = None) -> bool:
+        """Whether these statistics were computed from ``logs`` (see Notes)."""
+        if logs is self.logs:
+            return True
+        if is_path(logs) and is_path(self.logs) and str(logs) == str(self.logs):
+            return _source_signature(logs) == self.signature
+        engine = backend or get_backend(None, logs)
+        return fingerprint(logs, engine) == self.fingerprint
+
+    def check(self, logs: LogSource, backend: Backend, columns: list[str], n_states: int | None,
+              n_actions: int, estimators: Sequence[str]) -> None:
+        """Refuse statistics of other logs; check that the policy's shape covers the logged ids."""
+        if not self.describes(logs, backend):
+            raise ValueError(
+                "statistics= were computed from other logs than the ones given (their fingerprints "
+                "differ); compute them with LogStatistics.from_logs(logs) for these logs"
+            )
+        if _P in columns and not self.has_propensity:
+            if _P not in (logs.columns if isinstance(logs, pd.DataFrame) else backend.columns(logs)):
+                raise LogValidationError(missing_propensity_message(estimators), column=_P)
+            raise ValueError(
+                "statistics= were computed without the propensity column (propensity=False), which "
+                f"estimator(s) {[e for e in estimators if e in PROPENSITY_ESTIMATORS]} need"
+            )
+        if (n_states is not None and self.max_state >= n_states) or self.max_action >= n_actions:
+            _fail_validation(logs, columns, n_states, n_actions)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,6 +481,7 @@ class PreparedLogs:
     propensity_mode: str
     estimated_propensity: np.ndarray | None
     row_level: bool
+    statistics: LogStatistics | None = None
     _atoms: Cells | None = None
 
     @property
@@ -295,11 +502,15 @@ class PreparedLogs:
             return self.cells
         if self._atoms is None:
             mode, table = self.propensity_mode, self.estimated_propensity
+            shared = self.statistics._atoms if self.statistics is not None and mode == "logged" else {}
             if mode == "logged" and not np.isnan(self.cells.propensity).any():
                 # one propensity per (state, action): atoms need not split on it
                 mode, table = "estimated", np.ones((self.n_states, self.n_actions))
                 table[self.cells.state, self.cells.action] = self.cells.propensity
-            self._atoms = atom_cells(self.logs, self.backend, mode, table)
+            key = (mode, self.n_states, self.n_actions)
+            if key not in shared:  # the logs' atoms, shared by every evaluation on the statistics
+                shared[key] = atom_cells(self.logs, self.backend, mode, table)
+            self._atoms = shared[key]
         return self._atoms
 
     # -- the reward model read at cells: q, and the leave-one-out refit A - c r
@@ -352,6 +563,21 @@ class PreparedLogs:
         return Target(pi, state_value[cells.state], share, example, state_counts[:, None] * table)
 
 
+def statistics_for(
+    logs: LogSource,
+    backend: str | Backend | None,
+    estimators: Sequence[str],
+    propensity: str = "logged",
+) -> LogStatistics:
+    """``LogStatistics`` with the columns that ``estimators`` need (the propensity unless only
+    ``dm`` runs or propensities are estimated); a missing propensity column names the estimators."""
+    engine = get_backend(backend, logs)
+    needs = propensity == "logged" and any(e in PROPENSITY_ESTIMATORS for e in estimators)
+    if needs and _P not in (logs.columns if isinstance(logs, pd.DataFrame) else engine.columns(logs)):
+        raise LogValidationError(missing_propensity_message(estimators), column=_P)
+    return LogStatistics.from_logs(logs, engine, propensity=needs)
+
+
 def prepare(
     logs: LogSource,
     n_states: int | None,
@@ -366,10 +592,13 @@ def prepare(
     propensity_prior: float = 1.0,
     row_level: bool = False,
     estimators: Sequence[str] = (),
+    statistics: LogStatistics | None = None,
 ) -> PreparedLogs:
     """Validate the logs and reduce them to cells (one ``group_sums``), reward model and propensities.
 
-    ``n_states=None`` (row-level policies) takes the number of states from the logs.
+    ``n_states=None`` (row-level policies) takes the number of states from the logs. Tabular
+    policies start from ``statistics`` (checked to describe ``logs``) or from a fresh
+    ``LogStatistics`` pass; row-level policies read the rows.
     """
     if propensity not in ("logged", "estimate"):
         raise ValueError(f"propensity must be 'logged' or 'estimate', got {propensity!r}")
@@ -385,19 +614,28 @@ def prepare(
     else:
         mode = "logged"
     columns = [_S, _A, _R] + ([_P] if mode == "logged" else [])
-    if mode == "logged":
+    if statistics is not None and not row_level:
+        statistics.check(logs, engine, columns, n_states, n_actions, estimators)
+    elif mode == "logged":
         has_column = _P in (logs.columns if isinstance(logs, pd.DataFrame) else engine.columns(logs))
         if not has_column:
             raise LogValidationError(missing_propensity_message(estimators), column=_P)
-    check_logs(logs, engine, columns, n_states, n_actions)
+        if not row_level:
+            statistics = LogStatistics.from_logs(logs, engine, propensity=True)
+            statistics.check(logs, engine, columns, n_states, n_actions, estimators)
 
     if row_level:
+        check_logs(logs, engine, columns, n_states, n_actions)
         assert isinstance(logs, pd.DataFrame)
         base = row_cells(logs, "none")
         if n_states is None:
             n_states = int(base.state.max()) + 1
     else:
-        base = grouped_cells(logs, engine, "logged" if mode == "logged" else "none")
+        if statistics is None:
+            statistics = LogStatistics.from_logs(logs, engine, propensity=False)
+            statistics.check(logs, engine, columns, n_states, n_actions, estimators)
+        engine = statistics.backend
+        base = statistics.cells if mode == "logged" else reward_cells(statistics.cells)
     assert n_states is not None
     counts = _dense(base, base.sums["n"], n_states, n_actions)
     reward_sums = _dense(base, base.sums["r"], n_states, n_actions)
@@ -426,7 +664,7 @@ def prepare(
         logs=logs, backend=engine, cells=cells, n_states=n_states, n_actions=n_actions,
         counts=counts, reward_sums=reward_sums, reward_model=model, leave_one_out=leave_one_out,
         reward_prior=reward_prior, propensity_mode=mode, estimated_propensity=estimated,
-        row_level=row_level,
+        row_level=row_level, statistics=None if row_level else statistics,
     )
     if mode == "logged" and np.isnan(cells.propensity).any():
         # propensities vary inside some (state, action): work on exact atoms instead
@@ -736,6 +974,7 @@ def evaluate(
     propensity_prior: float = 1.0,
     clip_threshold: float = 10.0,
     switch_threshold: float = 10.0,
+    statistics: LogStatistics | None = None,
 ) -> pd.DataFrame:
     """Estimate a target policy's value from logged bandit feedback, with intervals and diagnostics.
 
@@ -768,6 +1007,10 @@ def evaluate(
         Pseudo-counts of the reward model's shrinkage and of the estimated propensities.
     clip_threshold, switch_threshold : float
         Weight cap of ``clipped_ips``; weight above which ``switch_dr`` drops the correction.
+    statistics : LogStatistics, optional
+        ``LogStatistics.from_logs(logs)`` computed earlier, to evaluate several policies (or
+        chain with ``tune_alpha``/``compare``) without another pass over the logs. They must
+        describe ``logs`` (ValueError otherwise). Unused for a per-row array policy.
 
     Returns
     -------
@@ -822,6 +1065,7 @@ def evaluate(
         propensity_prior=propensity_prior,
         row_level=row_level,
         estimators=names,
+        statistics=statistics,
     )
     if row_level and table.shape[0] != prepared.n_rows:
         raise ValueError(

@@ -32,7 +32,8 @@ from hfrl.backends import Backend
 from hfrl.data import schema
 from hfrl.data.io import LogSource, is_path, load_logs
 
-__all__ = ["BASIS", "PRODUCT_SUMS", "Cells", "atom_cells", "grouped_cells", "row_cells", "with_propensity"]
+__all__ = ["BASIS", "PRODUCT_SUMS", "Cells", "atom_cells", "grouped_cells", "reward_cells", "row_cells",
+           "with_propensity"]
 
 BASIS = ("1", "r", "r/p", "1/p")
 
@@ -174,6 +175,8 @@ def grouped_cells(
     backend: Backend,
     propensity_mode: str,
     estimated_propensity: np.ndarray | None = None,
+    *,
+    reward_kind: str = "float",
 ) -> Cells:
     """One cell per logged ``(state, action)``: a single ``group_sums`` over the logs.
 
@@ -185,12 +188,22 @@ def grouped_cells(
     constant in every cell (``n sum(1/p^2) = sum(1/p)^2`` to a relative 1e-10) the other products
     follow exactly from ``p``; otherwise the varying cells have ``propensity`` NaN and the caller
     switches to atoms.
+
+    ``reward_kind`` says what the reward column is known to hold: ``"binary"`` (integers 0 and 1,
+    so ``r^2 = r`` and that sum is not computed), ``"integer"`` (squared as a double: small
+    integer types would overflow) or ``"float"``.
     """
-    sums = LOGGED_SUMS if propensity_mode == "logged" else REWARD_SUMS
+    sums = dict(LOGGED_SUMS if propensity_mode == "logged" else REWARD_SUMS)
+    if reward_kind == "binary":
+        del sums["r2"]
+    elif reward_kind == "integer":
+        sums["r2"] = f"cast_double({R}) * cast_double({R})"
     frame = backend.group_sums(logs, [S, A], sums)
     state = frame[S].to_numpy(np.int64)
     action = frame[A].to_numpy(np.int64)
     values = {name: frame[name].to_numpy(np.float64) for name in sums}
+    if reward_kind == "binary":
+        values["r2"] = values["r"]
     if propensity_mode == "logged":
         n, inv_p, inv_p2 = values["n"], values["inv_p"], values["inv_p2"]
         spread = n * inv_p2 - inv_p * inv_p  # n^2 times the variance of 1/p in the cell
@@ -206,6 +219,13 @@ def grouped_cells(
     zero = np.zeros_like(values["n"])
     filled = {name: values.get(name, zero) for name in PRODUCT_SUMS}
     return Cells(state, action, filled, np.full(state.shape, np.nan), "state_action")
+
+
+def reward_cells(cells: Cells) -> Cells:
+    """The same ``(state, action)`` cells without propensities (as ``propensity_mode="none"``)."""
+    zero = np.zeros_like(cells.sums["n"])
+    sums = {name: cells.sums[name] if name in REWARD_SUMS else zero for name in PRODUCT_SUMS}
+    return Cells(cells.state, cells.action, sums, np.full(cells.state.shape, np.nan), cells.grain)
 
 
 def _needed_columns(propensity_mode: str) -> list[str]:
