@@ -7,8 +7,10 @@ runs the same pipeline on each backend in its own subprocess, sampling the peak 
 process tree (Spark's JVM included) with psutil:
 
 1. ``HistoricalFrequency(backend=...).fit(logs)`` with time decay;
-2. ``evaluate(target, logs, estimators=("snips", "dr"), backend=...)`` for a target policy;
-3. ``tune_alpha(target, hf, logs, alphas=101 points, backend=...)``: the alpha curve.
+2. ``LogStatistics.from_logs(logs, backend=...)`` (one validated pass: the per-(state, action)
+   sums), then ``evaluate(logs, target, estimators=("snips", "dr"), statistics=...)``;
+3. ``tune_alpha(target, hf, logs, alphas=101 points, statistics=...)``: the alpha curve, the
+   leakage check and the chosen blend's evaluation, all from the same statistics.
 
 Prints ONE JSON line: rows/s, seconds and peak RSS per backend, DuckDB as the reference, Spark and
 pandas (memory backend on the largest size pandas holds) as ratios, and the largest difference in
@@ -114,7 +116,7 @@ def run_pipeline(logs: object, backend: str, n_states: int, n_actions: int, seed
     import warnings
 
     from hfrl.frequencies import HistoricalFrequency
-    from hfrl.ope import evaluate
+    from hfrl.ope import LogStatistics, evaluate
     from hfrl.tune import LeakageWarning, tune_alpha
 
     if backend == "spark":  # start the JVM outside the timed section, as a cluster job would
@@ -130,15 +132,18 @@ def run_pipeline(logs: object, backend: str, n_states: int, n_actions: int, seed
     hf = HistoricalFrequency(half_life="7D", backend=engine).fit(logs, n_states=n_states, n_actions=n_actions)
     timings["hf_s"] = time.perf_counter() - started
     mark = time.perf_counter()
-    result = evaluate(logs, target, estimators=("snips", "dr"), backend=engine)
-    timings["evaluate_s"] = time.perf_counter() - mark
+    # one pass over the rows for the OPE statistics, shared by the evaluation and the tuning
+    statistics = LogStatistics.from_logs(logs, backend=engine)
+    timings["statistics_s"] = time.perf_counter() - mark
+    result = evaluate(logs, target, estimators=("snips", "dr"), backend=engine, statistics=statistics)
+    timings["evaluate_s"] = time.perf_counter() - mark  # statistics included
     mark = time.perf_counter()
     # a throughput benchmark: HF, the evaluation and the curve all read every row (so HF was fit on
     # the rows alpha is tuned on; a real run splits first)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LeakageWarning)
         tuning = tune_alpha(target, hf, logs, "snips", np.linspace(0.0, 1.0, 101), backend=engine,
-                            allow_leak=True)
+                            allow_leak=True, statistics=statistics)
     timings["tune_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - started
     return {
@@ -310,8 +315,8 @@ def main() -> None:
         summary[label] = {
             key: (round(value, 3) if isinstance(value, float) else value)
             for key, value in out.items()
-            if key in ("rows", "rows_per_s", "total_s", "hf_s", "evaluate_s", "tune_s", "load_s",
-                       "peak_rss_gb", "wall_s", "alpha")
+            if key in ("rows", "rows_per_s", "total_s", "hf_s", "statistics_s", "evaluate_s", "tune_s",
+                       "load_s", "peak_rss_gb", "wall_s", "alpha")
         }
         summary[label]["snips"] = round(out["estimates"]["snips"], 6)
         summary[label]["snips_se"] = round(out["estimates"]["snips_se"], 6)

@@ -74,11 +74,19 @@ def _is_one(expression: str) -> bool:
     return isinstance(node, ast.Constant) and float(node.value) == 1.0
 
 
-def _sum_sql(expression: str) -> str:
+def _sum_sql(expression: str, functions: Mapping = SQL_FUNCTIONS) -> str:
     """``sum`` of an expression as DOUBLE; a constant 1 becomes ``count(*)`` (DuckDB's cheapest)."""
     if _is_one(expression):
         return "CAST(count(*) AS DOUBLE)"
-    return f"CAST(sum({to_sql(expression, SQL_FUNCTIONS)}) AS DOUBLE)"
+    return f"CAST(sum({to_sql(expression, functions)}) AS DOUBLE)"
+
+
+def _direct_epoch(sql_type: str) -> bool:
+    """Types whose ``epoch`` DuckDB computes directly (naive times as UTC, like pandas)."""
+    return sql_type.startswith("TIMESTAMP") or sql_type == "DATE"
+
+
+_TYPES_CACHE: dict[tuple, dict[str, str]] = {}
 
 
 def _quote_identifier(name: str) -> str:
@@ -130,6 +138,8 @@ class DuckDBBackend(Backend):
             if self.threads:
                 connection.execute(f"SET threads = {int(self.threads)}")
             connection.execute("SET preserve_insertion_order = false")
+            # naive date-times are UTC, as in pandas (memory backend) and in epoch(timestamp)
+            connection.execute("SET TimeZone = 'UTC'")
             # Dense small-range keys (ids from Parquet statistics) go through DuckDB's perfect
             # hash aggregate instead of a general hash table: 1,000 x 500 ids need 19-20 bits.
             connection.execute(f"SET perfect_ht_threshold = {PERFECT_HASH_BITS}")
@@ -199,6 +209,37 @@ class DuckDBBackend(Backend):
         except Exception:  # noqa: BLE001 - the count is a courtesy; the first row is already known
             return None
 
+    def column_types(self, logs: LogSource) -> dict[str, str]:
+        """DuckDB type of every column, by quoted name (files: cached while unchanged)."""
+        signature = _file_signature(logs, ("*types*",))
+        if signature is not None and signature in _TYPES_CACHE:
+            return dict(_TYPES_CACHE[signature])
+        described = self.query("DESCRIBE SELECT * FROM {logs}", logs)
+        types = {_quote_identifier(str(n)): str(t)
+                 for n, t in zip(described["column_name"], described["column_type"], strict=True)}
+        if signature is not None:
+            if len(_TYPES_CACHE) >= 64:
+                _TYPES_CACHE.pop(next(iter(_TYPES_CACHE)))
+            _TYPES_CACHE[signature] = dict(types)
+        return types
+
+    def functions(self, logs: LogSource, expressions: Sequence[str | None]) -> Mapping:
+        """SQL renderings for these expressions: ``epoch`` of a date-time column without a cast.
+
+        ``epoch(TRY_CAST(x AS TIMESTAMPTZ))`` (needed for text) costs ~8x ``epoch(x)`` on a
+        TIMESTAMP column: 5 s per 100M rows on 2 cores.
+        """
+        if not any(e is not None and "epoch" in e for e in expressions):
+            return SQL_FUNCTIONS
+        types = self.column_types(logs)
+
+        def epoch(args: list[str]) -> str:
+            if _direct_epoch(types.get(args[0], "")):
+                return f"epoch({args[0]})"
+            return SQL_FUNCTIONS["epoch"](args)
+
+        return {**SQL_FUNCTIONS, "epoch": epoch}
+
     def group_sums(
         self,
         logs: LogSource,
@@ -212,12 +253,13 @@ class DuckDBBackend(Backend):
             return self._composite_group_sums(logs, keys, sums, where, layout)
         if layout is not None and self.strategy == "stream":
             return self._streamed_group_sums(logs, keys, sums, where, layout)
+        functions = self.functions(logs, [*sums.values(), where])
         key_sql = [_quote_identifier(k) for k in keys]
         select = [f"CAST({k} AS BIGINT) AS {k}" for k in key_sql]
-        select += [f"{_sum_sql(e)} AS {_quote_identifier(n)}" for n, e in sums.items()]
+        select += [f"{_sum_sql(e, functions)} AS {_quote_identifier(n)}" for n, e in sums.items()]
         sql = f"SELECT {', '.join(select)} FROM {{logs}}"
         if where is not None:
-            sql += f" WHERE ({to_sql(where, SQL_FUNCTIONS)}) <> 0"
+            sql += f" WHERE ({to_sql(where, functions)}) <> 0"
         if keys:
             sql += f" GROUP BY {', '.join(key_sql)} ORDER BY {', '.join(key_sql)}"
         frame = self.query(sql, logs)
@@ -261,11 +303,12 @@ class DuckDBBackend(Backend):
     ) -> pd.DataFrame:
         """Group on one composite integer key (DuckDB's perfect-hash aggregate), decode in numpy."""
         lows, sizes = layout
+        functions = self.functions(logs, [*sums.values(), where])
         select = [f"{self._code_sql(keys, lows, sizes)} AS __hfrl_code"]
-        select += [f"{_sum_sql(e)} AS {_quote_identifier(n)}" for n, e in sums.items()]
+        select += [f"{_sum_sql(e, functions)} AS {_quote_identifier(n)}" for n, e in sums.items()]
         sql = f"SELECT {', '.join(select)} FROM {{logs}}"
         if where is not None:
-            sql += f" WHERE ({to_sql(where, SQL_FUNCTIONS)}) <> 0"
+            sql += f" WHERE ({to_sql(where, functions)}) <> 0"
         sql += " GROUP BY __hfrl_code"
         frame = self.query(sql, logs)
         codes = frame["__hfrl_code"].to_numpy(dtype=np.int64)
@@ -283,14 +326,15 @@ class DuckDBBackend(Backend):
         lows, sizes = layout
         n_cells = int(np.prod(sizes))
         weighted = {n: e for n, e in sums.items() if not _is_one(e)}
+        functions = self.functions(logs, [*sums.values(), where])
         select = [f"{self._code_sql(keys, lows, sizes)} AS __hfrl_code"]
         select += [
-            f"coalesce(CAST({to_sql(e, SQL_FUNCTIONS)} AS DOUBLE), 0.0) AS {_quote_identifier(n)}"
+            f"coalesce(CAST({to_sql(e, functions)} AS DOUBLE), 0.0) AS {_quote_identifier(n)}"
             for n, e in weighted.items()
         ]
         sql = f"SELECT {', '.join(select)} FROM {self.relation(logs)}"
         if where is not None:
-            sql += f" WHERE ({to_sql(where, SQL_FUNCTIONS)}) <> 0"
+            sql += f" WHERE ({to_sql(where, functions)}) <> 0"
         counts = np.zeros(n_cells, dtype=np.int64)
         totals = {n: np.zeros(n_cells) for n in weighted}
         try:
@@ -336,13 +380,74 @@ class DuckDBBackend(Backend):
             _RANGES_CACHE[signature] = ranges.copy()
         return ranges
 
+    def _footer_ranges(self, logs: LogSource, columns: Sequence[str], types: Sequence[str]) -> dict:
+        """``{column: (min, max, nulls)}`` from Parquet footers, for the columns they prove.
+
+        Only exact statistics present in every row group count; integers always, floats only
+        when the footers count NaN (and find none: min/max skip NaN), naive timestamps parsed by
+        DuckDB. Anything else is left to the scan.
+        """
+        if not is_path(logs):
+            return {}
+        relation = scan_sql(logs)
+        if not relation.startswith("read_parquet("):
+            return {}
+        listed = ", ".join("'" + c.replace("'", "''") + "'" for c in columns)
+        metadata = relation.replace("read_parquet(", "parquet_metadata(", 1)
+        meta = self.connection().execute(
+            f"SELECT path_in_schema AS name, count(*) AS groups, count(stats_min_value) AS mins, "
+            f"count(stats_max_value) AS maxs, count(stats_null_count) AS null_counts, "
+            f"sum(stats_null_count) AS nulls, count(stats_nan_count) AS nan_counts, "
+            f"coalesce(sum(stats_nan_count), 0) AS nans, "
+            f"bool_and(coalesce(min_is_exact, true) AND coalesce(max_is_exact, true)) AS exact, "
+            f"list(stats_min_value) AS low, list(stats_max_value) AS high, "
+            f"(SELECT count(DISTINCT (file_name, row_group_id)) FROM {metadata}) AS total "
+            f"FROM {metadata} "
+            f"WHERE path_in_schema IN ({listed}) GROUP BY path_in_schema"
+        ).df().set_index("name")
+        out = {}
+        for column, sql_type in zip(columns, types, strict=True):
+            if column not in meta.index:
+                continue
+            row = meta.loc[column]
+            groups = int(row["groups"])
+            complete = groups == int(row["total"]) and bool(row["exact"]) and min(
+                int(row["mins"]), int(row["maxs"]), int(row["null_counts"])) == groups
+            if not complete:
+                continue
+            kind = _kind(sql_type)
+            try:
+                if kind == "integer":
+                    low, high = min(int(v) for v in row["low"]), max(int(v) for v in row["high"])
+                elif kind == "float" and int(row["nan_counts"]) == groups and int(row["nans"]) == 0:
+                    low, high = min(float(v) for v in row["low"]), max(float(v) for v in row["high"])
+                elif kind == "datetime" and sql_type == "TIMESTAMP":
+                    low, high = self.connection().execute(
+                        "SELECT (SELECT min(epoch(CAST(v AS TIMESTAMP))) FROM unnest(?) AS t(v)), "
+                        "(SELECT max(epoch(CAST(v AS TIMESTAMP))) FROM unnest(?) AS t(v))",
+                        [list(row["low"]), list(row["high"])],
+                    ).fetchone()
+                else:
+                    continue
+            except (ValueError, TypeError):
+                continue
+            out[column] = (float(low), float(high), int(row["nulls"]))
+        return out
+
     def _column_ranges(self, logs: LogSource, columns: Sequence[str]) -> pd.DataFrame:
-        # Plain min/max/count over columns: DuckDB answers these from Parquet statistics.
+        # Parquet footers where they prove the range, one min/max/count query for the rest.
         quoted = [_quote_identifier(c) for c in columns]
         described = self.query(f"DESCRIBE SELECT {', '.join(quoted)} FROM {{logs}}", logs)
-        kinds = [_kind(str(t)) for t in described["column_type"]]
+        types = [str(t) for t in described["column_type"]]
+        kinds = [_kind(t) for t in types]
+        try:
+            footer = self._footer_ranges(logs, columns, types)
+        except Exception:  # noqa: BLE001 - footers are a shortcut; the scan below is the answer
+            footer = {}
         parts = ["count(*) AS n_rows"]
         for i, (q, kind) in enumerate(zip(quoted, kinds, strict=True)):
+            if columns[i] in footer:
+                continue
             parts.append(f"count({q}) AS c{i}")
             if kind == "datetime":
                 parts.append(f"epoch(CAST(min({q}) AS TIMESTAMPTZ)) AS lo{i}")
@@ -355,6 +460,10 @@ class DuckDBBackend(Backend):
         n_rows = int(row["n_rows"])
         records = []
         for i, kind in enumerate(kinds):
+            if columns[i] in footer:
+                low, high, nulls = footer[columns[i]]
+                records.append({"min": low, "max": high, "nulls": nulls, "kind": kind})
+                continue
             low, high = row[f"lo{i}"], row[f"hi{i}"]
             records.append({
                 "min": np.nan if pd.isna(low) else float(low),
@@ -368,12 +477,14 @@ class DuckDBBackend(Backend):
         import duckdb
 
         # A fresh connection that keeps file order, streamed so that it stops at the first hit.
+        functions = self.functions(logs, [where])
         connection = duckdb.connect()
         try:
             if self.threads:
                 connection.execute(f"SET threads = {int(self.threads)}")
             connection.execute("SET preserve_insertion_order = true")
-            condition = to_sql(where, SQL_FUNCTIONS)
+            connection.execute("SET TimeZone = 'UTC'")
+            condition = to_sql(where, functions)
             relation = self.relation_sql(logs, connection)
             sql = f"SELECT coalesce(({condition}) <> 0, false) AS hit FROM {relation}"
             reader = connection.sql(sql).to_arrow_reader(1 << 20)
