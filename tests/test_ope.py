@@ -504,3 +504,24 @@ def test_integer_rewards_are_summed_exactly(tmp_path, small_logs, bandit):
         in_memory = evaluate(frame.astype({"reward": float}), target, ALL)
         np.testing.assert_allclose(on_file["estimate"], in_memory["estimate"], rtol=1e-12)
         np.testing.assert_allclose(on_file["std_error"], in_memory["std_error"], rtol=1e-9)
+
+
+def test_large_tables_stream_on_duckdb_with_the_same_numbers(tmp_path):
+    # 1,024 x 512 possible cells: DuckDB's "auto" strategy streams the sums into numpy
+    rng = np.random.default_rng(3)
+    n = 4000
+    logs = pd.DataFrame({"state": rng.integers(0, 1024, n), "action": rng.integers(0, 512, n),
+                         "reward": rng.integers(0, 2, n).astype(np.int8),
+                         "propensity": rng.choice([0.25, 0.5, 1.0], n)})
+    logs.loc[0, ["state", "action"]] = (1023, 511)
+    path = str(tmp_path / "wide.parquet")
+    logs.to_parquet(path)
+    engine = DuckDBBackend()
+    assert engine._dense_layout(path, ["state", "action"])[1] == [1024, 512]
+    on_file = LogStatistics.from_logs(path, engine)
+    in_memory = LogStatistics.from_logs(logs)
+    np.testing.assert_array_equal(on_file.cells.state, in_memory.cells.state)
+    np.testing.assert_array_equal(on_file.cells.action, in_memory.cells.action)
+    for name in ("n", "r", "r2", "inv_p", "inv_p2"):
+        np.testing.assert_allclose(on_file.cells.sums[name], in_memory.cells.sums[name], rtol=1e-12)
+    assert on_file.fingerprint == in_memory.fingerprint

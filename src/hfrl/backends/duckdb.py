@@ -53,6 +53,7 @@ def _kind(sql_type: str) -> str:
 
 _CONNECTIONS = threading.local()
 DENSE_CELLS = 1 << 22  # composite keys up to this many cells take the dense path
+STREAM_CELLS = 1 << 19  # "auto" streams into numpy from this many dense cells (1,000 x 1,000: yes)
 
 
 _RANGES_CACHE: dict[tuple, pd.DataFrame] = {}
@@ -96,12 +97,15 @@ def _quote_identifier(name: str) -> str:
 class DuckDBBackend(Backend):
     """Group-by sums in DuckDB; ``memory_limit`` and ``threads`` are passed to the engine.
 
-    ``strategy`` chooses how keyed sums run. ``"auto"`` (= ``"composite"``) groups on one composite
-    integer key when the key columns' statistics (Parquet metadata, or a min/max query) show
-    small dense ranges, so DuckDB uses its perfect-hash aggregate, and falls back to a plain
-    ``GROUP BY`` otherwise. ``"sql"`` always uses the plain ``GROUP BY``. ``"stream"`` lets DuckDB
-    scan and project while numpy ``bincount`` adds batches into dense arrays. All give the same
-    numbers; ``bench/bench_frequencies.py`` measures them.
+    ``strategy`` chooses how keyed sums run. ``"composite"`` groups on one composite integer key
+    when the key columns' statistics (Parquet metadata, or a min/max query) show small dense
+    ranges, so DuckDB uses its perfect-hash aggregate, and falls back to a plain ``GROUP BY``
+    otherwise. ``"sql"`` always uses the plain ``GROUP BY``. ``"stream"`` lets DuckDB scan and
+    project while numpy ``bincount`` adds batches into dense arrays. ``"auto"`` is ``"composite"``
+    below ``STREAM_CELLS`` dense cells and ``"stream"`` from there: each DuckDB thread's
+    perfect-hash table of 1M cells no longer fits in cache, and streaming halved the time of
+    the (state, action) sums at 1,000 x 1,000 (measured in ``bench/RESULTS.md``). All give the
+    same numbers (to rounding); ``bench/bench_frequencies.py`` measures them.
 
     Examples
     --------
@@ -249,9 +253,12 @@ class DuckDBBackend(Backend):
         where: str | None = None,
     ) -> pd.DataFrame:
         layout = self._dense_layout(logs, keys) if keys and self.strategy != "sql" else None
-        if layout is not None and self.strategy in ("auto", "composite"):
+        strategy = self.strategy
+        if strategy == "auto" and layout is not None:
+            strategy = "stream" if int(np.prod(layout[1])) >= STREAM_CELLS else "composite"
+        if layout is not None and strategy in ("auto", "composite"):
             return self._composite_group_sums(logs, keys, sums, where, layout)
-        if layout is not None and self.strategy == "stream":
+        if layout is not None and strategy == "stream":
             return self._streamed_group_sums(logs, keys, sums, where, layout)
         functions = self.functions(logs, [*sums.values(), where])
         key_sql = [_quote_identifier(k) for k in keys]
