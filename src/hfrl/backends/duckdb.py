@@ -461,6 +461,8 @@ class DuckDBBackend(Backend):
                 parts.append(f"epoch(CAST(max({q}) AS TIMESTAMPTZ)) AS hi{i}")
             elif kind in ("integer", "float", "bool"):
                 parts.append(f"CAST(min({q}) AS DOUBLE) AS lo{i}, CAST(max({q}) AS DOUBLE) AS hi{i}")
+                if kind == "float":  # min/max come from Parquet statistics, which skip NaN
+                    parts.append(f"count(*) FILTER (WHERE isnan(CAST({q} AS DOUBLE))) AS nan{i}")
             else:
                 parts.append(f"NULL AS lo{i}, NULL AS hi{i}")
         row = self.query(f"SELECT {', '.join(parts)} FROM {{logs}}", logs).iloc[0]
@@ -472,6 +474,8 @@ class DuckDBBackend(Backend):
                 records.append({"min": low, "max": high, "nulls": nulls, "kind": kind})
                 continue
             low, high = row[f"lo{i}"], row[f"hi{i}"]
+            if kind == "float" and row[f"nan{i}"] > 0:  # a NaN makes the range unknown
+                low = high = np.nan
             records.append({
                 "min": np.nan if pd.isna(low) else float(low),
                 "max": np.nan if pd.isna(high) else float(high),
