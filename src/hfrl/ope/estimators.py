@@ -275,9 +275,10 @@ class LogStatistics:
 
     Notes
     -----
-    A DataFrame must not be modified after the statistics were computed from it; files are
-    checked by size and modification time, and logs that are not the same object or files are
-    compared by fingerprint (one cheap pass) before the statistics are used.
+    A DataFrame must not be modified after the statistics were computed from it. Before the
+    statistics are used, the logs are checked: the same DataFrame object passes; the same local
+    files must keep their sizes and modification times; the same directory or object-store URL
+    passes by its name; any other logs are compared by fingerprint (one cheap pass of totals).
 
     Examples
     --------
