@@ -332,6 +332,22 @@ def test_nan_reward_hidden_from_parquet_statistics_is_still_found(tmp_path):
     assert info.value.count == 1
 
 
+@pytest.mark.parametrize("backend", ["duckdb", "memory"])
+@pytest.mark.parametrize("kind", ["share", "rate"])
+def test_real_nan_rewards_in_parquet_name_column_first_row_and_count(tmp_path, backend, kind):
+    # the OBD failure: NaN rewards in a Parquet file (several row groups) must not surface as
+    # "the sums are not finite"; the error names the column, the first offending row and the count
+    logs = make_logs(n=400).drop(columns="timestamp")
+    logs["reward"] = logs["reward"].astype(np.float64)
+    logs.loc[[260, 333], "reward"] = np.nan
+    path = tmp_path / "nan.parquet"
+    logs.to_parquet(path, row_group_size=100)
+    with pytest.raises(LogValidationError, match="'reward': row 260") as info:
+        HistoricalFrequency(kind=kind, backend=backend).fit(path)
+    assert (info.value.column, info.value.first_row, info.value.count) == ("reward", 260, 2)
+    assert "not finite (overflow" not in str(info.value)
+
+
 def test_group_column_must_be_a_function_of_state():
     logs = make_logs(n=100)
     logs.loc[0, "segment"] = logs.loc[0, "segment"] + 1

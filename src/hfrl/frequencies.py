@@ -739,8 +739,13 @@ class HistoricalFrequency:
         if not np.isfinite(sums_values).all():  # NaN/inf the statistics could not see: name the row
             self._scan_rows(backend, logs, self._row_checks(columns, n_states, n_actions, time_expression),
                            n_rows, source)
-            raise LogValidationError("the sums are not finite (overflow in weights or decay)",
-                                     source=source)
+            bad = [name for name in sums if not np.isfinite(cells[name].to_numpy()).all()]
+            raise LogValidationError(
+                f"every row is valid but the per-(state, action) sums {bad} are not finite: the "
+                "weights or the time decay overflow (check weight_column / half_life)",
+                column=self.weight_column or (schema.TIMESTAMP if half_life is not None else None),
+                source=source,
+            )
 
         shape = (n_states, n_actions)
         states = cells[schema.STATE].to_numpy(dtype=np.int64)
