@@ -18,14 +18,9 @@ from hfrl.errors import LogValidationError
 
 __all__ = ["DuckDBBackend"]
 
+# Only what differs from the shared ANSI renderings in ``expressions.DEFAULT_SQL_FUNCTIONS``.
 SQL_FUNCTIONS = {
-    "exp": lambda args: f"exp({args[0]})",
-    "ln": lambda args: f"ln({args[0]})",
-    "least": lambda args: f"least({', '.join(args)})",
-    "greatest": lambda args: f"greatest({', '.join(args)})",
     "epoch": lambda args: f"epoch(TRY_CAST({args[0]} AS TIMESTAMPTZ))",
-    "cast_double": lambda args: f"TRY_CAST({args[0]} AS DOUBLE)",
-    "floor": lambda args: f"floor({args[0]})",
 }
 
 

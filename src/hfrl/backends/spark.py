@@ -33,14 +33,10 @@ if TYPE_CHECKING:  # pragma: no cover - pyspark is an optional dependency
 
 __all__ = ["SparkBackend", "spark_sql"]
 
+# Only what differs from the shared ANSI renderings in ``expressions.DEFAULT_SQL_FUNCTIONS``:
+# exact seconds since 1970 (microsecond resolution, like DuckDB's epoch of a TIMESTAMPTZ).
 SPARK_FUNCTIONS = {
-    "exp": lambda args: f"exp({args[0]})",
-    "ln": lambda args: f"ln({args[0]})",
-    "least": lambda args: f"least({', '.join(args)})",
-    "greatest": lambda args: f"greatest({', '.join(args)})",
-    # exact seconds since 1970 (microsecond resolution, like DuckDB's epoch of a TIMESTAMPTZ)
     "epoch": lambda args: f"(unix_micros(TRY_CAST({args[0]} AS TIMESTAMP)) / 1000000.0)",
-    "cast_double": lambda args: f"TRY_CAST({args[0]} AS DOUBLE)",
 }
 
 # The shared renderer writes ANSI SQL: "quoted" identifiers and plain numeric literals. Spark quotes
