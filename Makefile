@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 test: $(STAMP) system-deps lint
-	$(BIN)/python -m pytest src tests
+	HFRL_REQUIRE_SYSTEM_DEPS=1 $(BIN)/python -m pytest src tests
 
 # Every benchmark in turn; each prints one JSON line (figures go to bench/RESULTS.md by hand).
 # bench_scale generates 100M rows of Parquet under bench/data/ on first use (about 2 GB of disk).

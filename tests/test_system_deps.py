@@ -1,0 +1,23 @@
+"""Under ``make test`` the real-browser and Spark tests must run, not skip.
+
+Those tests skip (with a reason) on a machine without chromium, Java or pyspark, so that a plain
+``pytest`` works anywhere. ``make test`` installs all three and sets ``HFRL_REQUIRE_SYSTEM_DEPS=1``;
+this test then fails if any is missing, so a broken install step cannot turn into silent skips in CI.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+
+import pytest
+
+
+@pytest.mark.skipif(
+    not os.environ.get("HFRL_REQUIRE_SYSTEM_DEPS"), reason="only enforced under make test"
+)
+def test_make_test_installed_chromium_java_and_pyspark():
+    assert shutil.which("chromium") or shutil.which("chromium-browser"), "chromium is not installed"
+    assert shutil.which("java"), "no Java runtime for the Spark tests"
+    assert importlib.util.find_spec("pyspark") is not None, "the spark extra is not installed"
