@@ -235,13 +235,82 @@ def test_dm_needs_no_propensity_and_accepts_a_separate_reward_model(bandit):
 
 
 def test_support_violation_warns_and_is_reported():
+    # state 0 logged action 0 with propensity 1: the logging policy's support there is known
+    # ({0}), so the target's mass on action 1 is a proven violation
+    logs = pd.DataFrame({"state": [0, 0, 1, 1], "action": [0, 0, 0, 1], "reward": [1.0, 0.0, 1.0, 0.0],
+                         "propensity": [1.0, 1.0, 0.5, 0.5]})
+    target = TabularPolicy(np.array([[0.5, 0.5], [1.0, 0.0]]))
+    with pytest.warns(SupportWarning, match=r"support violation.*state 0, action 1"):
+        result = evaluate(logs, target, ("ips", "dm"))
+    # state 0 (half the rows) puts half its mass on the unsupported action 1
+    assert result["support_violation_share"].iloc[0] == pytest.approx(0.25)
+    assert result["unobserved_share"].iloc[0] == 0.0
+
+
+def test_unobserved_pairs_under_known_propensities_are_not_support_violations():
+    # state 0 saw only action 0, logged with propensity 0.5: half of the logging policy's mass is
+    # unseen, so action 1 is unobserved, not unsupported (variance, not bias)
     logs = pd.DataFrame({"state": [0, 0, 1, 1], "action": [0, 0, 0, 1], "reward": [1.0, 0.0, 1.0, 0.0],
                          "propensity": [0.5] * 4})
     target = TabularPolicy(np.array([[0.5, 0.5], [1.0, 0.0]]))
-    with pytest.warns(SupportWarning, match=r"state 0, action 1"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SupportWarning)  # 25% unobserved: below the warning share
         result = evaluate(logs, target, ("ips", "dm"))
-    # state 0 (half the rows) puts half its mass on never-logged action 1
-    assert result["support_violation_share"].iloc[0] == pytest.approx(0.25)
+    assert result["support_violation_share"].iloc[0] == 0.0
+    assert result["unobserved_share"].iloc[0] == pytest.approx(0.25)
+    # with estimated propensities the support is the observed set: the same mass is a violation
+    with pytest.warns(SupportWarning, match="support violation"):
+        estimated = evaluate(logs, target, ("ips",), propensity="estimate")
+    assert estimated["support_violation_share"].iloc[0] == pytest.approx(0.25)
+    assert estimated["unobserved_share"].iloc[0] == 0.0
+
+
+def test_uniform_logging_small_sample_is_unbiased_not_unsupported():
+    # the Open Bandit Dataset's shape: uniform logging over many items, far fewer rows per state
+    # than items, so most (state, action) pairs are unobserved, yet IPS stays unbiased
+    n_states, n_actions, n = 20, 80, 400
+    truth = np.linspace(0.0, 0.5, n_actions)
+    target = TabularPolicy.from_q_values(np.tile(truth, (n_states, 1)), "softmax", temperature=0.1)
+    values = []
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        action = rng.integers(0, n_actions, n)
+        logs = pd.DataFrame({"state": rng.integers(0, n_states, n), "action": action,
+                             "reward": (rng.random(n) < truth[action]) * 1.0, "propensity": 1 / n_actions})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SupportWarning)
+            result = evaluate(logs, target, ("ips",))
+        assert result.loc["ips", "support_violation_share"] == 0.0
+        assert result.loc["ips", "unobserved_share"] > 0.5
+        values.append(result.loc["ips", "estimate"])
+    exact = float(target.table_[0] @ truth)
+    assert np.mean(values) == pytest.approx(exact, abs=4 * np.std(values) / np.sqrt(len(values)))
+    # 79 of 80 actions seen in a state: 79/80 of the logging mass, support still not known
+    seen = pd.DataFrame({"state": 0, "action": np.arange(79), "reward": 0.0, "propensity": 1 / n_actions})
+    with pytest.warns(SupportWarning, match="not a support violation"):
+        result = evaluate(seen, TabularPolicy(np.eye(n_actions)[[79]]), "ips")
+    assert result.loc["ips", "support_violation_share"] == 0 and result.loc["ips", "unobserved_share"] == 1
+
+
+@pytest.mark.parametrize("backend", ["duckdb"])
+def test_support_shares_agree_across_backends(tmp_path, backend):
+    rng = np.random.default_rng(3)
+    n = 120
+    logs = pd.DataFrame({"state": rng.integers(0, 6, n), "action": rng.integers(0, 10, n),
+                         "reward": rng.random(n)})
+    one = logs["state"] == 1  # state 1 logs actions 0-3 at 0.25 each: action 4 is unsupported
+    logs.loc[one, "action"] = rng.integers(0, 4, int(one.sum()))
+    logs["propensity"] = np.where(one, 0.25, 0.1)  # other states: uniform, some actions unseen
+    path = tmp_path / "logs.parquet"
+    logs.to_parquet(path)
+    target = TabularPolicy(rng.dirichlet(np.ones(10), size=6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SupportWarning)
+        memory = evaluate(logs, target, ("ips", "snips"), backend="memory")
+        other = evaluate(str(path), target, ("ips", "snips"), backend=backend)
+    columns = ["estimate", "std_error", "support_violation_share", "unobserved_share"]
+    assert memory["support_violation_share"].iloc[0] > 0 and memory["unobserved_share"].iloc[0] > 0
+    np.testing.assert_allclose(other[columns].to_numpy(float), memory[columns].to_numpy(float), rtol=1e-10)
 
 
 # ------------------------------------------------------------------------------ error paths
@@ -393,7 +462,49 @@ def test_compare_unreliable_when_overlap_is_poor():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SupportWarning)
         result = compare(TabularPolicy(np.array([[0.5, 0.5]])), logs1)
-    assert result.verdict == "unreliable" and "never logged" in result.reason
+    assert result.verdict == "unreliable" and "support violation" in result.reason
+    assert result.support_violation_share == pytest.approx(0.5) and result.unobserved_share == 0.0
+
+
+def test_compare_unobserved_mass_is_variance_not_a_verdict_by_itself():
+    # uniform logging over 40 actions in 20 states, 2,000 rows: pairs unseen, none unsupported
+    rng = np.random.default_rng(5)
+    n, n_states, n_actions = 2000, 20, 40
+    action = rng.integers(0, n_actions, n)
+    logs = pd.DataFrame({"state": rng.integers(0, n_states, n), "action": action, "propensity": 1 / n_actions,
+                         "reward": (rng.random(n) < np.where(action < 20, 0.2, 0.6)) * 1.0})
+    counts = np.zeros((n_states, n_actions))
+    np.add.at(counts, (logs["state"], logs["action"]), 1)
+    assert (counts == 0).any()  # some pairs unobserved
+    # half the mass on the good actions, spread: well covered, small unobserved mass -> a verdict
+    spread = np.zeros((n_states, n_actions))
+    spread[:, 20:] = 1 / 20
+    result = compare(TabularPolicy(spread), logs)
+    assert result.verdict == "ship" and result.support_violation_share == 0.0
+    assert 0 < result.unobserved_share < 0.5
+    # all mass on one action per state, chosen among the pairs never seen: 100% unobserved
+    unseen = np.zeros((n_states, n_actions))
+    for s in range(n_states):
+        missing = np.flatnonzero(counts[s] == 0)
+        unseen[s, missing[0] if missing.size else 0] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SupportWarning)
+        far = compare(TabularPolicy(unseen), logs, estimator="ips")
+    assert far.verdict == "unreliable" and far.support_violation_share == 0.0
+    assert "not seen" in far.reason or "effective sample size" in far.reason
+    # a large unobserved share with a big enough ESS is reported, not refused
+    half = np.full((n_states, n_actions), 0.5 / n_actions)
+    for s in range(n_states):
+        seen = np.flatnonzero(counts[s] > 0)
+        half[s] = 0.0
+        half[s, seen] = 0.4 / seen.size
+        missing = np.flatnonzero(counts[s] == 0)
+        half[s, missing] = 0.6 / missing.size if missing.size else 0.0
+        half[s] /= half[s].sum()
+    with pytest.warns(SupportWarning, match="not a support violation"):
+        relaxed = compare(TabularPolicy(half), logs, max_unobserved=0.5, min_ess=10, min_ess_share=0.0)
+    assert relaxed.unobserved_share > 0.5 and relaxed.verdict != "unreliable"
+    assert "not seen in these rows" in relaxed.reason
 
 
 def test_compare_rejects_bad_baseline():

@@ -187,3 +187,51 @@ def test_statistics_chain_evaluate_and_tune(problem):
                                atol=1e-12)
     with pytest.raises(ValueError, match="other logs"):
         tune_alpha(pi, hf, logs.iloc[:500], "dr", statistics=stats)
+
+
+def _rare_clicks():
+    """2,000 uniformly logged rows over 10 actions; 3 clicks, all on action 0, none on action 9."""
+    action = np.tile(np.arange(10), 200)
+    reward = np.zeros(2000)
+    reward[np.flatnonzero(action == 0)[[5, 70, 150]]] = 1.0
+    logs = pd.DataFrame({"state": 0, "action": action, "reward": reward, "propensity": 0.1})
+    pi = np.zeros((1, 10))
+    pi[0, 9] = 1.0  # all mass on a pair that never clicked: every SNIPS term is 0
+    hf = np.zeros((1, 10))
+    hf[0, 0] = 1.0  # all mass on the pair with the clicks
+    return logs, pi, hf
+
+
+def test_lower_bound_is_not_fooled_by_a_zero_variance_estimate():
+    logs, pi, hf = _rare_clicks()
+    # without a floor pi's estimate 0 has std error 0 and lower bound 0, which beat every policy
+    # that saw a click (their intervals reach below 0): tune_alpha chose alpha = 0
+    zero = evaluate(logs, TabularPolicy(pi), ("ips", "snips", "dr"))
+    assert zero.loc["ips", "estimate"] == 0 and zero.loc["snips", "estimate"] == 0
+    # the floor: one more row at the largest weight (10) with the other extreme reward (1 - 0)
+    assert zero.loc["snips", "std_error"] == pytest.approx(10 / 2000)
+    assert zero.loc["ips", "std_error"] == pytest.approx(10 / 2000)
+    assert zero.loc["dr", "std_error"] >= 10 / 2000
+    assert (zero["ci_low"] < 0).all()
+    result = tune_alpha(pi, hf, logs, "snips", criterion="lower_bound")
+    assert result.alpha > 0.2
+    assert (result.curve["std_error"] > 0).all()
+    alphas = np.linspace(0, 1, 21)
+    fast = alpha_curve(pi, hf, logs, "snips", alphas)
+    brute = alpha_curve(pi, hf, logs, "snips", alphas, fast=False)
+    np.testing.assert_allclose(fast.to_numpy(), brute.to_numpy(), rtol=0, atol=1e-10)
+    # the floor binds at alpha = 0 only; at alpha = 1 the sample standard error is larger
+    assert fast["std_error"].iloc[0] == pytest.approx(10 / 2000)
+    assert fast["std_error"].iloc[-1] > 10 / 2000
+
+
+def test_std_error_floor_is_negligible_with_many_events():
+    rng = np.random.default_rng(0)
+    n = 20_000
+    action = rng.integers(0, 4, n)
+    logs = pd.DataFrame({"state": 0, "action": action, "propensity": 0.25,
+                         "reward": (rng.random(n) < 0.3 + 0.1 * action) * 1.0})
+    target = TabularPolicy(np.array([[0.1, 0.2, 0.3, 0.4]]))
+    result = evaluate(logs, target, ("ips", "snips", "dm", "dr"))
+    floor = 1.6 / n  # (1 - 0) * max weight 0.4 / 0.25 over n rows
+    assert (result["std_error"] > 5 * floor).all()

@@ -33,11 +33,13 @@ from hfrl.ope.estimators import (
     LogStatistics,
     check_level,
     estimator_terms,
+    floored,
     normal_quantile,
     prepare,
     run_estimators,
     standard_error,
     statistics_for,
+    std_error_floor,
 )
 from hfrl.policies import TabularPolicy, resolve_rng
 
@@ -117,8 +119,14 @@ class _LinearCurve:
     def __init__(self, prepared, pi, hf, estimator, clip, switch) -> None:  # noqa: ANN001
         cells = prepared.cells
         self.n = cells.n_rows
-        ends = [estimator_terms(estimator, prepared, cells, prepared.target(t, cells), clip, switch)
-                for t in (pi, hf)]
+        self.reward_range = prepared.reward_range
+        targets = [prepared.target(t, cells) for t in (pi, hf)]
+        ends = [estimator_terms(estimator, prepared, cells, target, clip, switch) for target in targets]
+        # the weights of the two end policies at the logged cells (the floor's w_max along alpha)
+        self.weights = None
+        if estimator != "dm":
+            logged = cells.count > 0
+            self.weights = [t.action_probability[logged] / cells.propensity[logged] for t in targets]
         self.ratio = ends[0].denominator is not None
         if self.ratio:
             base = [ends[0].numerator, ends[1].numerator, ends[0].denominator, ends[1].denominator]
@@ -148,7 +156,23 @@ class _LinearCurve:
             coefficients = np.stack([b, a, -estimate * b, -estimate * a]) / mean_weight
             centred = np.einsum("i...,ij,j...->...", coefficients, g, coefficients)
         se = np.sqrt(np.maximum(centred, 0.0) / (n * (n - 1.0)))
-        return estimate, se
+        total = denominator if self.ratio else np.full(a.shape, float(n))
+        return estimate, floored(se, std_error_floor(self.reward_range, self._max_weight(a), total))
+
+    def _max_weight(self, alpha: np.ndarray) -> np.ndarray:
+        """max over logged cells of the blend's weight ((1 - alpha) w_pi + alpha w_hf), per alpha."""
+        if self.weights is None:  # dm: one unweighted row
+            return np.ones(alpha.shape)
+        w0, w1 = self.weights
+        if w0.size == 0:
+            return np.zeros(alpha.shape)
+        flat = alpha.ravel()
+        out = np.empty(flat.size)
+        step = max(1, 4_000_000 // w0.size)
+        for start in range(0, flat.size, step):
+            a = flat[start:start + step, None]
+            out[start:start + step] = ((1.0 - a) * w0 + a * w1).max(axis=1)
+        return out.reshape(alpha.shape)
 
 
 def alpha_curve(
@@ -171,6 +195,11 @@ def alpha_curve(
     estimators (about two evaluations), and otherwise evaluates each alpha on statistics prepared
     once. ``fast=False`` is the brute force: ``blend`` then ``hfrl.ope.evaluate`` at each alpha.
     ``statistics`` (``hfrl.ope.LogStatistics`` of ``logs``) skips the pass over the logs.
+
+    ``std_error`` is floored at ``(r_max - r_min) * w_max(alpha) / W(alpha)``, exactly as in
+    ``hfrl.ope.evaluate`` (``hfrl.ope.estimators.std_error_floor``; ``w_max(alpha)`` is the
+    largest weight of the blend at a logged cell), because an alpha whose weighted rows all share
+    one reward would otherwise get a zero-width interval and win ``criterion="lower_bound"``.
 
     Examples
     --------
@@ -214,7 +243,7 @@ def alpha_curve(
                     [estimator], prepared, blend(pi, table, float(a), method).table_, clip, switch
                 )
                 estimate[i] = result.estimate
-                se[i] = standard_error(prepared.cells, result.influence)
+                se[i] = floored(standard_error(prepared.cells, result.influence), result.se_floor)
     return pd.DataFrame({
         "alpha": grid, "estimate": estimate, "std_error": se,
         "ci_low": estimate - z * se, "ci_high": estimate + z * se,
@@ -279,7 +308,9 @@ def tune_alpha(
         "auto" is 101 points on [0, 1]; with the linear blend and ``criterion="lower_bound"`` the
         best point is then refined to the exact maximiser between its neighbours.
     criterion : {"estimate", "lower_bound"}
-        Maximise the estimate, or the lower confidence bound (a safe improvement).
+        Maximise the estimate, or the lower confidence bound (a safe improvement). The bound uses
+        the floored standard error of ``alpha_curve``: a blend whose weighted rows never saw an
+        event (estimate 0, sample standard error 0) is not a safe 0.
     level : float
     method : {"linear", "geometric"}
     backend : backend name, Backend or None

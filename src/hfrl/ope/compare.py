@@ -16,12 +16,14 @@ from hfrl.ope.estimators import (
     bootstrap_interval,
     bootstrap_terms,
     check_level,
+    floored,
     normal_quantile,
     poisson_bootstrap,
     policy_table,
     prepare,
     run_estimators,
     standard_error,
+    std_error_floor,
     warn_support,
 )
 from hfrl.policies import TabularPolicy
@@ -37,6 +39,9 @@ class Comparison:
 
     ``difference = candidate_value - baseline_value``; ``ci_low``/``ci_high`` are its normal
     interval at ``level`` from the paired per-row influence terms.
+    ``support_violation_share`` is the candidate's mass on actions the logging policy provably
+    cannot take (bias); ``unobserved_share`` its mass on pairs merely not seen in the rows
+    (variance); see ``hfrl.ope.estimators.support_known``.
     """
 
     verdict: str
@@ -60,6 +65,7 @@ class Comparison:
     details: dict[str, Any] = field(default_factory=dict)
     boot_ci_low: float | None = None
     boot_ci_high: float | None = None
+    unobserved_share: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly fields."""
@@ -83,6 +89,7 @@ def compare(
     min_ess: float = 100.0,
     min_ess_share: float = 0.01,
     max_support_violation: float = 0.05,
+    max_unobserved: float = 0.5,
     n_bootstrap: int = 0,
     random_state: int | np.random.Generator | None = None,
     **evaluate_options: Any,
@@ -95,9 +102,18 @@ def compare(
     term is ``r``).
 
     Verdicts: ``"unreliable"`` when the candidate's effective sample size is below
-    ``max(min_ess, min_ess_share * n_rows)`` or it puts more than ``max_support_violation`` of its
-    mass on never-logged actions (then no interval is trustworthy); otherwise ``"ship"`` when the
-    interval lies above 0, ``"worse"`` when below 0, else ``"no evidence"``.
+    ``E = max(min_ess, min_ess_share * n_rows)``, or it puts more than ``max_support_violation`` of
+    its mass on actions the logging policy provably cannot take (a support violation: the
+    propensities of the actions seen in the state sum to 1, or propensities are estimated; the
+    estimate is then biased), or more than ``max_unobserved`` of its mass on pairs not seen in
+    the rows AND its effective sample size is below ``E / (1 - unobserved_share)`` (the few rows
+    that do cover it must be worth ``E`` rows on their own). Unobserved mass alone is not bias
+    (with logged propensities the logging policy may take those pairs; IPS stays unbiased), so
+    it does not by itself make the verdict unreliable; the reason mentions it from 5%.
+    Otherwise ``"ship"`` when the interval lies above 0, ``"worse"`` when below 0, else
+    ``"no evidence"``. Standard errors are floored as in ``hfrl.ope.evaluate``
+    (``hfrl.ope.estimators.std_error_floor``): a candidate whose weighted rows all have the same
+    reward does not get a zero-width interval.
 
     Parameters
     ----------
@@ -108,7 +124,7 @@ def compare(
     level : float
     estimator : {"snips", "ips", "dr", "dm", "clipped_ips", "switch_dr"}
     backend : backend name, Backend or None
-    min_ess, min_ess_share, max_support_violation : float
+    min_ess, min_ess_share, max_support_violation, max_unobserved : float
         Reliability thresholds (see above).
     n_bootstrap, random_state
         With ``n_bootstrap > 0``, a paired Poisson bootstrap (both values from the same resampled
@@ -175,14 +191,17 @@ def compare(
         base_value, base_influence = base.estimate, base.influence
     z = normal_quantile(level)
     difference = cand.estimate - base_value
-    se = standard_error(cells, cand.influence - base_influence)
-    cand_se = standard_error(cells, cand.influence)
-    base_se = standard_error(cells, base_influence)
+    base_floor = std_error_floor(prepared.reward_range, 1.0, n) if baseline_is_logging else base.se_floor
+    se = floored(standard_error(cells, cand.influence - base_influence), max(cand.se_floor, base_floor))
+    cand_se = floored(standard_error(cells, cand.influence), cand.se_floor)
+    base_se = floored(standard_error(cells, base_influence), base_floor)
     ci_low, ci_high = difference - z * se, difference + z * se
 
     ess = cand.diagnostics["ess"]
     ess_needed = max(min_ess, min_ess_share * n)
     support = target.support_violation_share
+    unobserved = target.unobserved_share
+    covered = 1.0 - unobserved
     pct = f"{level:.0%}"
     if ess < ess_needed:
         verdict = "unreliable"
@@ -194,8 +213,17 @@ def compare(
     elif support > max_support_violation:
         verdict = "unreliable"
         reason = (
-            f"the candidate puts {100 * support:.3g}% of its mass on actions never logged in their state "
-            f"(more than {max_support_violation:.0%}): the logs cannot tell what those are worth"
+            f"support violation: the candidate puts {100 * support:.3g}% of its mass on actions the "
+            f"logging policy cannot take in their state (more than {max_support_violation:.0%}): the "
+            "logs cannot tell what those are worth and the estimate is biased"
+        )
+    elif unobserved > max_unobserved and (covered <= 0 or ess < ess_needed / covered):
+        verdict = "unreliable"
+        reason = (
+            f"the candidate puts {100 * unobserved:.3g}% of its mass on (state, action) pairs not seen "
+            f"in these rows (more than {max_unobserved:.0%}; not a support violation, the logging "
+            "policy may take them, so no bias but high variance) and its effective sample size "
+            f"{ess:.0f} is below {ess_needed:.0f} / (1 - {unobserved:.3g}): too few rows carry the estimate"
         )
     elif ci_low > 0:
         verdict = "ship"
@@ -209,6 +237,13 @@ def compare(
             f"the {pct} interval of the difference, [{ci_low:.4g}, {ci_high:.4g}], contains 0: "
             "no evidence either way at this level"
         )
+    if verdict != "unreliable" and unobserved >= 0.05:
+        reason += (
+            f"; note: {100 * unobserved:.3g}% of the candidate's mass is on pairs not seen in these rows "
+            "(variance, not bias: the logged propensities do not rule them out)"
+        )
+    if verdict != "unreliable" and support > 0:
+        reason += f"; {100 * support:.3g}% of its mass is on unsupported actions (biased there)"
     boot_low = boot_high = None
     if n_bootstrap:
         boot_low, boot_high = _paired_bootstrap(
@@ -229,6 +264,7 @@ def compare(
         ess_share=ess / n,
         max_weight=cand.diagnostics["max_weight"],
         support_violation_share=support,
+        unobserved_share=unobserved,
         n_rows=n,
         estimator=estimator,
         level=level,

@@ -75,7 +75,8 @@ _BOOTSTRAP_CHUNK_BYTES = 64 * 2**20
 
 
 class SupportWarning(UserWarning):
-    """The target policy puts mass on actions the logging policy never took in a state."""
+    """The target policy puts mass on actions the logging policy cannot take in a state (a proven
+    support violation: bias), or most of its mass on pairs not seen in the rows (variance)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,6 +244,25 @@ def _reward_kind(ranges: pd.DataFrame | None) -> str:
     return "integer"
 
 
+def _reward_range(logs: LogSource, engine: Backend, ranges: pd.DataFrame | None,
+                  cells: Cells) -> tuple[float, float]:
+    """The logged rewards' (min, max): from the column (a DataFrame), its statistics, or a bound."""
+    if isinstance(logs, pd.DataFrame):
+        reward = logs[_R].to_numpy().astype(np.float64, copy=False)
+        return float(reward.min()), float(reward.max())
+    if ranges is None:
+        try:
+            ranges = engine.column_ranges(logs, [_R])
+        except NotImplementedError:
+            ranges = None
+    if ranges is not None and np.isfinite(ranges.loc[_R, "min"]) and np.isfinite(ranges.loc[_R, "max"]):
+        return float(ranges.loc[_R, "min"]), float(ranges.loc[_R, "max"])
+    # every |r| is at most the root of its cell's sum of squares
+    bound = float(np.sqrt(cells.sums["r2"].max()))
+    low = 0.0 if bool((cells.sums["r2"] == cells.sums["r"]).all()) else -bound  # 0/1 rewards
+    return low, bound
+
+
 @dataclass(eq=False)
 class LogStatistics:
     """Validated per-``(state, action)`` sufficient statistics of one set of logs, from one pass.
@@ -272,6 +292,9 @@ class LogStatistics:
     fingerprint : tuple
         ``hfrl.backends.fingerprint`` of the logs (``(n_rows, sum(state), sum(action),
         sum(reward))``), from the same sums; ``tune_alpha`` compares it with HF's to detect leakage.
+    reward_range : (float, float)
+        The smallest and largest logged reward (from the column's statistics; a bound from the
+        per-cell sums when a backend cannot give them), used by the standard-error floor.
 
     Notes
     -----
@@ -304,6 +327,7 @@ class LogStatistics:
     fingerprint: tuple
     signature: tuple | None = field(default=None, repr=False)
     _atoms: dict = field(default_factory=dict, repr=False)
+    reward_range: tuple[float, float] = (0.0, 1.0)
 
     @property
     def n_rows(self) -> int:
@@ -375,7 +399,7 @@ class LogStatistics:
             float(n.sum()), float(cells.state @ n), float(cells.action @ n), float(cells.sums["r"].sum())
         )
         return cls(logs, engine, cells, bool(propensity), int(cells.state.max()), int(cells.action.max()),
-                   print_, _source_signature(logs))
+                   print_, _source_signature(logs), reward_range=_reward_range(logs, engine, ranges, cells))
 
     def describes(self, logs: LogSource, backend: Backend | None = None) -> bool:
         """Whether these statistics were computed from ``logs`` (see Notes)."""
@@ -428,13 +452,50 @@ def _check_reward_model(model: Any, n_states: int, n_actions: int) -> np.ndarray
 
 @dataclass
 class Target:
-    """A target policy read at each cell: pi(a|s) of the cell's action and sum_a pi(a|s) q(s,a)."""
+    """A target policy read at each cell: pi(a|s) of the cell's action and sum_a pi(a|s) q(s,a).
+
+    The target's mass on ``(state, action)`` pairs absent from the rows (averaged over logged
+    rows) is split in two (see ``support_known``): ``support_violation_share`` where the logging
+    policy's support is known and excludes the pair (proven: importance weighting is biased
+    there), ``unobserved_share`` elsewhere (the pair may have been possible, merely not drawn:
+    variance, not bias).
+    """
 
     action_probability: np.ndarray
     model_value: np.ndarray
     support_violation_share: float
     support_example: tuple[int, int] | None
     mass: np.ndarray | None = None  # (n_states, n_actions): sum over logged rows in s of pi(a|s)
+    unobserved_share: float = 0.0
+    unobserved_example: tuple[int, int] | None = None
+
+
+# observed logging mass at or above which a state's support is taken as fully known
+SUPPORT_MASS_TOLERANCE = 1e-6
+
+
+def support_known(counts: np.ndarray, inverse_propensity_sums: np.ndarray | None,
+                  propensity_mode: str) -> np.ndarray:
+    """Per state: is the logging policy's support known, so that an unseen action is unsupported?
+
+    With logged propensities, the distinct actions seen in a state carry ``sum_a p(a|s)`` of the
+    logging policy's mass (``p`` per ``(s, a)`` is the harmonic mean ``N_sa / sum(1/p)``, the
+    propensity itself when it is constant; when it varies it is at most the arithmetic mean, so
+    the seen mass is never overstated). Only where that mass is ``>= 1 - 1e-6`` has every action
+    the logging policy could take been seen; elsewhere an unseen action may simply not have been
+    drawn (under uniform logging over 80 items, most are unseen in a small sample, yet IPS is
+    unbiased). With estimated propensities the support IS the observed set (known everywhere);
+    without propensities (``dm`` only) it is unknown everywhere.
+    """
+    n_states = counts.shape[0]
+    if propensity_mode == "estimated":
+        return np.ones(n_states, dtype=bool)
+    if propensity_mode != "logged" or inverse_propensity_sums is None:
+        return np.zeros(n_states, dtype=bool)
+    seen = counts > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        propensity = np.where(seen, counts / inverse_propensity_sums, 0.0)
+    return propensity.sum(axis=1) >= 1.0 - SUPPORT_MASS_TOLERANCE
 
 
 @dataclass
@@ -463,6 +524,7 @@ class Estimate:
     denominator: np.ndarray | None
     diagnostics: dict[str, float] = field(default_factory=dict)
     linearised: bool = False
+    se_floor: float = 0.0
 
 
 @dataclass
@@ -484,6 +546,8 @@ class PreparedLogs:
     row_level: bool
     statistics: LogStatistics | None = None
     _atoms: Cells | None = None
+    reward_range: tuple[float, float] = (0.0, 1.0)
+    known_support: np.ndarray | None = None  # (n_states,) bool, see ``support_known``
 
     @property
     def n_rows(self) -> int:
@@ -529,6 +593,8 @@ class PreparedLogs:
         """Read a policy (an (n_states, n_actions) table, or one row per logged row) at the cells."""
         cells = self.cells if cells is None else cells
         unseen = self.counts == 0
+        known = (self.known_support if self.known_support is not None
+                 else np.zeros(self.n_states, dtype=bool))
         if self.row_level:
             probabilities = policy
             rows = np.arange(cells.n_cells)
@@ -544,24 +610,33 @@ class PreparedLogs:
                 value[start:stop] = np.einsum("ij,ij->i", block, self.reward_model[states])
                 mass[start:stop] = np.einsum("ij,ij->i", block, unseen[states])
                 np.add.at(state_mass, states, block)
-            share = float(mass.mean())
-            example = None
-            if share > 0:
-                i = int(np.flatnonzero(mass > 0)[0])
-                s = int(cells.state[i])
-                example = (s, int(np.argmax(probabilities[i] * unseen[s])))
-            return Target(pi, value, share, example, state_mass)
+            proven = known[cells.state]
+            shares, examples = [], []
+            for part in (proven, ~proven):
+                part_mass = np.where(part, mass, 0.0)
+                shares.append(float(part_mass.mean()))
+                example = None
+                if shares[-1] > 0:
+                    i = int(np.flatnonzero(part_mass > 0)[0])
+                    s = int(cells.state[i])
+                    example = (s, int(np.argmax(probabilities[i] * unseen[s])))
+                examples.append(example)
+            return Target(pi, value, shares[0], examples[0], state_mass, shares[1], examples[1])
         table = policy
         pi = table[cells.state, cells.action]
         state_value = np.einsum("ij,ij->i", table, self.reward_model)
         mass = np.einsum("ij,ij->i", table, unseen)
         state_counts = self.counts.sum(axis=1)
-        share = float(mass @ state_counts / state_counts.sum())
-        example = None
-        if share > 0:
-            s = int(np.flatnonzero((mass > 0) & (state_counts > 0))[0])
-            example = (s, int(np.argmax(table[s] * unseen[s])))
-        return Target(pi, state_value[cells.state], share, example, state_counts[:, None] * table)
+        shares, examples = [], []
+        for part in (known, ~known):
+            shares.append(float((mass * part) @ state_counts / state_counts.sum()))
+            example = None
+            if shares[-1] > 0:
+                s = int(np.flatnonzero((mass > 0) & part & (state_counts > 0))[0])
+                example = (s, int(np.argmax(table[s] * unseen[s])))
+            examples.append(example)
+        return Target(pi, state_value[cells.state], shares[0], examples[0], state_counts[:, None] * table,
+                      shares[1], examples[1])
 
 
 def statistics_for(
@@ -653,6 +728,15 @@ def prepare(
     else:
         cells = base
 
+    inverse_propensity = _dense(cells, cells.sums["inv_p"], n_states, n_actions) if mode == "logged" else None
+    known = support_known(counts, inverse_propensity, mode)
+    if row_level:
+        reward = logs[_R].to_numpy().astype(np.float64, copy=False)
+        reward_range = (float(reward.min()), float(reward.max()))
+    else:
+        assert statistics is not None
+        reward_range = statistics.reward_range
+
     if reward_model is None:
         mean = reward_sums.sum() / counts.sum()
         model = (reward_sums + reward_prior * mean) / (counts + reward_prior)
@@ -666,6 +750,7 @@ def prepare(
         counts=counts, reward_sums=reward_sums, reward_model=model, leave_one_out=leave_one_out,
         reward_prior=reward_prior, propensity_mode=mode, estimated_propensity=estimated,
         row_level=row_level, statistics=None if row_level else statistics,
+        reward_range=reward_range, known_support=known,
     )
     if mode == "logged" and np.isnan(cells.propensity).any():
         # propensities vary inside some (state, action): work on exact atoms instead
@@ -785,6 +870,48 @@ def summarize(cells: Cells, terms: Terms) -> tuple[float, np.ndarray]:
     return estimate, (terms.numerator - estimate * terms.denominator) / mean_weight
 
 
+def floor_weight(name: str, cells: Cells, pi: np.ndarray, clip_threshold: float,
+                 switch_threshold: float) -> float:
+    """The largest weight one row of the estimator's terms can carry (1 for ``dm``)."""
+    if name == "dm":
+        return 1.0
+    logged = cells.count > 0
+    weight = pi[logged] / cells.propensity[logged]
+    if name == "clipped_ips":
+        weight = np.minimum(weight, clip_threshold)
+    elif name == "switch_dr":
+        weight = np.where(weight <= switch_threshold, weight, 1.0)
+    return float(weight.max()) if weight.size else 0.0
+
+
+def std_error_floor(reward_range: tuple[float, float], weight: float | np.ndarray,
+                    weight_total: float | np.ndarray) -> float | np.ndarray:
+    """The smallest standard error an estimate may report: ``(r_max - r_min) w_max / W``.
+
+    ``W`` is the row count (the sum of the weights for SNIPS), ``w_max`` the largest weight a row
+    of the estimator carries (``floor_weight``) and ``[r_min, r_max]`` the logged reward range.
+    It is the standard error the estimator would have if, besides rows that all agree, one row
+    at the largest weight had the other extreme reward: what a single unseen event (one click)
+    could do. Without it a policy whose weighted rows all have the same reward (all mass on
+    pairs that never clicked) reports std_error 0 and a zero-width interval, which beats every
+    policy that saw an event (rule-of-three reasoning: zero observed events do not prove a rate
+    of zero). With many events the sample standard error is far above it (it shrinks as 1/n,
+    the standard error as 1/sqrt(n)).
+    """
+    span = float(reward_range[1] - reward_range[0])
+    weight, total = np.asarray(weight, dtype=np.float64), np.asarray(weight_total, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(total > 0, span * weight / total, 0.0)
+    return float(out) if out.ndim == 0 else out
+
+
+def floored(std_error: float | np.ndarray, floor: float | np.ndarray) -> float | np.ndarray:
+    """``std_error`` raised to ``floor`` (NaN stays NaN: too few rows for any standard error)."""
+    se = np.asarray(std_error, dtype=np.float64)
+    out = np.where(np.isnan(se), se, np.maximum(se, floor))
+    return float(out) if out.ndim == 0 else out
+
+
 def standard_error(cells: Cells, influence: np.ndarray) -> float:
     """sqrt(sum(psi^2) / (n (n - 1))): the sample std of the influence terms over sqrt(n)."""
     n = cells.n_rows
@@ -833,8 +960,14 @@ def run_estimators(
         diagnostics = _weight_diagnostics(
             name, cells, target.action_probability, clip_threshold, switch_threshold
         )
+        weight_total = cells.n_rows if terms.denominator is None else cells.total(terms.denominator)
+        floor = std_error_floor(
+            prepared.reward_range,
+            floor_weight(name, cells, target.action_probability, clip_threshold, switch_threshold),
+            weight_total,
+        )
         results.append(Estimate(name, estimate, influence, terms.numerator, terms.denominator, diagnostics,
-                                linearised=terms.spread is not None))
+                                linearised=terms.spread is not None, se_floor=float(floor)))
     return results, target
 
 
@@ -925,14 +1058,32 @@ def bootstrap_interval(replicates: np.ndarray, level: float) -> tuple[np.ndarray
     return low, high, np.nanstd(replicates, axis=0, ddof=1)
 
 
+# unobserved mass at or above which a (variance) warning is given
+UNOBSERVED_WARNING_SHARE = 0.5
+
+
 def warn_support(target: Target, stacklevel: int = 3) -> None:
+    """Warn of proven support violations (bias) and of a mostly unobserved target (variance)."""
     if target.support_violation_share > 0:
         s, a = target.support_example or (-1, -1)
         warnings.warn(
-            f"the target policy puts {100 * target.support_violation_share:.3g}% of its mass (averaged over "
-            f"logged rows) on actions the logging policy never took in that state (e.g. state {s}, "
-            f"action {a}); importance-weighted estimates ignore that mass and are biased there, "
-            "DM and DR extrapolate it with the reward model",
+            f"support violation: the target policy puts {100 * target.support_violation_share:.3g}% of "
+            f"its mass (averaged over logged rows) on actions the logging policy cannot take in that "
+            f"state (e.g. state {s}, action {a}: the propensities of the actions seen there already sum "
+            "to 1, or propensities are estimated and the support is the observed set); "
+            "importance-weighted estimates ignore that mass and are biased there, DM and DR "
+            "extrapolate it with the reward model",
+            SupportWarning,
+            stacklevel=stacklevel,
+        )
+    if target.unobserved_share >= UNOBSERVED_WARNING_SHARE:
+        s, a = target.unobserved_example or (-1, -1)
+        warnings.warn(
+            f"the target policy puts {100 * target.unobserved_share:.3g}% of its mass on (state, action) "
+            f"pairs not seen in these rows (e.g. state {s}, action {a}) although the logging policy may "
+            "take them (their states' seen propensities sum to less than 1): not a support violation "
+            "and no bias for importance weighting, but the estimate rests on few rows (high variance; "
+            "see ess)",
             SupportWarning,
             stacklevel=stacklevel,
         )
@@ -1019,8 +1170,18 @@ def evaluate(
         One row per estimator (index = name): ``estimate``, ``std_error``, ``ci_low``, ``ci_high``
         (normal interval), ``ess`` (effective sample size of the weights), ``max_weight``,
         ``clipped_share`` (rows whose weight was clipped / switched), ``n_rows``,
-        ``support_violation_share``, ``propensity_source``, ``reward_model``, ``level``, and with
-        a bootstrap ``boot_std_error``, ``boot_ci_low``, ``boot_ci_high``.
+        ``support_violation_share`` (the target's mass, averaged over logged rows, on actions the
+        logging policy provably cannot take: bias), ``unobserved_share`` (its mass on pairs merely
+        not seen in the rows where the logging policy may take them: variance, not bias; see
+        ``support_known``), ``propensity_source``, ``reward_model``, ``level``, and with a
+        bootstrap ``boot_std_error``, ``boot_ci_low``, ``boot_ci_high``.
+
+        ``std_error`` is floored at ``(r_max - r_min) * w_max / W`` (``W`` the row count, or the
+        sum of the weights for SNIPS; ``w_max`` the largest weight of a logged row; ``[r_min,
+        r_max]`` the logged reward range) because a target whose weighted rows all share one
+        reward (say all mass on pairs that never clicked) would otherwise report a standard error
+        of 0: the floor is what one more row at ``w_max`` with the other extreme reward would give
+        (see ``std_error_floor``). With many events it is far below the sample standard error.
 
     Raises
     ------
@@ -1032,7 +1193,10 @@ def evaluate(
     Warns
     -----
     SupportWarning
-        When the target puts mass on actions never logged in a state.
+        When the target puts mass on actions the logging policy provably cannot take in a state
+        (the propensities of the actions seen there sum to 1, or propensities are estimated so
+        the support is the observed set), and, separately worded, when at least half of its mass
+        is on pairs not seen in the rows (variance, not bias).
 
     Examples
     --------
@@ -1094,7 +1258,8 @@ def _result_frame(
     z = normal_quantile(level)
     rows = []
     for result in results:
-        se = standard_error(prepared.atoms() if n_bootstrap else prepared.cells, result.influence)
+        se = floored(standard_error(prepared.atoms() if n_bootstrap else prepared.cells, result.influence),
+                     result.se_floor)
         uses_propensity = result.name in PROPENSITY_ESTIMATORS
         rows.append({
             "estimate": result.estimate,
@@ -1104,6 +1269,7 @@ def _result_frame(
             **result.diagnostics,
             "n_rows": prepared.n_rows,
             "support_violation_share": target.support_violation_share,
+            "unobserved_share": target.unobserved_share,
             "propensity_source": prepared.propensity_source if uses_propensity else "not used",
             "reward_model": prepared.reward_model_source if result.name in MODEL_ESTIMATORS else "not used",
             "level": level,
