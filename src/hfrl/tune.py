@@ -124,9 +124,13 @@ class _LinearCurve:
         ends = [estimator_terms(estimator, prepared, cells, target, clip, switch) for target in targets]
         # the weights of the two end policies at the logged cells (the floor's w_max along alpha)
         self.weights = None
-        if estimator != "dm":
+        if estimator != "dm":  # logged cells, then unseen pairs the logging policy may take
             logged = cells.count > 0
-            self.weights = [t.action_probability[logged] / cells.propensity[logged] for t in targets]
+            scale = prepared.unseen_scale
+            self.weights = [
+                np.r_[t.action_probability[logged] / cells.propensity[logged], (table * scale)[scale > 0]]
+                for t, table in zip(targets, (pi, hf), strict=True)
+            ]
         self.ratio = ends[0].denominator is not None
         if self.ratio:
             base = [ends[0].numerator, ends[1].numerator, ends[0].denominator, ends[1].denominator]
@@ -156,8 +160,10 @@ class _LinearCurve:
             coefficients = np.stack([b, a, -estimate * b, -estimate * a]) / mean_weight
             centred = np.einsum("i...,ij,j...->...", coefficients, g, coefficients)
         se = np.sqrt(np.maximum(centred, 0.0) / (n * (n - 1.0)))
-        total = denominator if self.ratio else np.full(a.shape, float(n))
-        return estimate, floored(se, std_error_floor(self.reward_range, self._max_weight(a), total))
+        largest = self._max_weight(a)
+        # the total with one more row at w_max (as in hfrl.ope.estimators.run_estimators)
+        total = denominator + largest if self.ratio else np.full(a.shape, n + 1.0)
+        return estimate, floored(se, std_error_floor(self.reward_range, largest, total))
 
     def _max_weight(self, alpha: np.ndarray) -> np.ndarray:
         """max over logged cells of the blend's weight ((1 - alpha) w_pi + alpha w_hf), per alpha."""

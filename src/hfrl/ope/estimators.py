@@ -468,6 +468,7 @@ class Target:
     mass: np.ndarray | None = None  # (n_states, n_actions): sum over logged rows in s of pi(a|s)
     unobserved_share: float = 0.0
     unobserved_example: tuple[int, int] | None = None
+    unseen_weight: float = 0.0  # the largest weight a row of an unseen pair would have, at least
 
 
 # observed logging mass at or above which a state's support is taken as fully known
@@ -492,10 +493,30 @@ def support_known(counts: np.ndarray, inverse_propensity_sums: np.ndarray | None
         return np.ones(n_states, dtype=bool)
     if propensity_mode != "logged" or inverse_propensity_sums is None:
         return np.zeros(n_states, dtype=bool)
+    return seen_logging_mass(counts, inverse_propensity_sums) >= 1.0 - SUPPORT_MASS_TOLERANCE
+
+
+def seen_logging_mass(counts: np.ndarray, inverse_propensity_sums: np.ndarray) -> np.ndarray:
+    """Per state, the logging policy's mass on the distinct actions seen there (see ``support_known``)."""
     seen = counts > 0
     with np.errstate(divide="ignore", invalid="ignore"):
         propensity = np.where(seen, counts / inverse_propensity_sums, 0.0)
-    return propensity.sum(axis=1) >= 1.0 - SUPPORT_MASS_TOLERANCE
+    return propensity.sum(axis=1)
+
+
+def unseen_weight_scale(counts: np.ndarray, inverse_propensity_sums: np.ndarray | None,
+                        propensity_mode: str) -> np.ndarray:
+    """Per ``(state, action)``: ``1 / (1 - seen mass)`` at pairs unseen in logged states whose
+    support is not known, else 0. An unseen pair's propensity is at most the state's unseen mass,
+    so a row of it would carry a weight of at least ``pi(a|s)`` times this (the floor's w_max)."""
+    scale = np.zeros(counts.shape)
+    if propensity_mode != "logged" or inverse_propensity_sums is None:
+        return scale
+    mass = seen_logging_mass(counts, inverse_propensity_sums)
+    open_states = (counts.sum(axis=1) > 0) & (mass < 1.0 - SUPPORT_MASS_TOLERANCE)
+    scale[open_states] = 1.0 / (1.0 - mass[open_states, None])
+    scale[counts > 0] = 0.0
+    return scale
 
 
 @dataclass
@@ -548,6 +569,7 @@ class PreparedLogs:
     _atoms: Cells | None = None
     reward_range: tuple[float, float] = (0.0, 1.0)
     known_support: np.ndarray | None = None  # (n_states,) bool, see ``support_known``
+    unseen_scale: np.ndarray | None = None  # (n_states, n_actions), see ``unseen_weight_scale``
 
     @property
     def n_rows(self) -> int:
@@ -595,6 +617,7 @@ class PreparedLogs:
         unseen = self.counts == 0
         known = (self.known_support if self.known_support is not None
                  else np.zeros(self.n_states, dtype=bool))
+        scale = self.unseen_scale
         if self.row_level:
             probabilities = policy
             rows = np.arange(cells.n_cells)
@@ -602,6 +625,7 @@ class PreparedLogs:
             value = np.empty(cells.n_cells)
             mass = np.empty(cells.n_cells)
             state_mass = np.zeros((self.n_states, self.n_actions))
+            unseen_weight = 0.0
             step = 65536
             for start in range(0, cells.n_cells, step):
                 stop = min(start + step, cells.n_cells)
@@ -610,6 +634,8 @@ class PreparedLogs:
                 value[start:stop] = np.einsum("ij,ij->i", block, self.reward_model[states])
                 mass[start:stop] = np.einsum("ij,ij->i", block, unseen[states])
                 np.add.at(state_mass, states, block)
+                if scale is not None and block.size:
+                    unseen_weight = max(unseen_weight, float((block * scale[states]).max()))
             proven = known[cells.state]
             shares, examples = [], []
             for part in (proven, ~proven):
@@ -621,7 +647,8 @@ class PreparedLogs:
                     s = int(cells.state[i])
                     example = (s, int(np.argmax(probabilities[i] * unseen[s])))
                 examples.append(example)
-            return Target(pi, value, shares[0], examples[0], state_mass, shares[1], examples[1])
+            return Target(pi, value, shares[0], examples[0], state_mass, shares[1], examples[1],
+                          unseen_weight)
         table = policy
         pi = table[cells.state, cells.action]
         state_value = np.einsum("ij,ij->i", table, self.reward_model)
@@ -635,8 +662,9 @@ class PreparedLogs:
                 s = int(np.flatnonzero((mass > 0) & part & (state_counts > 0))[0])
                 example = (s, int(np.argmax(table[s] * unseen[s])))
             examples.append(example)
+        unseen_weight = float((table * scale).max()) if scale is not None else 0.0
         return Target(pi, state_value[cells.state], shares[0], examples[0], state_counts[:, None] * table,
-                      shares[1], examples[1])
+                      shares[1], examples[1], unseen_weight)
 
 
 def statistics_for(
@@ -730,6 +758,7 @@ def prepare(
 
     inverse_propensity = _dense(cells, cells.sums["inv_p"], n_states, n_actions) if mode == "logged" else None
     known = support_known(counts, inverse_propensity, mode)
+    unseen_scale = unseen_weight_scale(counts, inverse_propensity, mode)
     if row_level:
         reward = logs[_R].to_numpy().astype(np.float64, copy=False)
         reward_range = (float(reward.min()), float(reward.max()))
@@ -750,7 +779,7 @@ def prepare(
         counts=counts, reward_sums=reward_sums, reward_model=model, leave_one_out=leave_one_out,
         reward_prior=reward_prior, propensity_mode=mode, estimated_propensity=estimated,
         row_level=row_level, statistics=None if row_level else statistics,
-        reward_range=reward_range, known_support=known,
+        reward_range=reward_range, known_support=known, unseen_scale=unseen_scale,
     )
     if mode == "logged" and np.isnan(cells.propensity).any():
         # propensities vary inside some (state, action): work on exact atoms instead
@@ -871,12 +900,14 @@ def summarize(cells: Cells, terms: Terms) -> tuple[float, np.ndarray]:
 
 
 def floor_weight(name: str, cells: Cells, pi: np.ndarray, clip_threshold: float,
-                 switch_threshold: float) -> float:
-    """The largest weight one row of the estimator's terms can carry (1 for ``dm``)."""
+                 switch_threshold: float, unseen_weight: float = 0.0) -> float:
+    """The largest weight one row of the estimator's terms can carry (1 for ``dm``): over the
+    logged cells, and ``unseen_weight`` (``Target.unseen_weight``: what a row of an unseen pair
+    would weigh at least, where the logging policy may take it)."""
     if name == "dm":
         return 1.0
     logged = cells.count > 0
-    weight = pi[logged] / cells.propensity[logged]
+    weight = np.r_[pi[logged] / cells.propensity[logged], unseen_weight]
     if name == "clipped_ips":
         weight = np.minimum(weight, clip_threshold)
     elif name == "switch_dr":
@@ -888,8 +919,10 @@ def std_error_floor(reward_range: tuple[float, float], weight: float | np.ndarra
                     weight_total: float | np.ndarray) -> float | np.ndarray:
     """The smallest standard error an estimate may report: ``(r_max - r_min) w_max / W``.
 
-    ``W`` is the row count (the sum of the weights for SNIPS), ``w_max`` the largest weight a row
-    of the estimator carries (``floor_weight``) and ``[r_min, r_max]`` the logged reward range.
+    ``W`` is the row count plus one (for SNIPS the sum of the weights plus ``w_max``), ``w_max``
+    the largest weight a row of the estimator carries (``floor_weight``: over the logged cells,
+    and at least ``pi(a|s) / (1 - seen mass of s)`` at unseen pairs the logging policy may take)
+    and ``[r_min, r_max]`` the logged reward range.
     It is the standard error the estimator would have if, besides rows that all agree, one row
     at the largest weight had the other extreme reward: what a single unseen event (one click)
     could do. Without it a policy whose weighted rows all have the same reward (all mass on
@@ -960,12 +993,12 @@ def run_estimators(
         diagnostics = _weight_diagnostics(
             name, cells, target.action_probability, clip_threshold, switch_threshold
         )
-        weight_total = cells.n_rows if terms.denominator is None else cells.total(terms.denominator)
-        floor = std_error_floor(
-            prepared.reward_range,
-            floor_weight(name, cells, target.action_probability, clip_threshold, switch_threshold),
-            weight_total,
-        )
+        largest = floor_weight(name, cells, target.action_probability, clip_threshold, switch_threshold,
+                               target.unseen_weight)
+        # the total with one more row: n + 1 rows, or (SNIPS) the sum of the weights plus w_max
+        weight_total = cells.n_rows + 1.0 if terms.denominator is None else cells.total(terms.denominator)
+        floor = std_error_floor(prepared.reward_range, largest,
+                                weight_total if terms.denominator is None else weight_total + largest)
         results.append(Estimate(name, estimate, influence, terms.numerator, terms.denominator, diagnostics,
                                 linearised=terms.spread is not None, se_floor=float(floor)))
     return results, target
@@ -1176,9 +1209,9 @@ def evaluate(
         ``support_known``), ``propensity_source``, ``reward_model``, ``level``, and with a
         bootstrap ``boot_std_error``, ``boot_ci_low``, ``boot_ci_high``.
 
-        ``std_error`` is floored at ``(r_max - r_min) * w_max / W`` (``W`` the row count, or the
-        sum of the weights for SNIPS; ``w_max`` the largest weight of a logged row; ``[r_min,
-        r_max]`` the logged reward range) because a target whose weighted rows all share one
+        ``std_error`` is floored at ``(r_max - r_min) * w_max / W`` (``W`` the row count plus one,
+        or the sum of the weights plus ``w_max`` for SNIPS; ``w_max`` the largest weight a row can
+        carry; ``[r_min, r_max]`` the logged reward range) because a target whose weighted rows all share one
         reward (say all mass on pairs that never clicked) would otherwise report a standard error
         of 0: the floor is what one more row at ``w_max`` with the other extreme reward would give
         (see ``std_error_floor``). With many events it is far below the sample standard error.

@@ -30,6 +30,7 @@ from hfrl.ope.estimators import (
     check_level,
     check_logs,
     normal_quantile,
+    support_known,
     warn_support,
 )
 from hfrl.policies import TabularPolicy, resolve_rng
@@ -118,7 +119,9 @@ def evaluate_sessions(
     DataFrame
         One row per estimator with ``estimate`` (discounted return per session), ``std_error``,
         ``ci_low``, ``ci_high``, ``ess`` and ``max_weight`` (of the sessions' final weights
-        ``rho_T``), ``n_rows``, ``n_sessions``, ``support_violation_share``, ``level`` (and
+        ``rho_T``), ``n_rows``, ``n_sessions``, ``support_violation_share`` and
+        ``unobserved_share`` (as in ``evaluate``: proven unsupported mass, and mass on pairs
+        merely not seen), ``level`` (and
         ``boot_*`` columns with a bootstrap).
 
     Examples
@@ -171,15 +174,24 @@ def evaluate_sessions(
     returns, wpdis_value, wpdis_influence, final_rho, lengths = _session_terms(
         rho, reward, step, session, n_sessions, gamma
     )
-    counts = np.bincount(state * policy.n_actions + action, minlength=policy.n_states * policy.n_actions)
-    unseen = counts.reshape(policy.n_states, policy.n_actions) == 0
+    shape = (policy.n_states, policy.n_actions)
+    key = state * policy.n_actions + action
+    counts = np.bincount(key, minlength=shape[0] * shape[1]).reshape(shape)
+    inverse = np.bincount(key, weights=1.0 / propensity, minlength=shape[0] * shape[1]).reshape(shape)
+    known = support_known(counts, inverse, "logged")  # as in evaluate: proven vs merely unobserved
+    unseen = counts == 0
     mass = (policy.table_ * unseen).sum(axis=1)[state]
-    share = float(mass.mean())
-    example = None
-    if share > 0:
-        s = int(state[np.flatnonzero(mass > 0)[0]])
-        example = (s, int(np.argmax(policy.table_[s] * unseen[s])))
-    warn_support(Target(np.empty(0), np.empty(0), share, example))
+    shares, examples = [], []
+    for part in (known[state], ~known[state]):
+        part_mass = np.where(part, mass, 0.0)
+        shares.append(float(part_mass.mean()))
+        example = None
+        if shares[-1] > 0:
+            s = int(state[np.flatnonzero(part_mass > 0)[0]])
+            example = (s, int(np.argmax(policy.table_[s] * unseen[s])))
+        examples.append(example)
+    share = shares[0]
+    warn_support(Target(np.empty(0), np.empty(0), share, examples[0], None, shares[1], examples[1]))
 
     z = normal_quantile(level)
     ess = float(final_rho.sum() ** 2 / (final_rho**2).sum()) if (final_rho > 0).any() else 0.0
@@ -189,6 +201,7 @@ def evaluate_sessions(
         "n_rows": len(frame),
         "n_sessions": n_sessions,
         "support_violation_share": share,
+        "unobserved_share": shares[1],
         "propensity_source": "logged",
         "level": level,
     }
