@@ -121,3 +121,19 @@ def test_errors():
         evaluate_sessions(logs, target, gamma=2.0)
     with pytest.raises(ValueError, match="unknown session estimator"):
         evaluate_sessions(logs, target, "ips")
+
+
+def test_support_split_matches_evaluate():
+    # state 0 logs only action 0 at propensity 1 (support known: action 1 is unsupported); state 1
+    # logs only action 0 at 0.5 (action 1 unobserved, not unsupported)
+    logs = pd.DataFrame({"session_id": [0, 0, 1, 1], "state": [0, 1, 0, 1], "action": [0, 0, 0, 0],
+                         "reward": [1.0, 0.0, 0.0, 1.0], "propensity": [1.0, 0.5, 1.0, 0.5]})
+    target = TabularPolicy(np.array([[0.6, 0.4], [0.8, 0.2]]))
+    with pytest.warns(UserWarning, match="support violation"):
+        sessions = evaluate_sessions(logs, target)
+    with pytest.warns(UserWarning, match="support violation"):
+        flat = evaluate(logs, target, ("ips",))
+    for column in ("support_violation_share", "unobserved_share"):
+        assert sessions[column].iloc[0] == pytest.approx(flat[column].iloc[0])
+    assert sessions["support_violation_share"].iloc[0] == pytest.approx(0.2)
+    assert sessions["unobserved_share"].iloc[0] == pytest.approx(0.1)
