@@ -191,7 +191,9 @@ def compare(
         base_value, base_influence = base.estimate, base.influence
     z = normal_quantile(level)
     difference = cand.estimate - base_value
-    base_floor = std_error_floor(prepared.reward_range, 1.0, n) if baseline_is_logging else base.se_floor
+    # the logging baseline's term is r (weight 1): its floor is one more row of the other reward
+    base_floor = (std_error_floor(prepared.reward_range, 1.0, n + 1.0) if baseline_is_logging
+                  else base.se_floor)
     se = floored(standard_error(cells, cand.influence - base_influence), max(cand.se_floor, base_floor))
     cand_se = floored(standard_error(cells, cand.influence), cand.se_floor)
     base_se = floored(standard_error(cells, base_influence), base_floor)
@@ -214,8 +216,11 @@ def compare(
         verdict = "unreliable"
         reason = (
             f"support violation: the candidate puts {100 * support:.3g}% of its mass on actions the "
-            f"logging policy cannot take in their state (more than {max_support_violation:.0%}): the "
-            "logs cannot tell what those are worth and the estimate is biased"
+            f"logging policy cannot take in their state (more than {max_support_violation:.0%}; "
+            + ("propensities are estimated, so the support is the set of actions observed in each state"
+               if prepared.propensity_source == "estimated" else
+               "the propensities of the actions seen in those states already sum to 1")
+            + "): the logs cannot tell what those are worth and the estimate is biased"
         )
     elif unobserved > max_unobserved and (covered <= 0 or ess < ess_needed / covered):
         verdict = "unreliable"
