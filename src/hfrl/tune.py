@@ -122,15 +122,18 @@ class _LinearCurve:
         self.reward_range = prepared.reward_range
         targets = [prepared.target(t, cells) for t in (pi, hf)]
         ends = [estimator_terms(estimator, prepared, cells, target, clip, switch) for target in targets]
-        # the weights of the two end policies at the logged cells (the floor's w_max along alpha)
-        self.weights = None
-        if estimator != "dm":  # logged cells, then unseen pairs the logging policy may take
-            logged = cells.count > 0
+        # E[w^2] of one more row along alpha is a quadratic: the Gram matrix of the two end
+        # policies' weights over the logged rows plus unseen pairs (mean_square_weight)
+        self.squares = None
+        if estimator != "dm":
+            pis = [t.action_probability for t in targets]
             scale = prepared.unseen_scale
-            self.weights = [
-                np.r_[t.action_probability[logged] / cells.propensity[logged], (table * scale)[scale > 0]]
-                for t, table in zip(targets, (pi, hf), strict=True)
-            ]
+            state_counts = prepared.counts.sum(axis=1)
+            self.squares = np.empty((2, 2))
+            for j in range(2):
+                for k in range(2):
+                    unseen = float(state_counts @ ((pi, hf)[j] * (pi, hf)[k] * scale).sum(axis=1))
+                    self.squares[j, k] = (float((pis[j] * pis[k]) @ cells.sums["inv_p2"]) + unseen) / self.n
         self.ratio = ends[0].denominator is not None
         if self.ratio:
             base = [ends[0].numerator, ends[1].numerator, ends[0].denominator, ends[1].denominator]
@@ -160,25 +163,14 @@ class _LinearCurve:
             coefficients = np.stack([b, a, -estimate * b, -estimate * a]) / mean_weight
             centred = np.einsum("i...,ij,j...->...", coefficients, g, coefficients)
         se = np.sqrt(np.maximum(centred, 0.0) / (n * (n - 1.0)))
-        largest = self._max_weight(a)
-        # the total with one more row at w_max (as in hfrl.ope.estimators.run_estimators)
-        total = denominator + largest if self.ratio else np.full(a.shape, n + 1.0)
-        return estimate, floored(se, std_error_floor(self.reward_range, largest, total))
-
-    def _max_weight(self, alpha: np.ndarray) -> np.ndarray:
-        """max over logged cells of the blend's weight ((1 - alpha) w_pi + alpha w_hf), per alpha."""
-        if self.weights is None:  # dm: one unweighted row
-            return np.ones(alpha.shape)
-        w0, w1 = self.weights
-        if w0.size == 0:
-            return np.zeros(alpha.shape)
-        flat = alpha.ravel()
-        out = np.empty(flat.size)
-        step = max(1, 4_000_000 // w0.size)
-        for start in range(0, flat.size, step):
-            a = flat[start:start + step, None]
-            out[start:start + step] = ((1.0 - a) * w0 + a * w1).max(axis=1)
-        return out.reshape(alpha.shape)
+        if self.squares is None:  # dm: one unweighted row
+            typical = np.ones(a.shape)
+        else:
+            q = self.squares
+            typical = np.sqrt(np.maximum(b * b * q[0, 0] + 2 * a * b * q[0, 1] + a * a * q[1, 1], 0.0))
+        # the total with one more row (as in hfrl.ope.estimators.run_estimators)
+        total = denominator + typical if self.ratio else np.full(a.shape, n + 1.0)
+        return estimate, floored(se, std_error_floor(self.reward_range, typical, total))
 
 
 def alpha_curve(
@@ -202,10 +194,11 @@ def alpha_curve(
     once. ``fast=False`` is the brute force: ``blend`` then ``hfrl.ope.evaluate`` at each alpha.
     ``statistics`` (``hfrl.ope.LogStatistics`` of ``logs``) skips the pass over the logs.
 
-    ``std_error`` is floored at ``(r_max - r_min) * w_max(alpha) / W(alpha)``, exactly as in
-    ``hfrl.ope.evaluate`` (``hfrl.ope.estimators.std_error_floor``; ``w_max(alpha)`` is the
-    largest weight of the blend at a logged cell), because an alpha whose weighted rows all share
-    one reward would otherwise get a zero-width interval and win ``criterion="lower_bound"``.
+    ``std_error`` is floored at ``(r_max - r_min) * w(alpha) / W(alpha)``, exactly as in
+    ``hfrl.ope.evaluate`` (``hfrl.ope.estimators.std_error_floor``; ``w(alpha)`` is the
+    root-mean-square weight of a logged row under the blend, the root of a quadratic in alpha),
+    because an alpha whose weighted rows all share one reward would otherwise get a zero-width
+    interval and win ``criterion="lower_bound"``.
 
     Examples
     --------

@@ -468,7 +468,7 @@ class Target:
     mass: np.ndarray | None = None  # (n_states, n_actions): sum over logged rows in s of pi(a|s)
     unobserved_share: float = 0.0
     unobserved_example: tuple[int, int] | None = None
-    unseen_weight: float = 0.0  # the largest weight a row of an unseen pair would have, at least
+    unseen_square: float = 0.0  # sum over logged rows of sum_a pi(a|s)^2 * unseen_scale(s, a)
 
 
 # observed logging mass at or above which a state's support is taken as fully known
@@ -508,7 +508,7 @@ def unseen_weight_scale(counts: np.ndarray, inverse_propensity_sums: np.ndarray 
                         propensity_mode: str) -> np.ndarray:
     """Per ``(state, action)``: ``1 / (1 - seen mass)`` at pairs unseen in logged states whose
     support is not known, else 0. An unseen pair's propensity is at most the state's unseen mass,
-    so a row of it would carry a weight of at least ``pi(a|s)`` times this (the floor's w_max)."""
+    so a row of it would carry a weight of at least ``pi(a|s)`` times this (``mean_square_weight``)."""
     scale = np.zeros(counts.shape)
     if propensity_mode != "logged" or inverse_propensity_sums is None:
         return scale
@@ -625,7 +625,7 @@ class PreparedLogs:
             value = np.empty(cells.n_cells)
             mass = np.empty(cells.n_cells)
             state_mass = np.zeros((self.n_states, self.n_actions))
-            unseen_weight = 0.0
+            unseen_square = 0.0
             step = 65536
             for start in range(0, cells.n_cells, step):
                 stop = min(start + step, cells.n_cells)
@@ -634,8 +634,8 @@ class PreparedLogs:
                 value[start:stop] = np.einsum("ij,ij->i", block, self.reward_model[states])
                 mass[start:stop] = np.einsum("ij,ij->i", block, unseen[states])
                 np.add.at(state_mass, states, block)
-                if scale is not None and block.size:
-                    unseen_weight = max(unseen_weight, float((block * scale[states]).max()))
+                if scale is not None:
+                    unseen_square += float(np.einsum("ij,ij->", block * block, scale[states]))
             proven = known[cells.state]
             shares, examples = [], []
             for part in (proven, ~proven):
@@ -648,7 +648,7 @@ class PreparedLogs:
                     example = (s, int(np.argmax(probabilities[i] * unseen[s])))
                 examples.append(example)
             return Target(pi, value, shares[0], examples[0], state_mass, shares[1], examples[1],
-                          unseen_weight)
+                          unseen_square)
         table = policy
         pi = table[cells.state, cells.action]
         state_value = np.einsum("ij,ij->i", table, self.reward_model)
@@ -662,9 +662,9 @@ class PreparedLogs:
                 s = int(np.flatnonzero((mass > 0) & part & (state_counts > 0))[0])
                 example = (s, int(np.argmax(table[s] * unseen[s])))
             examples.append(example)
-        unseen_weight = float((table * scale).max()) if scale is not None else 0.0
+        unseen_square = 0.0 if scale is None else float(state_counts @ (table * table * scale).sum(axis=1))
         return Target(pi, state_value[cells.state], shares[0], examples[0], state_counts[:, None] * table,
-                      shares[1], examples[1], unseen_weight)
+                      shares[1], examples[1], unseen_square)
 
 
 def statistics_for(
@@ -899,34 +899,41 @@ def summarize(cells: Cells, terms: Terms) -> tuple[float, np.ndarray]:
     return estimate, (terms.numerator - estimate * terms.denominator) / mean_weight
 
 
-def floor_weight(name: str, cells: Cells, pi: np.ndarray, clip_threshold: float,
-                 switch_threshold: float, unseen_weight: float = 0.0) -> float:
-    """The largest weight one row of the estimator's terms can carry (1 for ``dm``): over the
-    logged cells, and ``unseen_weight`` (``Target.unseen_weight``: what a row of an unseen pair
-    would weigh at least, where the logging policy may take it)."""
+def mean_square_weight(name: str, cells: Cells, target: Target, clip_threshold: float,
+                       switch_threshold: float) -> float:
+    """``E[w^2]`` of one more logged row under the estimator (1 for ``dm``).
+
+    The logged rows' mean of ``w^2`` (clipped for ``clipped_ips``; switched rows count 1 for
+    ``switch_dr``) plus, for ``ips``/``snips``/``dr``, ``Target.unseen_square / n``: the pairs not
+    seen in a state whose support is not known have a propensity at most the state's unseen
+    mass ``1 - m_s``, so a row of them would weigh at least ``pi(a|s) / (1 - m_s)``.
+    """
     if name == "dm":
         return 1.0
-    logged = cells.count > 0
-    weight = np.r_[pi[logged] / cells.propensity[logged], unseen_weight]
-    if name == "clipped_ips":
-        weight = np.minimum(weight, clip_threshold)
-    elif name == "switch_dr":
-        weight = np.where(weight <= switch_threshold, weight, 1.0)
-    return float(weight.max()) if weight.size else 0.0
+    n = cells.n_rows
+    pi = target.action_probability
+    if name in ("clipped_ips", "switch_dr"):
+        weight = pi / cells.propensity
+        if name == "clipped_ips":
+            weight = np.minimum(weight, clip_threshold)
+        else:
+            weight = np.where(weight <= switch_threshold, weight, 1.0)
+        return float(weight**2 @ cells.count) / n
+    return (float(pi**2 @ cells.sums["inv_p2"]) + target.unseen_square) / n
 
 
 def std_error_floor(reward_range: tuple[float, float], weight: float | np.ndarray,
                     weight_total: float | np.ndarray) -> float | np.ndarray:
-    """The smallest standard error an estimate may report: ``(r_max - r_min) w_max / W``.
+    """The smallest standard error an estimate may report: ``(r_max - r_min) w / W``.
 
-    ``W`` is the row count plus one (for SNIPS the sum of the weights plus ``w_max``), ``w_max``
-    the largest weight a row of the estimator carries (``floor_weight``: over the logged cells,
-    and at least ``pi(a|s) / (1 - seen mass of s)`` at unseen pairs the logging policy may take)
-    and ``[r_min, r_max]`` the logged reward range.
-    It is the standard error the estimator would have if, besides rows that all agree, one row
-    at the largest weight had the other extreme reward: what a single unseen event (one click)
-    could do. Without it a policy whose weighted rows all have the same reward (all mass on
-    pairs that never clicked) reports std_error 0 and a zero-width interval, which beats every
+    ``w = sqrt(E[w^2])`` is the root-mean-square weight of one more logged row
+    (``mean_square_weight``), ``W`` the row count plus one (for SNIPS the sum of the weights plus
+    ``w``) and ``[r_min, r_max]`` the logged reward range. It is the standard error the
+    estimator would have if, besides rows that all agree, one more logged row had the other
+    extreme reward: what a single unseen event (one click) could do. For SNIPS it is about
+    ``(r_max - r_min) / sqrt(n ESS)``: one event among the effective rows. Without it a policy
+    whose weighted rows all have the same reward (all mass on pairs that never clicked)
+    reports std_error 0 and a zero-width interval, which beats every
     policy that saw an event (rule-of-three reasoning: zero observed events do not prove a rate
     of zero). With many events the sample standard error is far above it (it shrinks as 1/n,
     the standard error as 1/sqrt(n)).
@@ -993,12 +1000,11 @@ def run_estimators(
         diagnostics = _weight_diagnostics(
             name, cells, target.action_probability, clip_threshold, switch_threshold
         )
-        largest = floor_weight(name, cells, target.action_probability, clip_threshold, switch_threshold,
-                               target.unseen_weight)
-        # the total with one more row: n + 1 rows, or (SNIPS) the sum of the weights plus w_max
+        typical = float(np.sqrt(mean_square_weight(name, cells, target, clip_threshold, switch_threshold)))
+        # the total with one more row: n + 1 rows, or (SNIPS) the sum of the weights plus its weight
         weight_total = cells.n_rows + 1.0 if terms.denominator is None else cells.total(terms.denominator)
-        floor = std_error_floor(prepared.reward_range, largest,
-                                weight_total if terms.denominator is None else weight_total + largest)
+        floor = std_error_floor(prepared.reward_range, typical,
+                                weight_total if terms.denominator is None else weight_total + typical)
         results.append(Estimate(name, estimate, influence, terms.numerator, terms.denominator, diagnostics,
                                 linearised=terms.spread is not None, se_floor=float(floor)))
     return results, target
@@ -1209,12 +1215,13 @@ def evaluate(
         ``support_known``), ``propensity_source``, ``reward_model``, ``level``, and with a
         bootstrap ``boot_std_error``, ``boot_ci_low``, ``boot_ci_high``.
 
-        ``std_error`` is floored at ``(r_max - r_min) * w_max / W`` (``W`` the row count plus one,
-        or the sum of the weights plus ``w_max`` for SNIPS; ``w_max`` the largest weight a row can
-        carry; ``[r_min, r_max]`` the logged reward range) because a target whose weighted rows all share one
-        reward (say all mass on pairs that never clicked) would otherwise report a standard error
-        of 0: the floor is what one more row at ``w_max`` with the other extreme reward would give
-        (see ``std_error_floor``). With many events it is far below the sample standard error.
+        ``std_error`` is floored at ``(r_max - r_min) * w / W`` (``w`` the root-mean-square weight
+        of a logged row, ``W`` the row count plus one, or the sum of the weights plus ``w`` for
+        SNIPS; ``[r_min, r_max]`` the logged reward range) because a target whose weighted rows
+        all share one reward (say all mass on pairs that never clicked) would otherwise report a
+        standard error of 0: the floor is what one more logged row with the other extreme reward
+        would give (see ``std_error_floor``). With many events it is far below the sample
+        standard error.
 
     Raises
     ------
