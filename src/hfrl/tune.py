@@ -122,18 +122,25 @@ class _LinearCurve:
         self.reward_range = prepared.reward_range
         targets = [prepared.target(t, cells) for t in (pi, hf)]
         ends = [estimator_terms(estimator, prepared, cells, target, clip, switch) for target in targets]
-        # E[w^2] of one more row along alpha is a quadratic: the Gram matrix of the two end
-        # policies' weights over the logged rows plus unseen pairs (mean_square_weight)
-        self.squares = None
+        # the floor's event weight along alpha, sum w^2 / sum w (hfrl.ope.estimators.event_weight):
+        # a quadratic over a linear function of alpha, over logged rows plus open unseen pairs
+        self.squares = self.firsts = None
         if estimator != "dm":
             pis = [t.action_probability for t in targets]
+            tables = (pi, hf)
             scale = prepared.unseen_scale
             state_counts = prepared.counts.sum(axis=1)
+            open_pairs = scale > 0
+            self.firsts = np.array([
+                float(pis[j] @ cells.sums["inv_p"])
+                + float(state_counts @ (tables[j] * open_pairs).sum(axis=1))
+                for j in range(2)
+            ])
             self.squares = np.empty((2, 2))
             for j in range(2):
                 for k in range(2):
-                    unseen = float(state_counts @ ((pi, hf)[j] * (pi, hf)[k] * scale).sum(axis=1))
-                    self.squares[j, k] = (float((pis[j] * pis[k]) @ cells.sums["inv_p2"]) + unseen) / self.n
+                    unseen = float(state_counts @ (tables[j] * tables[k] * scale).sum(axis=1))
+                    self.squares[j, k] = float((pis[j] * pis[k]) @ cells.sums["inv_p2"]) + unseen
         self.ratio = ends[0].denominator is not None
         if self.ratio:
             base = [ends[0].numerator, ends[1].numerator, ends[0].denominator, ends[1].denominator]
@@ -166,8 +173,11 @@ class _LinearCurve:
         if self.squares is None:  # dm: one unweighted row
             typical = np.ones(a.shape)
         else:
-            q = self.squares
-            typical = np.sqrt(np.maximum(b * b * q[0, 0] + 2 * a * b * q[0, 1] + a * a * q[1, 1], 0.0))
+            q, f = self.squares, self.firsts
+            second = b * b * q[0, 0] + 2 * a * b * q[0, 1] + a * a * q[1, 1]
+            first = b * f[0] + a * f[1]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                typical = np.where(first > 0, second / first, 0.0)
         # the total with one more row (as in hfrl.ope.estimators.run_estimators)
         total = denominator + typical if self.ratio else np.full(a.shape, n + 1.0)
         return estimate, floored(se, std_error_floor(self.reward_range, typical, total))
@@ -195,8 +205,8 @@ def alpha_curve(
     ``statistics`` (``hfrl.ope.LogStatistics`` of ``logs``) skips the pass over the logs.
 
     ``std_error`` is floored at ``(r_max - r_min) * w(alpha) / W(alpha)``, exactly as in
-    ``hfrl.ope.evaluate`` (``hfrl.ope.estimators.std_error_floor``; ``w(alpha)`` is the
-    root-mean-square weight of a logged row under the blend, the root of a quadratic in alpha),
+    ``hfrl.ope.evaluate`` (``hfrl.ope.estimators.std_error_floor``; ``w(alpha) = sum w^2 / sum w``
+    under the blend, a quadratic over a linear function of alpha),
     because an alpha whose weighted rows all share one reward would otherwise get a zero-width
     interval and win ``criterion="lower_bound"``.
 

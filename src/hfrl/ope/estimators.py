@@ -469,6 +469,7 @@ class Target:
     unobserved_share: float = 0.0
     unobserved_example: tuple[int, int] | None = None
     unseen_square: float = 0.0  # sum over logged rows of sum_a pi(a|s)^2 * unseen_scale(s, a)
+    unseen_mass: float = 0.0  # sum over logged rows of sum_a pi(a|s) [unseen_scale(s, a) > 0]
 
 
 # observed logging mass at or above which a state's support is taken as fully known
@@ -508,7 +509,7 @@ def unseen_weight_scale(counts: np.ndarray, inverse_propensity_sums: np.ndarray 
                         propensity_mode: str) -> np.ndarray:
     """Per ``(state, action)``: ``1 / (1 - seen mass)`` at pairs unseen in logged states whose
     support is not known, else 0. An unseen pair's propensity is at most the state's unseen mass,
-    so a row of it would carry a weight of at least ``pi(a|s)`` times this (``mean_square_weight``)."""
+    so a row of it would carry a weight of at least ``pi(a|s)`` times this (``event_weight``)."""
     scale = np.zeros(counts.shape)
     if propensity_mode != "logged" or inverse_propensity_sums is None:
         return scale
@@ -625,7 +626,7 @@ class PreparedLogs:
             value = np.empty(cells.n_cells)
             mass = np.empty(cells.n_cells)
             state_mass = np.zeros((self.n_states, self.n_actions))
-            unseen_square = 0.0
+            unseen_square = unseen_mass = 0.0
             step = 65536
             for start in range(0, cells.n_cells, step):
                 stop = min(start + step, cells.n_cells)
@@ -636,6 +637,7 @@ class PreparedLogs:
                 np.add.at(state_mass, states, block)
                 if scale is not None:
                     unseen_square += float(np.einsum("ij,ij->", block * block, scale[states]))
+                    unseen_mass += float(np.einsum("ij,ij->", block, scale[states] > 0))
             proven = known[cells.state]
             shares, examples = [], []
             for part in (proven, ~proven):
@@ -648,7 +650,7 @@ class PreparedLogs:
                     example = (s, int(np.argmax(probabilities[i] * unseen[s])))
                 examples.append(example)
             return Target(pi, value, shares[0], examples[0], state_mass, shares[1], examples[1],
-                          unseen_square)
+                          unseen_square, unseen_mass)
         table = policy
         pi = table[cells.state, cells.action]
         state_value = np.einsum("ij,ij->i", table, self.reward_model)
@@ -663,8 +665,9 @@ class PreparedLogs:
                 example = (s, int(np.argmax(table[s] * unseen[s])))
             examples.append(example)
         unseen_square = 0.0 if scale is None else float(state_counts @ (table * table * scale).sum(axis=1))
+        unseen_mass = 0.0 if scale is None else float(state_counts @ (table * (scale > 0)).sum(axis=1))
         return Target(pi, state_value[cells.state], shares[0], examples[0], state_counts[:, None] * table,
-                      shares[1], examples[1], unseen_square)
+                      shares[1], examples[1], unseen_square, unseen_mass)
 
 
 def statistics_for(
@@ -899,18 +902,20 @@ def summarize(cells: Cells, terms: Terms) -> tuple[float, np.ndarray]:
     return estimate, (terms.numerator - estimate * terms.denominator) / mean_weight
 
 
-def mean_square_weight(name: str, cells: Cells, target: Target, clip_threshold: float,
-                       switch_threshold: float) -> float:
-    """``E[w^2]`` of one more logged row under the estimator (1 for ``dm``).
+def event_weight(name: str, cells: Cells, target: Target, clip_threshold: float,
+                 switch_threshold: float) -> float:
+    """The weight of one more event, on a row drawn as the target would meet it: ``sum w^2 / sum w``.
 
-    The logged rows' mean of ``w^2`` (clipped for ``clipped_ips``; switched rows count 1 for
-    ``switch_dr``) plus, for ``ips``/``snips``/``dr``, ``Target.unseen_square / n``: the pairs not
-    seen in a state whose support is not known have a propensity at most the state's unseen
-    mass ``1 - m_s``, so a row of them would weigh at least ``pi(a|s) / (1 - m_s)``.
+    A row drawn from the logs in proportion to its weight (where the target puts its mass) has
+    expected weight ``sum w^2 / sum w`` (``n / ESS`` times the mean weight; 1 for ``dm``). The
+    sums run over the logged rows (weights clipped for ``clipped_ips``; switched rows count 1 for
+    ``switch_dr``) and, for ``ips``/``snips``/``dr``, over the pairs not seen in states whose
+    support is not known (``Target.unseen_square`` and ``Target.unseen_mass``): such a pair's
+    propensity is at most the state's unseen mass ``1 - m_s``, so a row of it would weigh at least
+    ``pi(a|s) / (1 - m_s)``. 0 when the target has no mass on logged or open pairs.
     """
     if name == "dm":
         return 1.0
-    n = cells.n_rows
     pi = target.action_probability
     if name in ("clipped_ips", "switch_dr"):
         weight = pi / cells.propensity
@@ -918,25 +923,28 @@ def mean_square_weight(name: str, cells: Cells, target: Target, clip_threshold: 
             weight = np.minimum(weight, clip_threshold)
         else:
             weight = np.where(weight <= switch_threshold, weight, 1.0)
-        return float(weight**2 @ cells.count) / n
-    return (float(pi**2 @ cells.sums["inv_p2"]) + target.unseen_square) / n
+        first, second = float(weight @ cells.count), float(weight**2 @ cells.count)
+    else:
+        first = float(pi @ cells.sums["inv_p"]) + target.unseen_mass
+        second = float(pi**2 @ cells.sums["inv_p2"]) + target.unseen_square
+    return second / first if first > 0 else 0.0
 
 
 def std_error_floor(reward_range: tuple[float, float], weight: float | np.ndarray,
                     weight_total: float | np.ndarray) -> float | np.ndarray:
     """The smallest standard error an estimate may report: ``(r_max - r_min) w / W``.
 
-    ``w = sqrt(E[w^2])`` is the root-mean-square weight of one more logged row
-    (``mean_square_weight``), ``W`` the row count plus one (for SNIPS the sum of the weights plus
+    ``w`` is the weight of one more event on a row the target would meet (``event_weight``:
+    ``sum w^2 / sum w``), ``W`` the row count plus one (for SNIPS the sum of the weights plus
     ``w``) and ``[r_min, r_max]`` the logged reward range. It is the standard error the
-    estimator would have if, besides rows that all agree, one more logged row had the other
-    extreme reward: what a single unseen event (one click) could do. For SNIPS it is about
-    ``(r_max - r_min) / sqrt(n ESS)``: one event among the effective rows. Without it a policy
-    whose weighted rows all have the same reward (all mass on pairs that never clicked)
-    reports std_error 0 and a zero-width interval, which beats every
+    estimator would have if, besides rows that all agree, that one row had the other extreme
+    reward: what a single unseen event (one click) could do. For SNIPS it is about
+    ``(r_max - r_min) / (ESS + 1)``: one event among the effective rows (rule-of-three style).
+    Without it a policy whose weighted rows all have the same reward (all mass on pairs that
+    never clicked) reports std_error 0 and a zero-width interval, which beats every
     policy that saw an event (rule-of-three reasoning: zero observed events do not prove a rate
-    of zero). With many events the sample standard error is far above it (it shrinks as 1/n,
-    the standard error as 1/sqrt(n)).
+    of zero). With many events the sample standard error is far above it (the floor shrinks as
+    1/ESS, the standard error as 1/sqrt(ESS)).
     """
     span = float(reward_range[1] - reward_range[0])
     weight, total = np.asarray(weight, dtype=np.float64), np.asarray(weight_total, dtype=np.float64)
@@ -1000,7 +1008,7 @@ def run_estimators(
         diagnostics = _weight_diagnostics(
             name, cells, target.action_probability, clip_threshold, switch_threshold
         )
-        typical = float(np.sqrt(mean_square_weight(name, cells, target, clip_threshold, switch_threshold)))
+        typical = event_weight(name, cells, target, clip_threshold, switch_threshold)
         # the total with one more row: n + 1 rows, or (SNIPS) the sum of the weights plus its weight
         weight_total = cells.n_rows + 1.0 if terms.denominator is None else cells.total(terms.denominator)
         floor = std_error_floor(prepared.reward_range, typical,
@@ -1215,9 +1223,10 @@ def evaluate(
         ``support_known``), ``propensity_source``, ``reward_model``, ``level``, and with a
         bootstrap ``boot_std_error``, ``boot_ci_low``, ``boot_ci_high``.
 
-        ``std_error`` is floored at ``(r_max - r_min) * w / W`` (``w`` the root-mean-square weight
-        of a logged row, ``W`` the row count plus one, or the sum of the weights plus ``w`` for
-        SNIPS; ``[r_min, r_max]`` the logged reward range) because a target whose weighted rows
+        ``std_error`` is floored at ``(r_max - r_min) * w / W`` (``w = sum w^2 / sum w``, the weight
+        of a row where the target puts its mass; ``W`` the row count plus one, or the sum of the
+        weights plus ``w`` for SNIPS, so about ``1 / (ESS + 1)``; ``[r_min, r_max]`` the logged
+        reward range) because a target whose weighted rows
         all share one reward (say all mass on pairs that never clicked) would otherwise report a
         standard error of 0: the floor is what one more logged row with the other extreme reward
         would give (see ``std_error_floor``). With many events it is far below the sample
