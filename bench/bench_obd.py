@@ -248,7 +248,9 @@ def evaluate_split(test: pd.DataFrame, policy: TabularPolicy) -> dict:
         "ci_low": float(row["ci_low"]),
         "ci_high": float(row["ci_high"]),
         "ess": float(row["ess"]),
-        "unlogged_mass": float(row["support_violation_share"]),
+        # mass on pairs the test rows never show: proven violations plus merely unobserved pairs
+        "unlogged_mass": float(row["support_violation_share"] + row.get("unobserved_share", 0.0)),
+        "support_violation": float(row["support_violation_share"]),
         "ips": float(result.loc["ips", "estimate"]),
         "dr": float(result.loc["dr", "estimate"]),
     }
