@@ -204,7 +204,7 @@ def test_beta_binomial_through_logs():
     hf = HistoricalFrequency("rate", smoothing="beta_binomial", prior_fit="max_likelihood").fit(logs)
     a, b = hf.beta_prior_
     assert a / (a + b) == pytest.approx(0.2, abs=0.02)
-    assert 1.2 < a < 3.2 and 5.0 < b < 13.0
+    assert a > 1.2 and a < 3.2 and b > 5.0 and b < 13.0
     raw = raw_shares(logs, n_states, n_actions) / per_cell
     np.testing.assert_allclose(hf.rates_, (raw * per_cell + a) / (per_cell + a + b), rtol=1e-12)
     # shrinkage: posterior rates are closer to the prior mean than raw rates

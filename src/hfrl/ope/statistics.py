@@ -313,22 +313,8 @@ def atom_cells(
         count = grouped["n"].to_numpy(np.float64)
     else:
         keys, count = _distinct_rows(_frame(logs, columns), columns)
-    state = keys[S].astype(np.int64)
-    action = keys[A].astype(np.int64)
-    reward = keys[R].astype(np.float64)
-    if propensity_mode == "logged":
-        propensity = keys[P].astype(np.float64)
-    elif propensity_mode == "estimated":
-        assert estimated_propensity is not None
-        propensity = estimated_propensity[state, action]
-    else:
-        propensity = np.ones_like(reward)
-    sums = _products(reward, propensity, count)
-    if propensity_mode == "none":
-        for name in ("r_p", "inv_p", "r2_p", "r2_p2", "r_p2", "inv_p2"):
-            sums[name] = np.zeros_like(count)
-        propensity = np.full_like(reward, np.nan)
-    return Cells(state, action, sums, propensity, "atom")
+    logged = keys[P].astype(np.float64) if propensity_mode == "logged" else None
+    return _cells(keys[S], keys[A], keys[R], count, logged, propensity_mode, estimated_propensity, "atom")
 
 
 def row_cells(
@@ -337,12 +323,31 @@ def row_cells(
     estimated_propensity: np.ndarray | None = None,
 ) -> Cells:
     """One cell per logged row, in row order (for policies given as one row per logged row)."""
-    state = frame[S].to_numpy().astype(np.int64)
-    action = frame[A].to_numpy().astype(np.int64)
     reward = frame[R].to_numpy(np.float64)
-    count = np.ones_like(reward)
+    logged = frame[P].to_numpy(np.float64) if propensity_mode == "logged" else None
+    return _cells(
+        frame[S].to_numpy(), frame[A].to_numpy(), reward, np.ones_like(reward), logged,
+        propensity_mode, estimated_propensity, "row",
+    )
+
+
+def _cells(
+    state: np.ndarray,
+    action: np.ndarray,
+    reward: np.ndarray,
+    count: np.ndarray,
+    logged_propensity: np.ndarray | None,
+    propensity_mode: str,
+    estimated_propensity: np.ndarray | None,
+    kind: str,
+) -> Cells:
+    """Cells from per-atom (or per-row) columns: the propensity of the chosen mode, then the sums."""
+    state = state.astype(np.int64)
+    action = action.astype(np.int64)
+    reward = reward.astype(np.float64)
     if propensity_mode == "logged":
-        propensity = frame[P].to_numpy(np.float64)
+        assert logged_propensity is not None
+        propensity = logged_propensity
     elif propensity_mode == "estimated":
         assert estimated_propensity is not None
         propensity = estimated_propensity[state, action]
@@ -353,4 +358,4 @@ def row_cells(
         for name in ("r_p", "inv_p", "r2_p", "r2_p2", "r_p2", "inv_p2"):
             sums[name] = np.zeros_like(count)
         propensity = np.full_like(reward, np.nan)
-    return Cells(state, action, sums, propensity, "row")
+    return Cells(state, action, sums, propensity, kind)
