@@ -14,7 +14,6 @@ arm, the number of pulls and the sum of rewards (and of squared rewards). Three 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from hfrl.errors import NotFittedError
 from hfrl.learners._common import (
     CurveRecorder,
     batch_env,
+    check_feedback,
     check_positive_int,
     expected_rewards,
 )
@@ -108,12 +108,7 @@ class TabularBandit:
         """Record the reward of one decision; O(1), no allocation."""
         self._ensure_initialised()
         s = self._state_of(context)
-        a = int(action)
-        if a != action or not 0 <= a < self.n_actions_:
-            raise ValueError(f"action must be an arm id in [0, {self.n_actions_}), got {action!r}")
-        r = float(reward)
-        if not math.isfinite(r):
-            raise ValueError(f"reward must be a finite number, got {reward!r}")
+        a, r = check_feedback(action, reward, self.n_actions_)
         self._check_reward_one(r)
         i = s * self.n_actions_ + a
         n = self._counts_flat[i] + 1.0

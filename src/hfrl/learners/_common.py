@@ -26,6 +26,17 @@ def check_in_range(name: str, value: Any, low: float, high: float, *, low_open: 
     return number
 
 
+def check_feedback(action: Any, reward: Any, n_actions: int) -> tuple[int, float]:
+    """One decision's ``(action, reward)`` as ``(int, float)``, or ValueError naming which is bad."""
+    a = int(action)
+    if a != action or not 0 <= a < n_actions:
+        raise ValueError(f"action must be an arm id in [0, {n_actions}), got {action!r}")
+    r = float(reward)
+    if not math.isfinite(r):
+        raise ValueError(f"reward must be a finite number, got {reward!r}")
+    return a, r
+
+
 def check_positive_int(name: str, value: Any) -> int:
     """Return ``value`` as an int >= 1 or raise ValueError naming the parameter."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:

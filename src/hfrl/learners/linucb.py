@@ -12,13 +12,18 @@ One update keeps A_a^-1 current with the Sherman-Morrison identity (O(d^2), no i
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from hfrl.errors import NotFittedError
-from hfrl.learners._common import CurveRecorder, batch_env, check_in_range, check_positive_int
+from hfrl.learners._common import (
+    CurveRecorder,
+    batch_env,
+    check_feedback,
+    check_in_range,
+    check_positive_int,
+)
 from hfrl.policies import TabularPolicy, resolve_rng
 
 __all__ = ["LinUCB"]
@@ -132,12 +137,7 @@ class LinUCB:
         """Add one observation to arm ``action``'s regression (Sherman-Morrison, O(d^2))."""
         self._ensure_initialised()
         x = self._context(context)
-        a = int(action)
-        if a != action or not 0 <= a < self.n_actions_:
-            raise ValueError(f"action must be an arm id in [0, {self.n_actions_}), got {action!r}")
-        r = float(reward)
-        if not math.isfinite(r):
-            raise ValueError(f"reward must be a finite number, got {reward!r}")
+        a, r = check_feedback(action, reward, self.n_actions_)
         inverse = self.covariance_inverse_[a]
         spread = inverse @ x
         inverse -= np.outer(spread, spread) / (1.0 + x @ spread)
