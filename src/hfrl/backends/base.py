@@ -23,11 +23,22 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from hfrl.data.io import LogSource
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "range_record"]
+
+
+def range_record(low: object, high: object, non_null: int, n_rows: int, kind: str) -> dict[str, object]:
+    """One row of ``column_ranges``: min and max as floats (NaN when unknown), nulls and kind."""
+    return {
+        "min": np.nan if pd.isna(low) else float(low),
+        "max": np.nan if pd.isna(high) else float(high),
+        "nulls": n_rows - int(non_null),
+        "kind": kind,
+    }
 
 
 class Backend(ABC):

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from hfrl.backends.base import Backend
+from hfrl.backends.base import Backend, range_record
 from hfrl.backends.expressions import parse, to_sql
 from hfrl.data.io import LogSource, is_path, resolve_files, scan_sql
 from hfrl.errors import LogValidationError
@@ -471,12 +471,7 @@ class DuckDBBackend(Backend):
             low, high = row[f"lo{i}"], row[f"hi{i}"]
             if kind == "float" and row[f"nan{i}"] > 0:  # a NaN makes the range unknown
                 low = high = np.nan
-            records.append({
-                "min": np.nan if pd.isna(low) else float(low),
-                "max": np.nan if pd.isna(high) else float(high),
-                "nulls": n_rows - int(row[f"c{i}"]),
-                "kind": kind,
-            })
+            records.append(range_record(low, high, row[f"c{i}"], n_rows, kind))
         return pd.DataFrame(records, index=pd.Index(list(columns)))
 
     def first_row(self, logs: LogSource, where: str) -> int | None:

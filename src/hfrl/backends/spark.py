@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from hfrl.backends.base import Backend
+from hfrl.backends.base import Backend, range_record
 from hfrl.backends.expressions import columns_of, to_sql
 from hfrl.data.io import LogSource, is_path, resolve_files
 from hfrl.errors import LogValidationError
@@ -431,15 +431,7 @@ class SparkBackend(Backend):
         n_rows = int(row["n_rows"])
         records = []
         for i, kind in enumerate(kinds):
-            low, high = row[f"lo{i}"], row[f"hi{i}"]
-            records.append(
-                {
-                    "min": np.nan if pd.isna(low) else float(low),
-                    "max": np.nan if pd.isna(high) else float(high),
-                    "nulls": n_rows - int(row[f"c{i}"]),
-                    "kind": kind,
-                }
-            )
+            records.append(range_record(row[f"lo{i}"], row[f"hi{i}"], row[f"c{i}"], n_rows, kind))
         return pd.DataFrame(records, index=pd.Index(list(columns)))
 
     def first_row(self, logs: LogSource, where: str) -> int | None:
