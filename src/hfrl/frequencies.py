@@ -9,25 +9,23 @@ distributions, the target that hfrl blends learned policies toward. Two kinds:
 - ``"rate"``: the per-(s, a) event rate (events / impressions, e.g. CTR), made a distribution by
   normalisation or by a softmax with a temperature, i.e. what performed.
 
-Every aggregate goes through ``Backend.group_sums`` (memory, DuckDB or Spark give the same numbers);
-the smoothing and normalisation then run in numpy on the small tables, in one function per formula
-shared by all backends (``share_table``, ``rate_table``, ``fit_beta_binomial_prior``).
+The sums come from the validated logs' one pass of cell statistics (``hfrl.data.Logs.statistics``,
+any backend); the smoothing (``hfrl.data.shrink``) and normalisation run in numpy on the small
+tables, one function per formula (``share_table``, ``rate_table``, ``fit_beta_binomial_prior``).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from hfrl.backends import Backend, fingerprint_from_sums, get_backend
-from hfrl.data import schema
-from hfrl.data.io import LogSource, is_path, load_logs
-from hfrl.data.validation import validate_logs
+from hfrl.backends import Backend
+from hfrl.data import Logs, as_logs, schema, shrink
+from hfrl.data.validation import Rule, time_expression
 from hfrl.errors import LogValidationError, NotFittedError
 
 __all__ = [
@@ -45,31 +43,6 @@ PRIOR_FITS = ("moments", "max_likelihood")
 NORMALIZATIONS = ("sum", "softmax")
 
 
-# --------------------------------------------------------------------------------------------
-# Driver-side math: one function per formula, used whatever backend produced the sums.
-# --------------------------------------------------------------------------------------------
-
-
-def _shrink_rows(counts: np.ndarray, parent: np.ndarray, m: float) -> np.ndarray:
-    """Rows ``(counts + m * parent) / (n + m)`` with ``n`` the row total; empty rows get ``parent``."""
-    denominator = counts.sum(axis=1, keepdims=True) + m
-    empty = denominator[:, 0] <= 0
-    out = counts + m * parent if m else counts.copy()
-    out /= np.where(empty[:, None], 1.0, denominator)
-    if empty.any():
-        out[empty] = parent[empty]
-    return out
-
-
-def _shrink_cells(events: np.ndarray, exposure: np.ndarray, parent: np.ndarray, m: float) -> np.ndarray:
-    """Cells ``(events + m * parent) / (exposure + m)``; cells never shown get ``parent``."""
-    denominator = exposure + m
-    out = np.broadcast_to(parent, events.shape).copy()
-    filled = denominator > 0
-    out[filled] = (events[filled] + m * out[filled]) / denominator[filled]
-    return out
-
-
 def _group_totals(values: np.ndarray, state_group: np.ndarray, n_groups: int) -> np.ndarray:
     """Sum the rows of ``values`` per group (states with group -1 are left out)."""
     totals = np.zeros((n_groups, values.shape[1]))
@@ -80,11 +53,17 @@ def _group_totals(values: np.ndarray, state_group: np.ndarray, n_groups: int) ->
 
 def _parent_rows(group_rows: np.ndarray | None, state_group: np.ndarray | None, root: np.ndarray,
                  n_states: int) -> np.ndarray:
+    """Each state's parent row: its group's row, or ``root`` (the global row) without a group."""
     parent = np.broadcast_to(root, (n_states, root.size)).copy()
     if group_rows is not None and state_group is not None:
         known = state_group >= 0
         parent[known] = group_rows[state_group[known]]
     return parent
+
+
+def _shrink_shares(counts: np.ndarray, parent: np.ndarray, m: float) -> np.ndarray:
+    """Rows ``(counts + m * parent) / (n + m)``, ``n`` the row total; an empty row is its parent."""
+    return shrink(counts, counts.sum(axis=1, keepdims=True), parent, m)
 
 
 def share_table(
@@ -127,11 +106,9 @@ def share_table(
     group_rows = None
     if state_group is not None:
         n_groups = int(state_group.max()) + 1 if (state_group >= 0).any() else 0
-        group_counts = _group_totals(counts, state_group, n_groups)
-        group_rows = _shrink_rows(group_counts, np.broadcast_to(global_row, group_counts.shape).copy(),
-                                  prior_strength)
+        group_rows = _shrink_shares(_group_totals(counts, state_group, n_groups), global_row, prior_strength)
     parent = _parent_rows(group_rows, state_group, global_row, n_states)
-    probabilities = _shrink_rows(counts, parent, prior_strength)
+    probabilities = _shrink_shares(counts, parent, prior_strength)
     if seen is not None:
         probabilities[~seen] = global_row
     return probabilities, global_row
@@ -194,6 +171,7 @@ def fit_beta_binomial_prior(
     return float(a), float(b)
 
 
+
 def _to_distribution(scores: np.ndarray, normalization: str, temperature: float,
                      fallback: np.ndarray) -> np.ndarray:
     """Rows of non-negative scores -> distributions (sum or softmax); all-zero rows get ``fallback``."""
@@ -225,7 +203,8 @@ def rate_table(
     Additive smoothing: ``rate = (events + m * parent_rate) / (exposure + m)`` with the parent
     rate of action a from the state's group (itself shrunk toward the global rate) or the global
     rate ``events[:, a].sum() / exposure[:, a].sum()``; cells never shown get the parent rate.
-    Beta-Binomial: ``rate = (events + a0) / (exposure + a0 + b0)`` with ``beta_prior = (a0, b0)``.
+    Beta-Binomial: ``rate = (events + a0) / (exposure + a0 + b0)`` with ``beta_prior = (a0, b0)``,
+    the same shrinkage toward the prior mean ``a0 / (a0 + b0)`` with strength ``a0 + b0``.
     Rows become distributions by ``normalization="sum"`` (rate / row total) or ``"softmax"``
     (``exp(rate / temperature)`` normalised). States not in ``seen`` and rows with all rates 0
     get the global row.
@@ -248,24 +227,20 @@ def rate_table(
         if beta_prior is None:
             raise ValueError("beta_prior is required with smoothing='beta_binomial'")
         a0, b0 = beta_prior
-        rates = (events + a0) / (exposure + a0 + b0)
-        global_rates = (action_events + a0) / (action_exposure + a0 + b0)
+        prior_mean = np.array(a0 / (a0 + b0))
+        rates = shrink(events, exposure, prior_mean, a0 + b0)
+        global_rates = shrink(action_events, action_exposure, prior_mean, a0 + b0)
     else:
         overall = action_events.sum() / action_exposure.sum() if action_exposure.sum() > 0 else 0.0
-        global_rates = np.full(n_actions, overall)
-        shown = action_exposure > 0
-        global_rates[shown] = action_events[shown] / action_exposure[shown]
+        global_rates = shrink(action_events, action_exposure, np.array(overall), 0.0)
         group_rates = None
         if state_group is not None:
             n_groups = int(state_group.max()) + 1 if (state_group >= 0).any() else 0
-            group_rates = _shrink_cells(
-                _group_totals(events, state_group, n_groups),
-                _group_totals(exposure, state_group, n_groups),
-                global_rates[None, :],
-                prior_strength,
-            )
+            group_rates = shrink(_group_totals(events, state_group, n_groups),
+                                 _group_totals(exposure, state_group, n_groups),
+                                 global_rates[None, :], prior_strength)
         parent = _parent_rows(group_rates, state_group, global_rates, n_states)
-        rates = _shrink_cells(events, exposure, parent, prior_strength)
+        rates = shrink(events, exposure, parent, prior_strength)
     uniform = np.full(n_actions, 1.0 / n_actions)
     global_row = _to_distribution(global_rates[None, :], normalization, temperature, uniform)[0]
     probabilities = _to_distribution(rates, normalization, temperature, global_row)
@@ -333,44 +308,6 @@ def _reference_seconds(reference_time: Any) -> float | None:
         raise ValueError(f"reference_time must be finite, got {reference_time!r}")
     return value
 
-
-def _positive_int(value: Any, name: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-    return int(value)
-
-
-class _Check:
-    """One row-level rule: rows where ``bad`` (an expression) is non-zero offend."""
-
-    def __init__(self, column: str, expected: str, bad: str) -> None:
-        self.column, self.expected, self.bad = column, expected, bad
-
-
-def _id_checks(column: str, bound: int | None, label: str) -> list[_Check]:
-    x = f"cast_double({column})"
-    checks = [
-        _Check(column, "an integer id", f"1 - finite({x}) * ({x} == floor({x}))"),
-        _Check(column, "a non-negative integer id", f"finite({x}) * ({x} < 0)"),
-    ]
-    if bound is not None:
-        checks.append(_Check(column, f"a {label} in [0, {bound})", f"finite({x}) * ({x} >= {bound})"))
-    return checks
-
-
-def _weight_checks(column: str) -> list[_Check]:
-    w = f"cast_double({column})"
-    return [
-        _Check(column, "a finite number", f"1 - finite({w})"),
-        _Check(column, "a non-negative weight", f"finite({w}) * ({w} < 0)"),
-    ]
-
-
-# --------------------------------------------------------------------------------------------
-# The estimator.
-# --------------------------------------------------------------------------------------------
 
 
 class HistoricalFrequency:
@@ -479,6 +416,7 @@ class HistoricalFrequency:
         self.reference_time = reference_time
         self.backend = backend
 
+
     def __repr__(self) -> str:
         return f"HistoricalFrequency(kind={self.kind!r}, prior_strength={self.prior_strength!r})"
 
@@ -514,156 +452,62 @@ class HistoricalFrequency:
         _half_life_seconds(self.half_life)
         _reference_seconds(self.reference_time)
 
-    def _columns(self) -> list[str]:
+
+    def _required(self) -> tuple[str, ...]:
         columns = [schema.STATE, schema.ACTION]
         if not (self.kind == "share" and self.count == "rows"):
             columns.append(schema.REWARD)
-        for extra in (self.group_column, self.weight_column):
-            if extra is not None:
-                columns.append(extra)
+        columns += [c for c in (self.group_column, self.weight_column) if c is not None]
         if self.half_life is not None:
             columns.append(schema.TIMESTAMP)
-        return columns
+        return tuple(columns)
 
-    def _reward_checks(self) -> list[_Check]:
-        x = f"cast_double({schema.REWARD})"
-        checks = [_Check(schema.REWARD, "a finite number", f"1 - finite({x})")]
-        if self.smoothing == "beta_binomial":
-            checks.append(_Check(schema.REWARD, "a reward in [0, 1] (Beta-Binomial rates)",
-                                 f"finite({x}) * (({x} < 0) + ({x} > 1))"))
-        elif self.normalization == "sum":
-            checks.append(_Check(schema.REWARD, "a non-negative reward (events are counted)",
-                                 f"finite({x}) * ({x} < 0)"))
-        return checks
+    def _check_rewards(self, logs: Logs) -> None:
+        """Rewards HF can count: >= 0 to sum events, in [0, 1] for Beta-Binomial rates."""
+        if schema.REWARD not in self._required():
+            return
+        low, high = logs.proof.reward_observed
+        x = schema.REWARD
+        if self.smoothing == "beta_binomial" and (low < 0 or high > 1):
+            logs.check(Rule(x, "a reward in [0, 1] (Beta-Binomial rates)", f"({x} < 0) + ({x} > 1)"))
+        elif self.normalization == "sum" and low < 0:
+            logs.check(Rule(x, "a non-negative reward (events are counted)", f"{x} < 0"))
 
-    def _row_checks(self, columns: Sequence[str], n_states: int | None, n_actions: int | None,
-                    time_expression: str) -> list[_Check]:
-        checks = _id_checks(schema.STATE, n_states, "known state id")
-        checks += _id_checks(schema.ACTION, n_actions, "known action id")
-        if schema.REWARD in columns:
-            checks += self._reward_checks()
-        if self.group_column is not None:
-            checks += _id_checks(self.group_column, None, "group id")
-        if self.weight_column is not None:
-            checks += _weight_checks(self.weight_column)
-        if self.half_life is not None:
-            checks.append(_Check(schema.TIMESTAMP, "a parseable date-time", f"1 - finite({time_expression})"))
-        return checks
+    def _row_weight(self, logs: Logs) -> str:
+        """The expression each row counts with: its weight times its time decay (``"1"`` for neither)."""
+        factors = [self.weight_column] if self.weight_column is not None else []
+        half_life = _half_life_seconds(self.half_life)
+        if half_life is not None:
+            reference = _reference_seconds(self.reference_time)
+            if reference is None:
+                if logs.proof.time_range is None:
+                    raise LogValidationError(
+                        "cannot find the latest timestamp of the logs; pass reference_time",
+                        column=schema.TIMESTAMP, source=logs.name)
+                reference = logs.proof.time_range[1]
+            self.reference_time_ = reference
+            factors.append(decay_expression(time_expression(logs.proof.time_kind), half_life, reference))
+        return " * ".join(factors) if factors else "1"
 
-    # ---------------------------------------------------------------- validation
-    def _validate_frame(self, logs: pd.DataFrame, columns: list[str], n_states: int | None,
-                        n_actions: int | None, source: str | None) -> pd.DataFrame:
-        missing = [c for c in columns if c not in logs.columns]
-        if missing:
-            raise LogValidationError(
-                f"missing required column(s) {missing}; the logs have {list(logs.columns)}",
-                column=missing[0], source=source,
-            )
-        frame = validate_logs(logs[columns], n_states=n_states, n_actions=n_actions, required=columns,
-                              source=source)
-        extra_checks: list[_Check] = []
-        if schema.REWARD in columns:
-            extra_checks += self._reward_checks()[1:]
-        if self.group_column is not None:
-            extra_checks += _id_checks(self.group_column, None, "group id")
-        if self.weight_column is not None:
-            extra_checks += _weight_checks(self.weight_column)
-        if extra_checks:
-            memory = get_backend("memory")
-            totals = memory.group_sums(frame, [], {f"c{i}": c.bad for i, c in enumerate(extra_checks)})
-            self._raise_first(memory, frame, extra_checks, totals.iloc[0], len(frame), source)
-        if self.group_column is not None:
-            frame[self.group_column] = frame[self.group_column].to_numpy(dtype=np.float64).astype(np.int64)
-        if self.weight_column is not None:
-            frame[self.weight_column] = pd.to_numeric(frame[self.weight_column]).astype(np.float64)
-        return frame
-
-    @staticmethod
-    def _raise_first(backend: Backend, logs: LogSource, checks: list[_Check], totals: pd.Series,
-                     n_rows: int, source: str | None) -> None:
-        for i, check in enumerate(checks):
-            count = int(round(float(totals[f"c{i}"])))
-            if count <= 0:
-                continue
-            first = backend.first_row(logs, check.bad)
-            where = f"row {first}" if first is not None else "a row"
-            raise LogValidationError(
-                f"column {check.column!r}: {where} is not {check.expected}; "
-                f"{count} of {n_rows} rows offend",
-                column=check.column, first_row=first, count=count, source=source,
-            )
-
-    def _validate_source(self, backend: Backend, logs: LogSource, columns: list[str],
-                         n_states: int | None, n_actions: int | None) -> tuple[pd.DataFrame | None, int, str]:
-        """Check a file source in SQL: statistics first, a counting scan only if they don't prove it."""
-        source = str(logs) if is_path(logs) else None
-        present = backend.columns(logs)
-        missing = [c for c in columns if c not in present]
-        if missing:
-            raise LogValidationError(
-                f"missing required column(s) {missing}; the logs have {present}",
-                column=missing[0], source=source,
-            )
-        try:
-            ranges = backend.column_ranges(logs, columns)
-        except NotImplementedError:
-            ranges = None
-        n_rows = backend.count(logs)
-        if n_rows == 0:
-            raise LogValidationError("the logs are empty (0 rows)", count=0, source=source)
-        time_expression = f"epoch({schema.TIMESTAMP})"
-        if ranges is not None and self.half_life is not None and ranges.loc[schema.TIMESTAMP, "kind"] in (
-            "integer", "float"
-        ):
-            time_expression = f"cast_double({schema.TIMESTAMP})"
-        checks = self._row_checks(columns, n_states, n_actions, time_expression)
-        if ranges is None or not self._ranges_prove_valid(ranges, n_states, n_actions):
-            self._scan_rows(backend, logs, checks, n_rows, source)
-        return ranges, n_rows, time_expression
-
-    def _scan_rows(self, backend: Backend, logs: LogSource, checks: list[_Check], n_rows: int,
-                  source: str | None) -> None:
-        """Count offending rows per rule in one pass; name the first row of the first failing rule."""
-        totals = backend.group_sums(logs, [], {f"c{i}": c.bad for i, c in enumerate(checks)})
-        self._raise_first(backend, logs, checks, totals.iloc[0], n_rows, source)
-
-    def _ranges_prove_valid(self, ranges: pd.DataFrame, n_states: int | None,
-                            n_actions: int | None) -> bool:
-        def ok_ids(column: str, bound: int | None) -> bool:
-            row = ranges.loc[column]
-            return bool(row["kind"] == "integer" and row["nulls"] == 0 and row["min"] >= 0
-                        and (bound is None or row["max"] < bound))
-
-        def ok_numbers(column: str, low: float | None, high: float | None) -> bool:
-            row = ranges.loc[column]
-            if row["kind"] not in ("integer", "float", "bool") or row["nulls"] != 0:
-                return False
-            if not (math.isfinite(row["min"]) and math.isfinite(row["max"])):
-                return False
-            return (low is None or row["min"] >= low) and (high is None or row["max"] <= high)
-
-        valid = ok_ids(schema.STATE, n_states) and ok_ids(schema.ACTION, n_actions)
-        if schema.REWARD in ranges.index:
-            low = 0.0 if (self.smoothing == "beta_binomial" or self.normalization == "sum") else None
-            high = 1.0 if self.smoothing == "beta_binomial" else None
-            valid = valid and ok_numbers(schema.REWARD, low, high)
-        if self.group_column is not None:
-            valid = valid and ok_ids(self.group_column, None)
-        if self.weight_column is not None:
-            valid = valid and ok_numbers(self.weight_column, 0.0, None)
-        if self.half_life is not None:
-            row = ranges.loc[schema.TIMESTAMP]
-            valid = valid and row["nulls"] == 0 and row["kind"] in ("datetime", "integer", "float")
-        return bool(valid)
+    def sums_for(self, logs: Logs) -> dict[str, str]:
+        """The per-row sums this HF needs beyond the standard cell statistics (empty without weights
+        or decay): ask ``logs.statistics`` for them together with the estimators' to read the rows once."""
+        weight = self._row_weight(logs)
+        if weight == "1":
+            return {}
+        sums = {"hf_exposure": weight}
+        if schema.REWARD in self._required():
+            sums["hf_events"] = f"{schema.REWARD} * {weight}"
+        return sums
 
     # ---------------------------------------------------------------- fit
-    def fit(self, logs: LogSource, n_states: int | None = None, n_actions: int | None = None
+    def fit(self, logs: Any, n_states: int | None = None, n_actions: int | None = None
             ) -> HistoricalFrequency:
         """Aggregate ``logs`` and build the table; returns ``self``.
 
         Parameters
         ----------
-        logs : DataFrame, or str/Path of a CSV or Parquet file or glob (read through DuckDB)
+        logs : DataFrame, str/Path of a CSV or Parquet file or glob, or ``hfrl.data.Logs``
             Columns ``state``, ``action``, ``reward`` (not needed with ``count="rows"``), plus
             ``timestamp`` with ``half_life`` and the group/weight columns when given.
         n_states, n_actions : int, optional
@@ -684,88 +528,24 @@ class HistoricalFrequency:
             unparseable timestamps; the message names the column, first row and count.
         """
         self._check_parameters()
-        n_states = _positive_int(n_states, "n_states")
-        n_actions = _positive_int(n_actions, "n_actions")
-        half_life = _half_life_seconds(self.half_life)
-        columns = self._columns()
-        backend = get_backend(self.backend, logs)
-        source = str(logs) if is_path(logs) else None
-
-        if is_path(logs) and backend.name == "memory":  # read the file once, then work in memory
-            logs = load_logs(logs, validate=False)
-        original = logs
-        if isinstance(logs, pd.DataFrame):
-            logs = self._validate_frame(logs, columns, n_states, n_actions, source)
-            ranges = get_backend("memory").column_ranges(logs, columns)
-            n_rows, time_expression = len(logs), f"epoch({schema.TIMESTAMP})"
-        elif is_path(logs):
-            ranges, n_rows, time_expression = self._validate_source(backend, logs, columns, n_states,
-                                                                   n_actions)
-        else:
-            raise TypeError(f"logs must be a DataFrame or a path, got {type(logs).__name__}")
-        if ranges is None:  # a backend without column_ranges: ids were scan-validated
-            key_ranges = backend.key_ranges(logs, [schema.STATE, schema.ACTION])
-            max_state, max_action = key_ranges[schema.STATE][1], key_ranges[schema.ACTION][1]
-        else:
-            max_state = int(ranges.loc[schema.STATE, "max"])
-            max_action = int(ranges.loc[schema.ACTION, "max"])
-        n_states = n_states or max_state + 1
-        n_actions = n_actions or max_action + 1
-
-        reference = _reference_seconds(self.reference_time)
-        row_weight = "1"
+        logs = as_logs(logs, self.backend, n_states=n_states, n_actions=n_actions, required=self._required())
+        self._check_rewards(logs)
+        if self.group_column is not None:
+            logs.validate_column(self.group_column, "id")
         if self.weight_column is not None:
-            row_weight = self.weight_column
-        if half_life is not None:
-            if reference is None:
-                latest = np.nan if ranges is None else float(ranges.loc[schema.TIMESTAMP, "max"])
-                if not math.isfinite(latest):
-                    raise LogValidationError(
-                        "cannot find the latest timestamp of the logs; pass reference_time",
-                        column=schema.TIMESTAMP, source=source,
-                    )
-                reference = latest
-            decay = decay_expression(time_expression, half_life, reference)
-            row_weight = decay if row_weight == "1" else f"{row_weight} * {decay}"
-        weighted = row_weight != "1"
-
-        sums = {"rows": "1"}
-        if schema.REWARD in columns:
-            sums["events"] = schema.REWARD if not weighted else f"{schema.REWARD} * {row_weight}"
-        if weighted:
-            sums["exposure"] = row_weight
-        cells = backend.group_sums(logs, [schema.STATE, schema.ACTION], sums)
-        sums_values = cells[list(sums)].to_numpy()
-        if not np.isfinite(sums_values).all():  # NaN/inf the statistics could not see: name the row
-            self._scan_rows(backend, logs, self._row_checks(columns, n_states, n_actions, time_expression),
-                           n_rows, source)
-            bad = [name for name in sums if not np.isfinite(cells[name].to_numpy()).all()]
-            raise LogValidationError(
-                f"every row is valid but the per-(state, action) sums {bad} are not finite: the "
-                "weights or the time decay overflow (check weight_column / half_life)",
-                column=self.weight_column or (schema.TIMESTAMP if half_life is not None else None),
-                source=source,
-            )
-
+            logs.validate_column(self.weight_column, "weight")
+        self.reference_time_ = None
+        cells = logs.statistics(self.sums_for(logs))
+        n_states, n_actions = n_states or logs.n_states, n_actions or logs.n_actions
         shape = (n_states, n_actions)
-        states = cells[schema.STATE].to_numpy(dtype=np.int64)
-        actions = cells[schema.ACTION].to_numpy(dtype=np.int64)
-        impressions = np.zeros(shape, dtype=np.int64)
-        impressions[states, actions] = np.rint(cells["rows"].to_numpy()).astype(np.int64)
-        exposure = impressions.astype(np.float64)
-        if weighted:
-            exposure = np.zeros(shape)
-            exposure[states, actions] = cells["exposure"].to_numpy()
-        if "events" in sums:
-            counts = np.zeros(shape)
-            counts[states, actions] = cells["events"].to_numpy()
+        impressions = np.rint(cells.table(cells.count, shape)).astype(np.int64)
+        exposure = cells.table(cells.extra.get("hf_exposure", cells.count), shape)
+        if schema.REWARD in self._required():
+            counts = cells.table(cells.extra.get("hf_events", cells.reward), shape)
         else:
             counts = exposure.copy()
         seen = impressions.sum(axis=1) > 0
-
-        state_group = None
-        if self.group_column is not None:
-            state_group = self._state_groups(backend, logs, n_states, source)
+        state_group = self._state_groups(logs, n_states) if self.group_column is not None else None
 
         m = float(self.prior_strength)
         self.beta_prior_ = None
@@ -793,14 +573,12 @@ class HistoricalFrequency:
         self.global_ = global_row
         self.state_groups_ = state_group
         self.n_states_, self.n_actions_ = n_states, n_actions
-        self.reference_time_ = reference
-        self.fingerprint_ = self._fingerprint(cells, states, actions, original, backend, weighted, columns)
+        self.fingerprint_ = logs.fingerprint
         return self
 
-    def _state_groups(self, backend: Backend, logs: LogSource, n_states: int,
-                      source: str | None) -> np.ndarray:
+    def _state_groups(self, logs: Logs, n_states: int) -> np.ndarray:
         """Group id of each state (-1 for unseen states); refuse a group column that varies within a state."""
-        pairs = backend.group_sums(logs, [schema.STATE, self.group_column], {"rows": "1"})
+        pairs = logs.backend.group_sums(logs.source, [schema.STATE, self.group_column], {"rows": "1"})
         states = pairs[schema.STATE].to_numpy(dtype=np.int64)
         groups = pairs[self.group_column].to_numpy(dtype=np.int64)
         repeated = np.flatnonzero(np.diff(states) == 0) if states.size > 1 else np.empty(0, np.int64)
@@ -810,26 +588,11 @@ class HistoricalFrequency:
             raise LogValidationError(
                 f"column {self.group_column!r} must be a function of state: state {state} appears in "
                 f"groups {listed}; {np.unique(states[repeated]).size} states do",
-                column=self.group_column, count=int(np.unique(states[repeated]).size), source=source,
+                column=self.group_column, count=int(np.unique(states[repeated]).size), source=logs.name,
             )
         state_group = np.full(n_states, -1, dtype=np.int64)
         state_group[states] = groups
         return state_group
-
-    @staticmethod
-    def _fingerprint(cells: pd.DataFrame, states: np.ndarray, actions: np.ndarray, logs: LogSource,
-                     backend: Backend, weighted: bool, columns: list[str]) -> tuple:
-        # The (s, a) sums already hold every total the fingerprint needs unless rewards were
-        # weighted or not read; then one more pass computes it.
-        if weighted or schema.REWARD not in columns:
-            from hfrl.backends import fingerprint
-
-            return fingerprint(logs, "memory" if isinstance(logs, pd.DataFrame) else backend)
-        rows = cells["rows"].to_numpy()
-        return fingerprint_from_sums(
-            rows.sum(), float(np.dot(states, rows)), float(np.dot(actions, rows)),
-            float(cells["events"].to_numpy().sum()),
-        )
 
     # ---------------------------------------------------------------- use
     def _check_fitted(self) -> None:
@@ -860,3 +623,4 @@ class HistoricalFrequency:
         }
         info.update(metadata or {})
         return TabularPolicy(self.probabilities_, metadata=info)
+

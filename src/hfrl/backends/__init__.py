@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from hfrl.backends.base import Backend
-from hfrl.data.io import LogSource, is_path
+from hfrl.backends.files import LogSource, is_path
 
 __all__ = ["BACKENDS", "Backend", "fingerprint", "fingerprint_from_sums", "get_backend"]
 

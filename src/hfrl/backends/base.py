@@ -3,19 +3,6 @@
 Frequencies, the offline learners' sufficient statistics and every tabular OPE estimator reduce to
 sums of per-row expressions grouped by a few integer keys (state, action, ...). The resulting
 tables are small (states x actions), so everything after the sums runs in numpy on the driver.
-
-Interface additions (issue 3, announced here for every backend):
-
-- ``column_ranges(logs, columns)``: min, max, null count and kind of a few columns in one cheap
-  query (DuckDB answers it from Parquet statistics without a scan). Used to size dense tables,
-  to find the latest timestamp for time decay and to skip the row-level validation scan when the
-  statistics already prove the columns valid. The base class raises ``NotImplementedError``;
-  callers then fall back to ``key_ranges`` and a validation scan.
-- ``first_row(logs, where)``: 0-based position of the first row where ``where`` is non-zero, in
-  file order, or None (no such row, or the backend cannot tell; the base class returns None).
-  Used only after a validation count found offending rows, to name the first one.
-- The expression grammar gained comparisons, ``finite`` and ``floor`` (see ``expressions.py``);
-  ``to_sql`` renders them by default, so SQL backends need no change.
 """
 
 from __future__ import annotations
@@ -26,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from hfrl.data.io import LogSource
+from hfrl.backends.files import LogSource
 
 __all__ = ["Backend", "range_record"]
 
@@ -87,6 +74,13 @@ class Backend(ABC):
 
     def first_row(self, logs: LogSource, where: str) -> int | None:
         """0-based position of the first row where ``where`` is non-zero, or None if unknown."""
+        return None
+
+    def value_at(self, logs: LogSource, column: str, row: int) -> object:
+        """The stored value of ``column`` at 0-based ``row`` (file order), or None if unknown.
+
+        Used only to show an offending value in a validation message.
+        """
         return None
 
     def __repr__(self) -> str:

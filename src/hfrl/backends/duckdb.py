@@ -13,7 +13,7 @@ import pandas as pd
 
 from hfrl.backends.base import Backend, range_record
 from hfrl.backends.expressions import parse, to_sql
-from hfrl.data.io import LogSource, is_path, resolve_files, scan_sql
+from hfrl.backends.files import LogSource, is_path, resolve_files, scan_sql
 from hfrl.errors import LogValidationError
 
 __all__ = ["DuckDBBackend"]
@@ -474,17 +474,22 @@ class DuckDBBackend(Backend):
             records.append(range_record(low, high, row[f"c{i}"], n_rows, kind))
         return pd.DataFrame(records, index=pd.Index(list(columns)))
 
-    def first_row(self, logs: LogSource, where: str) -> int | None:
+    def _ordered_connection(self):  # noqa: ANN202 - duckdb is imported lazily
+        """A fresh connection that keeps file order (for naming rows)."""
         import duckdb
 
-        # A fresh connection that keeps file order, streamed so that it stops at the first hit.
-        functions = self.functions(logs, [where])
         connection = duckdb.connect()
+        if self.threads:
+            connection.execute(f"SET threads = {int(self.threads)}")
+        connection.execute("SET preserve_insertion_order = true")
+        connection.execute("SET TimeZone = 'UTC'")
+        return connection
+
+    def first_row(self, logs: LogSource, where: str) -> int | None:
+        # streamed, so that it stops at the first hit
+        functions = self.functions(logs, [where])
+        connection = self._ordered_connection()
         try:
-            if self.threads:
-                connection.execute(f"SET threads = {int(self.threads)}")
-            connection.execute("SET preserve_insertion_order = true")
-            connection.execute("SET TimeZone = 'UTC'")
             condition = to_sql(where, functions)
             relation = self.relation_sql(logs, connection)
             sql = f"SELECT coalesce(({condition}) <> 0, false) AS hit FROM {relation}"
@@ -495,6 +500,19 @@ class DuckDBBackend(Backend):
                 if hits.size:
                     return offset + int(hits[0])
                 offset += batch.num_rows
+            return None
+        finally:
+            connection.close()
+
+    def value_at(self, logs: LogSource, column: str, row: int) -> object:
+        connection = self._ordered_connection()
+        try:
+            relation = self.relation_sql(logs, connection)
+            found = connection.execute(
+                f"SELECT {_quote_identifier(column)} FROM {relation} LIMIT 1 OFFSET {int(row)}"
+            ).fetchone()
+            return None if found is None else found[0]
+        except Exception:  # noqa: BLE001 - the value is a courtesy in a message
             return None
         finally:
             connection.close()

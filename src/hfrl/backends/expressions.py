@@ -7,9 +7,10 @@ unary minus, and the functions ``exp``, ``ln``, ``least``, ``greatest``, ``epoch
 since 1970 of a timestamp column) and ``cast_double`` (NULL/NaN when a value is not a number).
 One grammar keeps one source of truth for each formula (ARCHITECTURE convention 7).
 
-Added for validating files in one pass (issue 3): comparisons ``< <= > >= == !=`` give 1.0 or
+For validating logs where they lie: comparisons ``< <= > >= == !=`` give 1.0 or
 0.0 (0.0 when a side is NULL; on NaN the result is unspecified, so guard with ``finite``),
-``finite(x)`` is 1.0 for a non-null finite number and 0.0 otherwise, and ``floor(x)``.
+``finite(x)`` is 1.0 for a non-null finite number and 0.0 otherwise, ``missing(x)`` is 1.0 for
+NULL/NaN/NaT and 0.0 otherwise, and ``floor(x)``.
 ``to_sql`` renders any function missing from the backend's map with ``DEFAULT_SQL_FUNCTIONS``
 (written to work in both DuckDB and Spark SQL).
 """
@@ -26,7 +27,7 @@ import pandas as pd
 
 __all__ = ["DEFAULT_SQL_FUNCTIONS", "FUNCTIONS", "columns_of", "evaluate_numpy", "parse", "to_sql"]
 
-FUNCTIONS = ("exp", "ln", "least", "greatest", "epoch", "cast_double", "finite", "floor")
+FUNCTIONS = ("exp", "ln", "least", "greatest", "epoch", "cast_double", "finite", "floor", "missing")
 _BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _COMPARE = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "=", ast.NotEq: "<>"}
 
@@ -48,6 +49,9 @@ DEFAULT_SQL_FUNCTIONS: dict[str, Callable[[list[str]], str]] = {
     "cast_double": lambda args: f"TRY_CAST({args[0]} AS DOUBLE)",
     "finite": _sql_finite,
     "floor": lambda args: f"floor({args[0]})",
+    "missing": lambda args: (
+        f"(CASE WHEN {args[0]} IS NULL OR isnan(TRY_CAST({args[0]} AS DOUBLE)) THEN 1.0 ELSE 0.0 END)"
+    ),
 }
 
 
@@ -112,6 +116,9 @@ def to_sql(expression: str, functions: Mapping[str, Callable[[list[str]], str]])
 
 
 def _epoch_seconds(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind == "O":  # text: parsed as date-times (NaN where it is not one), as in SQL
+        parsed = pd.to_datetime(pd.Series(values), utc=True, errors="coerce", format="mixed")
+        values = parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
     if values.dtype.kind == "M":
         seconds = values.astype("datetime64[ns]").astype(np.int64) / 1e9
         return np.where(np.isnat(values), np.nan, seconds)
@@ -128,6 +135,10 @@ def _as_double(values: Any) -> np.ndarray:
 
 def _finite(values: Any) -> np.ndarray:
     return np.isfinite(_as_double(values)).astype(np.float64)
+
+
+def _missing(values: Any) -> np.ndarray:
+    return pd.isna(pd.Series(np.asarray(values).ravel())).to_numpy(dtype=np.float64)
 
 
 def _compare(op: type, left: Any, right: Any) -> np.ndarray:
@@ -148,6 +159,7 @@ _NUMPY_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "cast_double": _as_double,
     "finite": _finite,
     "floor": np.floor,
+    "missing": _missing,
 }
 
 

@@ -9,18 +9,19 @@ import pandas as pd
 
 from hfrl.backends.base import Backend
 from hfrl.backends.expressions import columns_of, evaluate_numpy
-from hfrl.data.io import LogSource, load_logs
+from hfrl.backends.files import LogSource, read_frame
 
-__all__ = ["MemoryBackend"]
+__all__ = ["MemoryBackend", "column_values"]
 
 _DENSE_LIMIT = 50_000_000  # beyond this many key cells, group through np.unique instead
 
 
 def _frame(logs: LogSource) -> pd.DataFrame:
-    return logs if isinstance(logs, pd.DataFrame) else load_logs(logs, validate=False)
+    return logs if isinstance(logs, pd.DataFrame) else read_frame(logs)
 
 
-def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+def column_values(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """A column as numpy for the expression evaluator: date-times as naive UTC, booleans as floats."""
     values = frame[name]
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         if getattr(values.dt, "tz", None) is not None:
@@ -47,7 +48,7 @@ class MemoryBackend(Backend):
         frame = _frame(logs)
         expressions = [*sums.values(), *([where] if where else [])]
         needed = set().union(*(columns_of(e) for e in expressions))
-        columns = {name: _column(frame, name) for name in needed}
+        columns = {name: column_values(frame, name) for name in needed}
         n_rows = len(frame)
         mask = None
         if where is not None:
@@ -100,7 +101,7 @@ class MemoryBackend(Backend):
     def columns(self, logs: LogSource) -> list[str]:
         if isinstance(logs, pd.DataFrame):
             return [str(c) for c in logs.columns]
-        return list(load_logs(logs, validate=False).columns)
+        return list(read_frame(logs).columns)
 
     def count(self, logs: LogSource) -> int:
         return len(_frame(logs))
@@ -127,7 +128,7 @@ class MemoryBackend(Backend):
             else:
                 kind = "other"
             if kind == "datetime":
-                seconds = evaluate_numpy(f"epoch({name})", {name: _column(frame, name)}, len(frame))
+                seconds = evaluate_numpy(f"epoch({name})", {name: column_values(frame, name)}, len(frame))
                 if np.isfinite(seconds).any():
                     low, high = float(np.nanmin(seconds)), float(np.nanmax(seconds))
             elif kind != "other" and len(series) > nulls:
@@ -139,6 +140,9 @@ class MemoryBackend(Backend):
 
     def first_row(self, logs: LogSource, where: str) -> int | None:
         frame = _frame(logs)
-        columns = {name: _column(frame, name) for name in columns_of(where)}
+        columns = {name: column_values(frame, name) for name in columns_of(where)}
         hits = np.flatnonzero(evaluate_numpy(where, columns, len(frame)) != 0)
         return int(hits[0]) if hits.size else None
+
+    def value_at(self, logs: LogSource, column: str, row: int) -> object:
+        return _frame(logs)[column].iloc[row]

@@ -24,7 +24,7 @@ import pandas as pd
 
 from hfrl.backends.base import Backend, range_record
 from hfrl.backends.expressions import columns_of, to_sql
-from hfrl.data.io import LogSource, is_path, resolve_files
+from hfrl.backends.files import LogSource, is_path, resolve_files
 from hfrl.errors import LogValidationError
 
 if TYPE_CHECKING:  # pragma: no cover - pyspark is an optional dependency
