@@ -231,8 +231,22 @@ def resolve_config(config: Mapping[str, Any], source: str = "config") -> dict[st
     if not isinstance(resolved["name"], str) or not resolved["name"]:
         raise _fail(where("name"), f"expected a non-empty string, got {resolved['name']!r}")
     _check_number(where("seed"), resolved["seed"], 0, 2**32 - 1, integer=True)
+    _check_source(resolved["source"], where)
+    _check_split(resolved["split"], where)
+    _check_frequencies(resolved["frequencies"], where)
+    _check_learner(resolved["learner"], resolved["source"]["type"], where)
+    _check_tuning(resolved["tuning"], where)
+    _check_evaluation(resolved["evaluation"], resolved["tuning"]["estimator"], where)
+    _check_output(resolved["output"], where)
+    return resolved
 
-    src = resolved["source"]
+
+# Each section check validates one merged section in place (choices are normalised, e.g. "q-learning"
+# to "q_learning"); ``where`` turns a key into the message prefix naming the file and the key.
+_Where = Callable[[str], str]
+
+
+def _check_source(src: dict[str, Any], where: _Where) -> None:
     src["type"] = _check_choice(where("source.type"), src["type"], ("simulator", "logs"))
     if src["type"] == "simulator":
         src["env"] = _check_choice(where("source.env"), src["env"], ENVS)
@@ -252,7 +266,8 @@ def resolve_config(config: Mapping[str, Any], source: str = "config") -> dict[st
     if src["backend"] is not None:
         src["backend"] = _check_choice(where("source.backend"), src["backend"], ("memory", "duckdb", "spark"))
 
-    split = resolved["split"]
+
+def _check_split(split: dict[str, Any], where: _Where) -> None:
     split["by"] = _check_choice(where("split.by"), split["by"], ("time", "random"))
     fractions = split["fractions"]
     if not isinstance(fractions, list | tuple) or len(fractions) != 3:
@@ -264,26 +279,30 @@ def resolve_config(config: Mapping[str, Any], source: str = "config") -> dict[st
     if abs(sum(fractions) - 1.0) > 1e-9:
         raise _fail(where("split.fractions"), f"expected fractions summing to 1, got {fractions!r}")
 
-    freq = resolved["frequencies"]
+
+def _check_frequencies(freq: dict[str, Any], where: _Where) -> None:
     freq["kind"] = _check_choice(where("frequencies.kind"), freq["kind"], ("share", "rate"))
     _check_number(where("frequencies.prior_strength"), freq["prior_strength"], 0.0, math.inf)
     if not isinstance(freq["options"], Mapping):
         raise _fail(where("frequencies.options"), f"expected a table, got {freq['options']!r}")
 
-    learner = resolved["learner"]
+
+def _check_learner(learner: dict[str, Any], source_type: str, where: _Where) -> None:
+    """Also refuses an online learner without a simulator to learn from."""
     learner["name"] = _check_choice(where("learner.name"), learner["name"], LEARNERS)
     _check_number(where("learner.n_steps"), learner["n_steps"], 1, 10**11, integer=True)
     _check_number(where("learner.gamma"), learner["gamma"], 0.0, 1.0)
     if not isinstance(learner["options"], Mapping):
         raise _fail(where("learner.options"), f"expected a table, got {learner['options']!r}")
-    if learner["name"] in ONLINE_LEARNERS and src["type"] != "simulator":
+    if learner["name"] in ONLINE_LEARNERS and source_type != "simulator":
         raise _fail(
             where("learner.name"),
             f"{learner['name']!r} learns online and needs source.type = "
             f"'simulator'; from logs use one of {sorted(OFFLINE_LEARNERS)}",
         )
 
-    tuning = resolved["tuning"]
+
+def _check_tuning(tuning: dict[str, Any], where: _Where) -> None:
     tuning["estimator"] = _check_choice(where("tuning.estimator"), tuning["estimator"], ESTIMATORS)
     tuning["criterion"] = _check_choice(
         where("tuning.criterion"), tuning["criterion"], ("estimate", "lower_bound")
@@ -297,27 +316,29 @@ def resolve_config(config: Mapping[str, Any], source: str = "config") -> dict[st
         for i, value in enumerate(alphas):
             _check_number(where(f"tuning.alphas[{i}]"), value, 0.0, 1.0)
 
-    evaluation = resolved["evaluation"]
+
+def _check_evaluation(evaluation: dict[str, Any], tuning_estimator: str, where: _Where) -> None:
+    """Also adds the tuning estimator to the evaluated ones: the summary reports its values."""
     estimators = evaluation["estimators"]
     if not isinstance(estimators, list | tuple) or not estimators:
         raise _fail(where("evaluation.estimators"), f"expected a list of estimator names, got {estimators!r}")
     evaluation["estimators"] = [
         _check_choice(where(f"evaluation.estimators[{i}]"), e, ESTIMATORS) for i, e in enumerate(estimators)
     ]
-    if tuning["estimator"] not in evaluation["estimators"]:
-        evaluation["estimators"].append(tuning["estimator"])
+    if tuning_estimator not in evaluation["estimators"]:
+        evaluation["estimators"].append(tuning_estimator)
     _check_number(where("evaluation.level"), evaluation["level"], 0.0, 1.0, low_open=True)
     _check_number(where("evaluation.n_bootstrap"), evaluation["n_bootstrap"], 0, 100_000, integer=True)
     evaluation["propensity"] = _check_choice(
         where("evaluation.propensity"), evaluation["propensity"], ("logged", "estimate")
     )
 
-    output = resolved["output"]
+
+def _check_output(output: dict[str, Any], where: _Where) -> None:
     if not isinstance(output["dir"], str) or not output["dir"]:
         raise _fail(where("output.dir"), f"expected a folder path, got {output['dir']!r}")
     if not isinstance(output["save_logs"], bool):
         raise _fail(where("output.save_logs"), f"expected true or false, got {output['save_logs']!r}")
-    return resolved
 
 
 def load_config(path: str | PathLike[str]) -> dict[str, Any]:
