@@ -666,7 +666,7 @@ def _simulate_source(source: Mapping[str, Any], gamma: float, seed: int, say: Pr
 
 
 def _read_source(source: Mapping[str, Any], say: ProgressCallback) -> _Source:
-    """Read a log file into memory (it is split here); the id ranges default to the largest id + 1."""
+    """Read a log file into memory (the pipeline splits it there); id ranges default to the largest id + 1."""
     from hfrl.data import load_logs
 
     say(f"loading {source['path']}")
@@ -941,6 +941,7 @@ RUN_FOLDER_FILES = (
 
 
 def _events_per_state(logs: pd.DataFrame, n_states: int) -> np.ndarray:
+    """How many logged rows each state has: the history HF and the learner had to go on."""
     return np.bincount(logs[schema.STATE].to_numpy(dtype=np.int64), minlength=n_states).astype(np.float64)
 
 
