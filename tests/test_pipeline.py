@@ -166,6 +166,39 @@ def test_warnings_are_recorded_not_lost(recommendation_run):
         assert all(isinstance(w, str) for w in metrics["warnings"])
 
 
+def test_progress_names_each_stage_in_order(tmp_path):
+    config = small(load_config(EXAMPLES / "recommendation.toml"), tmp_path / "sim", n_rows=3000, n_steps=3000)
+    config["evaluation"]["n_bootstrap"] = 10
+    said: list[str] = []
+    run_pipeline(config, progress=said.append)
+    assert said == [
+        "simulating 3,000 logged decisions (recommendation, popularity logging)",
+        "fitting historical frequencies on 1,500 training rows",
+        "training QLearning online for 3,000 steps",
+        "tuning alpha by SNIPS on 750 validation rows",
+        "solving the simulator exactly for the optimal policy",
+        "evaluating 5 policies on 750 test rows with 10 bootstrap resamples",
+        f"writing the run folder {tmp_path / 'sim'}",
+    ]
+    env = make_env("recommendation")
+    _, logs = simulate_logs(env, "uniform", 4000, seed=3)
+    logs.to_parquet(tmp_path / "logs.parquet", index=False)
+    from_logs = {
+        "source": {"type": "logs", "path": str(tmp_path / "logs.parquet")},
+        "learner": {"name": "direct_method"},
+    }
+    said.clear()
+    run_pipeline(from_logs, tmp_path / "logs", progress=said.append)
+    assert said == [
+        f"loading {tmp_path / 'logs.parquet'}",
+        "fitting historical frequencies on 2,000 training rows",
+        "training DirectMethodLearner offline on 2,000 rows",
+        "tuning alpha by SNIPS on 1,000 validation rows",
+        "evaluating 4 policies on 1,000 test rows",  # the logging policy by its on-policy mean
+        f"writing the run folder {tmp_path / 'logs'}",
+    ]
+
+
 def test_demo_config_is_the_documented_flow():
     config = demo_config(7, "somewhere")
     assert config["seed"] == 7 and config["output"]["dir"] == "somewhere"

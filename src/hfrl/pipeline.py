@@ -231,8 +231,22 @@ def resolve_config(config: Mapping[str, Any], source: str = "config") -> dict[st
     if not isinstance(resolved["name"], str) or not resolved["name"]:
         raise _fail(where("name"), f"expected a non-empty string, got {resolved['name']!r}")
     _check_number(where("seed"), resolved["seed"], 0, 2**32 - 1, integer=True)
+    _check_source(resolved["source"], where)
+    _check_split(resolved["split"], where)
+    _check_frequencies(resolved["frequencies"], where)
+    _check_learner(resolved["learner"], resolved["source"]["type"], where)
+    _check_tuning(resolved["tuning"], where)
+    _check_evaluation(resolved["evaluation"], resolved["tuning"]["estimator"], where)
+    _check_output(resolved["output"], where)
+    return resolved
 
-    src = resolved["source"]
+
+# Each section check validates one merged section in place (choices are normalised, e.g. "q-learning"
+# to "q_learning"); ``where`` turns a key into the message prefix naming the file and the key.
+_Where = Callable[[str], str]
+
+
+def _check_source(src: dict[str, Any], where: _Where) -> None:
     src["type"] = _check_choice(where("source.type"), src["type"], ("simulator", "logs"))
     if src["type"] == "simulator":
         src["env"] = _check_choice(where("source.env"), src["env"], ENVS)
@@ -252,7 +266,8 @@ def resolve_config(config: Mapping[str, Any], source: str = "config") -> dict[st
     if src["backend"] is not None:
         src["backend"] = _check_choice(where("source.backend"), src["backend"], ("memory", "duckdb", "spark"))
 
-    split = resolved["split"]
+
+def _check_split(split: dict[str, Any], where: _Where) -> None:
     split["by"] = _check_choice(where("split.by"), split["by"], ("time", "random"))
     fractions = split["fractions"]
     if not isinstance(fractions, list | tuple) or len(fractions) != 3:
@@ -264,26 +279,30 @@ def resolve_config(config: Mapping[str, Any], source: str = "config") -> dict[st
     if abs(sum(fractions) - 1.0) > 1e-9:
         raise _fail(where("split.fractions"), f"expected fractions summing to 1, got {fractions!r}")
 
-    freq = resolved["frequencies"]
+
+def _check_frequencies(freq: dict[str, Any], where: _Where) -> None:
     freq["kind"] = _check_choice(where("frequencies.kind"), freq["kind"], ("share", "rate"))
     _check_number(where("frequencies.prior_strength"), freq["prior_strength"], 0.0, math.inf)
     if not isinstance(freq["options"], Mapping):
         raise _fail(where("frequencies.options"), f"expected a table, got {freq['options']!r}")
 
-    learner = resolved["learner"]
+
+def _check_learner(learner: dict[str, Any], source_type: str, where: _Where) -> None:
+    """Also refuses an online learner without a simulator to learn from."""
     learner["name"] = _check_choice(where("learner.name"), learner["name"], LEARNERS)
     _check_number(where("learner.n_steps"), learner["n_steps"], 1, 10**11, integer=True)
     _check_number(where("learner.gamma"), learner["gamma"], 0.0, 1.0)
     if not isinstance(learner["options"], Mapping):
         raise _fail(where("learner.options"), f"expected a table, got {learner['options']!r}")
-    if learner["name"] in ONLINE_LEARNERS and src["type"] != "simulator":
+    if learner["name"] in ONLINE_LEARNERS and source_type != "simulator":
         raise _fail(
             where("learner.name"),
             f"{learner['name']!r} learns online and needs source.type = "
             f"'simulator'; from logs use one of {sorted(OFFLINE_LEARNERS)}",
         )
 
-    tuning = resolved["tuning"]
+
+def _check_tuning(tuning: dict[str, Any], where: _Where) -> None:
     tuning["estimator"] = _check_choice(where("tuning.estimator"), tuning["estimator"], ESTIMATORS)
     tuning["criterion"] = _check_choice(
         where("tuning.criterion"), tuning["criterion"], ("estimate", "lower_bound")
@@ -297,27 +316,29 @@ def resolve_config(config: Mapping[str, Any], source: str = "config") -> dict[st
         for i, value in enumerate(alphas):
             _check_number(where(f"tuning.alphas[{i}]"), value, 0.0, 1.0)
 
-    evaluation = resolved["evaluation"]
+
+def _check_evaluation(evaluation: dict[str, Any], tuning_estimator: str, where: _Where) -> None:
+    """Also adds the tuning estimator to the evaluated ones: the summary reports its values."""
     estimators = evaluation["estimators"]
     if not isinstance(estimators, list | tuple) or not estimators:
         raise _fail(where("evaluation.estimators"), f"expected a list of estimator names, got {estimators!r}")
     evaluation["estimators"] = [
         _check_choice(where(f"evaluation.estimators[{i}]"), e, ESTIMATORS) for i, e in enumerate(estimators)
     ]
-    if tuning["estimator"] not in evaluation["estimators"]:
-        evaluation["estimators"].append(tuning["estimator"])
+    if tuning_estimator not in evaluation["estimators"]:
+        evaluation["estimators"].append(tuning_estimator)
     _check_number(where("evaluation.level"), evaluation["level"], 0.0, 1.0, low_open=True)
     _check_number(where("evaluation.n_bootstrap"), evaluation["n_bootstrap"], 0, 100_000, integer=True)
     evaluation["propensity"] = _check_choice(
         where("evaluation.propensity"), evaluation["propensity"], ("logged", "estimate")
     )
 
-    output = resolved["output"]
+
+def _check_output(output: dict[str, Any], where: _Where) -> None:
     if not isinstance(output["dir"], str) or not output["dir"]:
         raise _fail(where("output.dir"), f"expected a folder path, got {output['dir']!r}")
     if not isinstance(output["save_logs"], bool):
         raise _fail(where("output.save_logs"), f"expected true or false, got {output['save_logs']!r}")
-    return resolved
 
 
 def load_config(path: str | PathLike[str]) -> dict[str, Any]:
@@ -465,30 +486,6 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-RUN_FOLDER_FILES = (
-    "metrics.json",
-    "config.json",
-    "report.html",
-    "curves/*.csv",
-    "tables/*.npy",
-    "artifacts/*.hfrl",
-    "logs/*.parquet",
-)
-
-
-def _clear_run_folder(out: Path) -> None:
-    """Remove the files a previous run left in ``out`` (only those of the run-folder layout), so
-    that a part this run does not produce (a learning curve, the truth) cannot be stale."""
-    for pattern in RUN_FOLDER_FILES:
-        for path in out.glob(pattern):
-            if path.is_file():
-                path.unlink()
-
-
-def _events_per_state(logs: pd.DataFrame, n_states: int) -> np.ndarray:
-    return np.bincount(logs[schema.STATE].to_numpy(dtype=np.int64), minlength=n_states).astype(np.float64)
-
-
 # ---------------------------------------------------------------------------- the pipeline
 @dataclass
 class PipelineResult:
@@ -547,68 +544,212 @@ def _run_pipeline(
     progress: ProgressCallback | None,
     caught: list[warnings.WarningMessage],
 ) -> PipelineResult:
-    from hfrl.blend import blend
-    from hfrl.frequencies import HistoricalFrequency
-    from hfrl.ope import compare, evaluate
-    from hfrl.tune import split_logs, tune_alpha
-
+    """The stages in order. Each takes the config section it needs and what earlier stages made, so
+    the data flow (which split feeds which step) reads here and nowhere else."""
     started = time.perf_counter()
-    config = resolve_config(config)
-    say = progress or (lambda stage: None)
-    out = Path(out_dir if out_dir is not None else config["output"]["dir"])
-    config["output"]["dir"] = str(out)  # the resolved config says where the run really went
-    seed = int(config["seed"])
-    seeds = [int(s) for s in np.random.SeedSequence(seed).generate_state(5)]
-    src, learner_cfg = config["source"], config["learner"]
-    gamma = float(learner_cfg["gamma"])
-    backend = src["backend"]
+    config, out = _resolve_run(config, out_dir)
+    say = progress or _silent
+    seeds = _StageSeeds.from_seed(config["seed"])
+    gamma, backend = float(config["learner"]["gamma"]), config["source"]["backend"]
+    propensity = config["evaluation"]["propensity"]
 
-    # 1. the logs
-    env = None
-    known: dict[str, TabularPolicy] = {}
-    if src["type"] == "simulator":
-        say(f"simulating {src['n_rows']:,} logged decisions ({src['env']}, {src['logging_policy']} logging)")
-        env = make_env(src["env"], src["env_options"])
-        known["logging"], logs = simulate_logs(
-            env, src["logging_policy"], src["n_rows"], epsilon=src["epsilon"], gamma=gamma, seed=seeds[0]
-        )
-        n_states, n_actions = env.n_states, env.n_actions
-    else:
-        from hfrl.data import load_logs
-
-        say(f"loading {src['path']}")
-        logs = load_logs(src["path"], n_states=src["n_states"], n_actions=src["n_actions"])
-        n_states = src["n_states"] or int(logs[schema.STATE].max()) + 1
-        n_actions = src["n_actions"] or int(logs[schema.ACTION].max()) + 1
-
-    # 2. splits: HF and pi from train, alpha from validation, values on test
-    split = config["split"]
-    train, validation, test = split_logs(
-        logs, fractions=tuple(split["fractions"]), by=split["by"], random_state=seeds[1]
+    source = _load_source(config["source"], gamma, seeds.simulation, say)
+    splits = _split_by_role(source.logs, config["split"], seeds.split)
+    hf = _fit_frequencies(
+        splits.train, config["frequencies"], source.n_states, source.n_actions, backend, say
     )
-    # 3. HF
-    freq = config["frequencies"]
-    say(f"fitting historical frequencies on {len(train):,} training rows")
-    hf_options = dict(freq["options"])
-    if backend is not None:
-        hf_options.setdefault("backend", backend)
-    hf = HistoricalFrequency(kind=freq["kind"], prior_strength=freq["prior_strength"], **hf_options)
-    hf.fit(train, n_states=n_states, n_actions=n_actions)
-    # 4. pi
-    learner = make_learner(learner_cfg["name"], gamma, seeds[2], learner_cfg["options"])
-    if learner_cfg["name"] in ONLINE_LEARNERS:
-        say(f"training {type(learner).__name__} online for {learner_cfg['n_steps']:,} steps")
-        learner.fit(env, n_steps=learner_cfg["n_steps"])
-    else:
-        say(f"training {type(learner).__name__} offline on {len(train):,} rows")
-        learner.fit(train, n_states=n_states, n_actions=n_actions)
+    learner = _train_learner(config["learner"], source, splits.train, seeds.learner, say)
     pi = learner.policy_
-    # 5. alpha
-    tuning = config["tuning"]
+    tuned = _choose_alpha(pi, hf, splits.validation, config["tuning"], propensity, backend, say)
+    policies = _policies_to_report(source, pi, hf, tuned.policy, gamma, say)
+    evaluation = _evaluate_on_test(
+        policies,
+        splits.test,
+        config["evaluation"],
+        primary=config["tuning"]["estimator"],
+        env=source.env,
+        gamma=gamma,
+        backend=backend,
+        seed=seeds.evaluation,
+        say=say,
+    )
+
+    say(f"writing the run folder {out}")
+    counts = _events_per_state(source.logs, source.n_states)
+    metrics = _metrics(config, source, splits, type(learner).__name__, tuned, evaluation, counts)
+    _write_run_folder(
+        out,
+        config,
+        policies,
+        alpha=float(tuned.alpha),
+        learning_curve=getattr(learner, "learning_curve_", None),
+        alpha_curve=tuned.curve,
+        counts=counts,
+        splits=splits if config["output"]["save_logs"] else None,
+    )
+    # Warnings (support violations, dropped rows, ...) are part of the result, not lost on stderr.
+    metrics["warnings"] = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
+    metrics["run"]["elapsed_seconds"] = round(time.perf_counter() - started, 2)
+    _write_run_record(out, metrics, config)
+    return PipelineResult(
+        out_dir=out,
+        alpha=float(tuned.alpha),
+        summary=evaluation.summary(),
+        estimates=evaluation.estimates(),
+        metrics=metrics,
+        config=config,
+        policies=policies,
+    )
+
+
+# ---------------------------------------------------------------------------- stages: setup and data
+def _silent(message: str) -> None:
+    """The progress callback when the caller gives none."""
+
+
+def _resolve_run(
+    config: Mapping[str, Any], out_dir: str | PathLike[str] | None
+) -> tuple[dict[str, Any], Path]:
+    """Resolve the configuration and the run folder; the resolved config records the folder the run
+    really went to (``out_dir`` overrides ``[output] dir``), since it is saved as ``config.json``."""
+    resolved = resolve_config(config)
+    out = Path(out_dir if out_dir is not None else resolved["output"]["dir"])
+    resolved["output"]["dir"] = str(out)
+    return resolved, out
+
+
+@dataclass(frozen=True)
+class _StageSeeds:
+    """One seed per random stage, all derived from the run's seed: a stage's randomness does not
+    depend on how much another stage drew, so changing the learner leaves the logs and splits alone."""
+
+    simulation: int
+    split: int
+    learner: int
+    evaluation: int
+
+    @classmethod
+    def from_seed(cls, seed: int) -> _StageSeeds:
+        return cls(*(int(word) for word in np.random.SeedSequence(int(seed)).generate_state(4)))
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The logged decisions a run learns from and their id ranges; from a simulator also the env and
+    the logging policy that wrote the logs (they give the truth and the logging policy's table)."""
+
+    logs: pd.DataFrame
+    n_states: int
+    n_actions: int
+    description: str
+    env: Any = None
+    logging_policy: TabularPolicy | None = None
+
+
+def _load_source(source: Mapping[str, Any], gamma: float, seed: int, say: ProgressCallback) -> _Source:
+    """Simulate or read the logs as ``[source]`` says (``seed`` drives the simulated logging)."""
+    if source["type"] == "simulator":
+        return _simulate_source(source, gamma, seed, say)
+    return _read_source(source, say)
+
+
+def _simulate_source(source: Mapping[str, Any], gamma: float, seed: int, say: ProgressCallback) -> _Source:
+    """Simulate ``n_rows`` decisions of the configured logging policy in the configured env."""
+    env_name, logging_name = source["env"], source["logging_policy"]
+    say(f"simulating {source['n_rows']:,} logged decisions ({env_name}, {logging_name} logging)")
+    env = make_env(env_name, source["env_options"])
+    logging, logs = simulate_logs(
+        env, logging_name, source["n_rows"], epsilon=source["epsilon"], gamma=gamma, seed=seed
+    )
+    description = f"simulator {env_name} with {logging_name} logging"
+    return _Source(logs, env.n_states, env.n_actions, description, env=env, logging_policy=logging)
+
+
+def _read_source(source: Mapping[str, Any], say: ProgressCallback) -> _Source:
+    """Read a log file into memory (the pipeline splits it there); id ranges default to the largest id + 1."""
+    from hfrl.data import load_logs
+
+    say(f"loading {source['path']}")
+    logs = load_logs(source["path"], n_states=source["n_states"], n_actions=source["n_actions"])
+    n_states = source["n_states"] or int(logs[schema.STATE].max()) + 1
+    n_actions = source["n_actions"] or int(logs[schema.ACTION].max()) + 1
+    return _Source(logs, n_states, n_actions, f"logs {source['path']}")
+
+
+@dataclass(frozen=True)
+class _Splits:
+    """The logs in three disjoint parts, one per role: HF and pi learn from ``train``, alpha is chosen
+    on ``validation``, values are reported on ``test``, so no reported value was fit or tuned on its rows."""
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+
+
+def _split_by_role(logs: pd.DataFrame, split: Mapping[str, Any], seed: int) -> _Splits:
+    """Split the logs as ``[split]`` says (by time keeps the test split the most recent)."""
+    from hfrl.tune import split_logs
+
+    train, validation, test = split_logs(
+        logs, fractions=tuple(split["fractions"]), by=split["by"], random_state=seed
+    )
+    return _Splits(train, validation, test)
+
+
+# ---------------------------------------------------------------------------- stages: HF, pi, alpha
+def _fit_frequencies(
+    train: pd.DataFrame,
+    frequencies: Mapping[str, Any],
+    n_states: int,
+    n_actions: int,
+    backend: str | None,
+    say: ProgressCallback,
+) -> Any:
+    """Fit the historical frequency on the training split as ``[frequencies]`` says; it aggregates
+    with the source's backend unless its own options name one."""
+    from hfrl.frequencies import HistoricalFrequency
+
+    say(f"fitting historical frequencies on {len(train):,} training rows")
+    options = dict(frequencies["options"])
+    if backend is not None:
+        options.setdefault("backend", backend)
+    hf = HistoricalFrequency(
+        kind=frequencies["kind"], prior_strength=frequencies["prior_strength"], **options
+    )
+    hf.fit(train, n_states=n_states, n_actions=n_actions)
+    return hf
+
+
+def _train_learner(
+    learner: Mapping[str, Any], source: _Source, train: pd.DataFrame, seed: int, say: ProgressCallback
+) -> Any:
+    """Train the learner of ``[learner]``: an online one interacts with the simulator for ``n_steps``,
+    an offline one fits the training split only. Returns the fitted learner (``policy_`` is pi)."""
+    model = make_learner(learner["name"], float(learner["gamma"]), seed, learner["options"])
+    if learner["name"] in ONLINE_LEARNERS:
+        say(f"training {type(model).__name__} online for {learner['n_steps']:,} steps")
+        model.fit(source.env, n_steps=learner["n_steps"])
+    else:
+        say(f"training {type(model).__name__} offline on {len(train):,} rows")
+        model.fit(train, n_states=source.n_states, n_actions=source.n_actions)
+    return model
+
+
+def _choose_alpha(
+    pi: TabularPolicy,
+    hf: Any,
+    validation: pd.DataFrame,
+    tuning: Mapping[str, Any],
+    propensity: str,
+    backend: str | None,
+    say: ProgressCallback,
+) -> Any:
+    """Choose the alpha of ``pi' = blend(pi, hf, alpha)`` on the validation split as ``[tuning]``
+    says. Returns :func:`hfrl.tune.tune_alpha`'s result (``alpha``, ``policy``, ``evaluation``, ``curve``)."""
+    from hfrl.tune import tune_alpha
+
     say(f"tuning alpha by {tuning['estimator'].upper()} on {len(validation):,} validation rows")
-    evaluation = config["evaluation"]
-    propensity = evaluation["propensity"]
-    tuned = tune_alpha(
+    return tune_alpha(
         pi,
         hf,
         validation,
@@ -620,206 +761,345 @@ def _run_pipeline(
         backend=backend,
         propensity=propensity,
     )
-    alpha = float(tuned.alpha)
-    pi_prime = tuned.policy
-    # 6. evaluation on test
-    policies = dict(known)
+
+
+def _policies_to_report(
+    source: _Source, pi: TabularPolicy, hf: Any, pi_prime: TabularPolicy, gamma: float, say: ProgressCallback
+) -> dict[str, TabularPolicy]:
+    """The policies the run reports, keyed as :data:`POLICY_LABELS`: the logging policy (known only
+    from a simulator), HF alone (the blend at alpha 1), pi, pi' and, from a simulator, the optimum."""
+    from hfrl.blend import blend
+
+    policies = {} if source.logging_policy is None else {"logging": source.logging_policy}
     policies["hf"] = blend(pi, hf, 1.0)
     policies["pi"] = pi
     policies["pi_prime"] = pi_prime
-    if env is not None:
+    if source.env is not None:
         say("solving the simulator exactly for the optimal policy")
-        policies["optimal"] = env.optimal_policy(gamma)
+        policies["optimal"] = source.env.optimal_policy(gamma)
+    return policies
+
+
+# ---------------------------------------------------------------------------- stages: evaluation
+@dataclass(frozen=True)
+class _Evaluation:
+    """The values on the test split: per policy label the row of the tuning estimator
+    (``summary_rows``), every estimator's rows (``estimate_rows``), and the deployment verdict."""
+
+    summary_rows: dict[str, dict[str, Any]]
+    estimate_rows: list[dict[str, Any]]
+    verdict: Any
+
+    def summary(self) -> pd.DataFrame:
+        """One row per policy label, the table :class:`PipelineResult` reports."""
+        summary = pd.DataFrame.from_dict(self.summary_rows, orient="index")
+        summary.index.name = "policy"
+        return summary
+
+    def estimates(self) -> pd.DataFrame:
+        """One row per (policy, estimator)."""
+        return pd.DataFrame(self.estimate_rows)
+
+
+def _evaluate_on_test(
+    policies: Mapping[str, TabularPolicy],
+    test: pd.DataFrame,
+    evaluation: Mapping[str, Any],
+    *,
+    primary: str,
+    env: Any,
+    gamma: float,
+    backend: str | None,
+    seed: int,
+    say: ProgressCallback,
+) -> _Evaluation:
+    """Estimate every policy's value on the test split with every estimator of ``[evaluation]``; the
+    summary uses ``primary`` (the tuning estimator). From a simulator each row also carries the exact
+    truth; from logs the logging policy's row is the on-policy mean reward (there is no table of it)."""
+    from hfrl.ope import evaluate
+
     say(
         f"evaluating {len(policies) + (env is None)} policies on {len(test):,} test rows"
         + (f" with {evaluation['n_bootstrap']} bootstrap resamples" if evaluation["n_bootstrap"] else "")
     )
-    eval_kwargs: dict[str, Any] = {
+    verdict = _deployment_verdict(policies["pi_prime"], test, evaluation, primary, backend)
+    summary_rows: dict[str, dict[str, Any]] = {}
+    estimate_rows: list[dict[str, Any]] = []
+    if env is None:
+        label = POLICY_LABELS["logging"]
+        summary_rows[label] = _on_policy_row(verdict)
+        estimate_rows.append({"policy": label, "estimator": "on-policy mean", **summary_rows[label]})
+    options: dict[str, Any] = {
         "estimators": tuple(evaluation["estimators"]),
         "level": evaluation["level"],
         "n_bootstrap": evaluation["n_bootstrap"],
-        "random_state": seeds[3],
+        "random_state": seed,
         "backend": backend,
-        "propensity": propensity,
+        "propensity": evaluation["propensity"],
     }
-    primary = tuning["estimator"]
     test_states = test[schema.STATE].to_numpy(dtype=np.int64)
-    estimate_rows, summary_rows = [], {}
-    # The deployment verdict for pi' against the logging policy, paired on the test rows; its
-    # baseline (the on-policy mean reward) is the logging policy's value when no table of it exists.
-    verdict = compare(
+    for key, policy in policies.items():
+        label = POLICY_LABELS[key]
+        frame = evaluate(test, policy, **options)
+        truth, ret = true_values(env, policy, test_states, gamma) if env is not None else (None, None)
+        estimate_rows.extend(_estimator_rows(label, frame, truth))
+        summary_rows[label] = _summary_row(frame.loc[primary], truth, ret)
+    return _Evaluation(summary_rows, estimate_rows, verdict)
+
+
+def _deployment_verdict(
+    pi_prime: TabularPolicy,
+    test: pd.DataFrame,
+    evaluation: Mapping[str, Any],
+    primary: str,
+    backend: str | None,
+) -> Any:
+    """Compare pi' with the logging policy, paired on the test rows: whether to ship pi'. The baseline
+    is the on-policy mean reward, which needs no table of the logging policy; ``compare`` takes
+    SNIPS, DR or IPS, so another tuning estimator is replaced by SNIPS here."""
+    from hfrl.ope import compare
+
+    return compare(
         pi_prime,
         test,
         baseline="logging",
         level=evaluation["level"],
         estimator=primary if primary in ("snips", "dr", "ips") else "snips",
         backend=backend,
-        propensity=propensity,
+        propensity=evaluation["propensity"],
     )
-    if env is None:
-        label = POLICY_LABELS["logging"]
-        low, high = (float(v) for v in verdict.baseline_ci)
-        summary_rows[label] = {
-            "estimate": float(verdict.baseline_value),
-            "std_error": None,
-            "ci_low": low,
-            "ci_high": high,
-            "true_value": None,
-            "true_return": None,
-        }
-        estimate_rows.append({"policy": label, "estimator": "on-policy mean", **summary_rows[label]})
-    for key, policy in policies.items():
-        label = POLICY_LABELS[key]
-        frame = evaluate(test, policy, **eval_kwargs)
-        truth, ret = true_values(env, policy, test_states, gamma) if env is not None else (None, None)
-        for estimator, row in frame.iterrows():
-            estimate_rows.append(
-                {
-                    "policy": label,
-                    "estimator": str(estimator),
-                    "estimate": row["estimate"],
-                    "std_error": row["std_error"],
-                    "ci_low": row["ci_low"],
-                    "ci_high": row["ci_high"],
-                    "ess": row.get("ess"),
-                    "max_weight": row.get("max_weight"),
-                    "true_value": truth,
-                }
-            )
-            if "boot_ci_low" in frame.columns:
-                estimate_rows[-1].update(boot_ci_low=row["boot_ci_low"], boot_ci_high=row["boot_ci_high"])
-        chosen = frame.loc[primary]
-        summary_rows[label] = {
-            "estimate": float(chosen["estimate"]),
-            "std_error": float(chosen["std_error"]),
-            "ci_low": float(chosen["ci_low"]),
-            "ci_high": float(chosen["ci_high"]),
-            "true_value": truth,
-            "true_return": ret,
-        }
-    summary = pd.DataFrame.from_dict(summary_rows, orient="index")
-    summary.index.name = "policy"
-    estimates = pd.DataFrame(estimate_rows)
 
-    # 7. the run folder
-    say(f"writing the run folder {out}")
-    counts = _events_per_state(logs, n_states)
-    metrics = {
+
+def _on_policy_row(verdict: Any) -> dict[str, Any]:
+    """The logging policy's summary row from the verdict's baseline (its mean reward and interval)."""
+    low, high = (float(v) for v in verdict.baseline_ci)
+    return {
+        "estimate": float(verdict.baseline_value),
+        "std_error": None,
+        "ci_low": low,
+        "ci_high": high,
+        "true_value": None,
+        "true_return": None,
+    }
+
+
+def _estimator_rows(label: str, frame: pd.DataFrame, truth: float | None) -> list[dict[str, Any]]:
+    """One row per estimator of ``evaluate``'s frame, with the diagnostics and bootstrap interval."""
+    rows = []
+    for estimator, row in frame.iterrows():
+        rows.append(
+            {
+                "policy": label,
+                "estimator": str(estimator),
+                "estimate": row["estimate"],
+                "std_error": row["std_error"],
+                "ci_low": row["ci_low"],
+                "ci_high": row["ci_high"],
+                "ess": row.get("ess"),
+                "max_weight": row.get("max_weight"),
+                "true_value": truth,
+            }
+        )
+        if "boot_ci_low" in frame.columns:
+            rows[-1].update(boot_ci_low=row["boot_ci_low"], boot_ci_high=row["boot_ci_high"])
+    return rows
+
+
+def _summary_row(chosen: pd.Series, truth: float | None, ret: float | None) -> dict[str, Any]:
+    """A policy's summary row: the chosen estimator's value and interval, and the truth if known."""
+    return {
+        "estimate": float(chosen["estimate"]),
+        "std_error": float(chosen["std_error"]),
+        "ci_low": float(chosen["ci_low"]),
+        "ci_high": float(chosen["ci_high"]),
+        "true_value": truth,
+        "true_return": ret,
+    }
+
+
+# ---------------------------------------------------------------------------- stages: the run folder
+VERDICT_FIELDS = (
+    "verdict",
+    "difference",
+    "std_error",
+    "ci_low",
+    "ci_high",
+    "reason",
+    "estimator",
+    "ess",
+    "n_rows",
+)
+RUN_FOLDER_FILES = (
+    "metrics.json",
+    "config.json",
+    "report.html",
+    "curves/*.csv",
+    "tables/*.npy",
+    "artifacts/*.hfrl",
+    "logs/*.parquet",
+)
+
+
+def _events_per_state(logs: pd.DataFrame, n_states: int) -> np.ndarray:
+    """How many logged rows each state has: the history HF and the learner had to go on."""
+    return np.bincount(logs[schema.STATE].to_numpy(dtype=np.int64), minlength=n_states).astype(np.float64)
+
+
+def _metrics(
+    config: Mapping[str, Any],
+    source: _Source,
+    splits: _Splits,
+    learner_name: str,
+    tuned: Any,
+    evaluation: _Evaluation,
+    counts: np.ndarray,
+) -> dict[str, Any]:
+    """The content of ``metrics.json`` (its layout is documented in :mod:`hfrl.report`). The caller
+    adds ``warnings`` and ``run.elapsed_seconds`` last, once the run folder is written."""
+    return {
         "format": "hfrl.run",
         "format_version": 1,
-        "run": {
-            "name": config["name"],
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "hfrl_version": _version(),
-            "python": platform.python_version(),
-            "seed": seed,
-            "source": (
-                f"simulator {src['env']} with {src['logging_policy']} logging"
-                if env is not None
-                else f"logs {src['path']}"
-            ),
-            "learner": type(learner).__name__,
-            "gamma": gamma,
-            "elapsed_seconds": None,
+        "run": _run_section(config, source, learner_name),
+        "alpha": float(tuned.alpha),
+        "tuning": _tuning_section(config["tuning"], tuned.evaluation),
+        "evaluation": _evaluation_section(config["evaluation"], truth=source.env is not None),
+        "policies": {label: dict(row) for label, row in evaluation.summary_rows.items()},
+        "verdict": {key: getattr(evaluation.verdict, key) for key in VERDICT_FIELDS},
+        "estimators": evaluation.estimate_rows,
+        "data": _data_section(source, splits, counts),
+    }
+
+
+def _run_section(config: Mapping[str, Any], source: _Source, learner_name: str) -> dict[str, Any]:
+    """What was run, where and with what: enough to tell two run folders apart."""
+    return {
+        "name": config["name"],
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "hfrl_version": _version(),
+        "python": platform.python_version(),
+        "seed": int(config["seed"]),
+        "source": source.description,
+        "learner": learner_name,
+        "gamma": float(config["learner"]["gamma"]),
+        "elapsed_seconds": None,
+    }
+
+
+def _tuning_section(tuning: Mapping[str, Any], chosen: pd.DataFrame) -> dict[str, Any]:
+    """How alpha was chosen and pi''s value on the validation split (``chosen`` is its first row)."""
+    best = chosen.iloc[0]
+    return {
+        "estimator": tuning["estimator"],
+        "criterion": tuning["criterion"],
+        "method": tuning["method"],
+        "level": tuning["level"],
+        "split": "validation",
+        "validation_estimate": float(best["estimate"]),
+        "validation_ci": [float(best["ci_low"]), float(best["ci_high"])],
+    }
+
+
+def _evaluation_section(evaluation: Mapping[str, Any], *, truth: bool) -> dict[str, Any]:
+    """How the test-split values were estimated and, from a simulator, what the truth columns mean."""
+    return {
+        "split": "test",
+        "estimators": evaluation["estimators"],
+        "level": evaluation["level"],
+        "n_bootstrap": evaluation["n_bootstrap"],
+        "propensity": evaluation["propensity"],
+        "truth": "true_value: exact expected reward per decision at the test split's states; "
+        "true_return: env.policy_value(policy, gamma)"
+        if truth
+        else None,
+    }
+
+
+def _data_section(source: _Source, splits: _Splits, counts: np.ndarray) -> dict[str, Any]:
+    """The size and coverage of the logs: how much history each state had for HF and the learner."""
+    logs = source.logs
+    return {
+        "rows": len(logs),
+        "n_states": source.n_states,
+        "n_actions": source.n_actions,
+        "mean_reward": float(logs[schema.REWARD].mean()),
+        "states_seen": int((counts > 0).sum()),
+        "actions_seen": int(logs[schema.ACTION].nunique()),
+        "splits": {
+            "train": len(splits.train),
+            "validation": len(splits.validation),
+            "test": len(splits.test),
         },
-        "alpha": alpha,
-        "tuning": {
-            "estimator": primary,
-            "criterion": tuning["criterion"],
-            "method": tuning["method"],
-            "level": tuning["level"],
-            "split": "validation",
-            "validation_estimate": float(tuned.evaluation.iloc[0]["estimate"]),
-            "validation_ci": [
-                float(tuned.evaluation.iloc[0]["ci_low"]),
-                float(tuned.evaluation.iloc[0]["ci_high"]),
-            ],
-        },
-        "evaluation": {
-            "split": "test",
-            "estimators": evaluation["estimators"],
-            "level": evaluation["level"],
-            "n_bootstrap": evaluation["n_bootstrap"],
-            "propensity": propensity,
-            "truth": None
-            if env is None
-            else "true_value: exact expected reward per decision at "
-            "the test split's states; true_return: env.policy_value(policy, gamma)",
-        },
-        "policies": {label: dict(row) for label, row in summary_rows.items()},
-        "verdict": {
-            k: getattr(verdict, k)
-            for k in (
-                "verdict",
-                "difference",
-                "std_error",
-                "ci_low",
-                "ci_high",
-                "reason",
-                "estimator",
-                "ess",
-                "n_rows",
-            )
-        },
-        "estimators": estimate_rows,
-        "data": {
-            "rows": len(logs),
-            "n_states": n_states,
-            "n_actions": n_actions,
-            "mean_reward": float(logs[schema.REWARD].mean()),
-            "states_seen": int((counts > 0).sum()),
-            "actions_seen": int(logs[schema.ACTION].nunique()),
-            "splits": {"train": len(train), "validation": len(validation), "test": len(test)},
-            "events_per_state": {
-                "min": float(counts.min()),
-                "median": float(np.median(counts)),
-                "mean": float(counts.mean()),
-                "max": float(counts.max()),
-            },
+        "events_per_state": {
+            "min": float(counts.min()),
+            "median": float(np.median(counts)),
+            "mean": float(counts.mean()),
+            "max": float(counts.max()),
         },
     }
-    tables = {"pi": pi, "hf": policies["hf"], "pi_prime": pi_prime}
-    for key in ("logging", "optimal"):
-        if key in policies:
-            tables[key] = policies[key]
+
+
+def _write_run_folder(
+    out: Path,
+    config: Mapping[str, Any],
+    policies: Mapping[str, TabularPolicy],
+    *,
+    alpha: float,
+    learning_curve: pd.DataFrame | None,
+    alpha_curve: pd.DataFrame,
+    counts: np.ndarray,
+    splits: _Splits | None,
+) -> None:
+    """Write the artifacts, tables, curves and (when given) the splits of the run folder, after
+    removing what a previous run left there. ``metrics.json`` and ``config.json`` come last."""
     _clear_run_folder(out)
     (out / "artifacts").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(exist_ok=True)
     (out / "curves").mkdir(exist_ok=True)
-    for key, policy in tables.items():
-        meta = {"name": key, "label": POLICY_LABELS[key], "run": config["name"]}
+    _save_policies(out, policies, config["name"], alpha, config["tuning"]["method"])
+    np.save(out / "tables" / "state_counts.npy", counts)
+    if isinstance(learning_curve, pd.DataFrame) and len(learning_curve):
+        reward_column = "reward" if "reward" in learning_curve.columns else "mean_reward"
+        pd.DataFrame({"step": learning_curve["step"], "reward": learning_curve[reward_column]}).to_csv(
+            out / "curves" / "learning_curve.csv", index=False
+        )
+    alpha_curve.to_csv(out / "curves" / "alpha_curve.csv", index=False)
+    if splits is not None:
+        (out / "logs").mkdir(exist_ok=True)
+        for name in ("train", "validation", "test"):
+            getattr(splits, name).to_parquet(out / "logs" / f"{name}.parquet", index=False)
+
+
+def _clear_run_folder(out: Path) -> None:
+    """Remove the files a previous run left in ``out`` (only those of the run-folder layout), so
+    that a part this run does not produce (a learning curve, the truth) cannot be stale."""
+    for pattern in RUN_FOLDER_FILES:
+        for path in out.glob(pattern):
+            if path.is_file():
+                path.unlink()
+
+
+def _save_policies(
+    out: Path, policies: Mapping[str, TabularPolicy], run_name: str, alpha: float, method: str
+) -> None:
+    """Save each policy as an artifact labelled with its role (pi' also with its alpha and blend),
+    and the tables of pi, HF and pi' as ``.npy`` for the report."""
+    for key in ("pi", "hf", "pi_prime", "logging", "optimal"):
+        if key not in policies:
+            continue
+        policy = policies[key]
+        meta = {"name": key, "label": POLICY_LABELS[key], "run": run_name}
         if key == "pi_prime":
-            meta.update(alpha=alpha, method=tuning["method"])
+            meta.update(alpha=alpha, method=method)
         policy.metadata.update(meta)
         policy.save(out / "artifacts" / f"{key}.hfrl")
         if key in ("pi", "hf", "pi_prime"):
             np.save(out / "tables" / f"{key}.npy", policy.table_)
-    np.save(out / "tables" / "state_counts.npy", counts)
-    curve = getattr(learner, "learning_curve_", None)
-    if isinstance(curve, pd.DataFrame) and len(curve):
-        reward_column = "reward" if "reward" in curve.columns else "mean_reward"
-        pd.DataFrame({"step": curve["step"], "reward": curve[reward_column]}).to_csv(
-            out / "curves" / "learning_curve.csv", index=False
-        )
-    tuned.curve.to_csv(out / "curves" / "alpha_curve.csv", index=False)
-    if config["output"]["save_logs"]:
-        (out / "logs").mkdir(exist_ok=True)
-        for name, part in (("train", train), ("validation", validation), ("test", test)):
-            part.to_parquet(out / "logs" / f"{name}.parquet", index=False)
-    # Warnings (support violations, dropped rows, ...) are part of the result, not lost on stderr.
-    metrics["warnings"] = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
-    metrics["run"]["elapsed_seconds"] = round(time.perf_counter() - started, 2)
+
+
+def _write_run_record(out: Path, metrics: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    """Write ``metrics.json`` and ``config.json`` (plain JSON: numpy scalars made plain, NaN as null)."""
     (out / "metrics.json").write_text(json.dumps(json_ready(metrics), indent=2))
     (out / "config.json").write_text(json.dumps(json_ready(config), indent=2))
-    return PipelineResult(
-        out_dir=out,
-        alpha=alpha,
-        summary=summary,
-        estimates=estimates,
-        metrics=metrics,
-        config=config,
-        policies=policies,
-    )
 
 
 def _version() -> str:
