@@ -71,7 +71,7 @@ def epsilon_schedule(start: float, final: float | None, decay: str, n_iterations
     """Exploration rate for each iteration: constant, or a linear/exponential decay to ``final``.
 
     The decay runs over the first ``decay_fraction`` of the iterations; afterwards epsilon stays at
-    ``final`` (greedy in the limit with infinite exploration when ``final > 0``).
+    ``final`` (every action keeps being tried when ``final > 0``). ``final=None`` keeps ``start``.
     """
     if final is None or decay == "constant":
         return np.full(n_iterations, start)
