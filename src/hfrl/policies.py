@@ -244,6 +244,57 @@ class TabularPolicy:
         """The deterministic policy that takes each state's most probable action."""
         return TabularPolicy.from_q_values(self.table_, "greedy", metadata=self.metadata)
 
+    def with_exploration(self, min_propensity: float) -> TabularPolicy:
+        """This policy mixed with the uniform one so that every action has ``min_propensity``.
+
+        The result is ``(1 - eps) * pi + eps / n_actions`` with the smallest ``eps`` (one for
+        the whole table) that lifts the table's smallest entry to ``min_propensity``. Served
+        decisions then all have propensity >= ``min_propensity``, so their logs can evaluate
+        other policies (importance weights stay below ``1 / min_propensity``), whereas a
+        greedy policy's logs show one action per state.
+
+        Parameters
+        ----------
+        min_propensity : float
+            The floor, in [0, 1 / n_actions]; 0 returns an equal copy.
+
+        Returns
+        -------
+        TabularPolicy
+            A new policy. Its metadata keeps this one's and records ``min_propensity`` (the
+            largest floor asked for so far) and ``exploration_epsilon``: the total uniform share
+            mixed in, so that after several calls it is still ``(1 - exploration_epsilon) * pi
+            + exploration_epsilon / n_actions`` of the policy before the first call.
+
+        Examples
+        --------
+        >>> policy = TabularPolicy(np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]]))
+        >>> explored = policy.with_exploration(0.05)
+        >>> explored.probabilities([0, 1]).round(3).tolist()
+        [[0.9, 0.05, 0.05], [0.05, 0.475, 0.475]]
+        >>> round(explored.metadata["exploration_epsilon"], 6)
+        0.15
+        """
+        ceiling = 1.0 / self.n_actions
+        try:
+            floor = float(min_propensity)
+        except (TypeError, ValueError):
+            raise ValueError(f"min_propensity must be a number, got {min_propensity!r}") from None
+        if not 0.0 <= floor <= ceiling:  # also refuses NaN
+            raise ValueError(f"min_propensity must be in [0, 1 / n_actions] = [0, {ceiling:.6g}] "
+                             f"for {self.n_actions} actions, got {min_propensity!r}")
+        lowest = float(self.table_.min())
+        # (1 - eps) * p + eps / n >= floor for every p: binding at the smallest p, when below floor
+        eps = 0.0 if lowest >= floor else min(1.0, (floor - lowest) / (ceiling - lowest))
+        table = (1.0 - eps) * self.table_ + eps * ceiling
+        previous_eps = float(self.metadata.get("exploration_epsilon", 0.0))
+        metadata = {
+            **self.metadata,
+            "min_propensity": max(floor, float(self.metadata.get("min_propensity", 0.0))),
+            "exploration_epsilon": 1.0 - (1.0 - previous_eps) * (1.0 - eps),
+        }
+        return TabularPolicy(table, metadata)
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | PathLike[str]) -> Path:
         """Write a versioned artifact: the table (``.npy``) and JSON metadata in one zip file.

@@ -23,8 +23,10 @@ from hfrl.learners._common import (
     CurveRecorder,
     batch_env,
     check_feedback,
+    check_policy_options,
     check_positive_int,
     expected_rewards,
+    served_policy,
 )
 from hfrl.policies import TabularPolicy, resolve_rng
 
@@ -35,10 +37,14 @@ class TabularBandit:
     """Base of ``EpsilonGreedy``, ``UCB1`` and ``ThompsonSampling``."""
 
     def __init__(self, *, n_actions: int | None = None, n_states: int = 1, n_envs: int = 1,
+                 policy: str = "greedy", policy_epsilon: float = 0.1, policy_temperature: float = 1.0,
                  random_state: int | np.random.Generator | None = None) -> None:
         self.n_actions = n_actions
         self.n_states = n_states
         self.n_envs = n_envs
+        self.policy = policy
+        self.policy_epsilon = policy_epsilon
+        self.policy_temperature = policy_temperature
         self.random_state = random_state
 
     # ------------------------------------------------------------------ algorithm hooks
@@ -54,6 +60,7 @@ class TabularBandit:
     # ------------------------------------------------------------------ state
     def _initialise(self, n_states: int, n_actions: int) -> None:
         self._check_params()
+        check_policy_options(self.policy, self.policy_epsilon, self.policy_temperature)
         n_states = check_positive_int("n_states", n_states)
         n_actions = check_positive_int("n_actions", n_actions)
         self.n_states_, self.n_actions_ = n_states, n_actions
@@ -150,7 +157,7 @@ class TabularBandit:
         Returns
         -------
         self
-            With ``counts_``, ``means_``, ``policy_`` (greedy in ``means_``) and, after an env fit,
+            With ``counts_``, ``means_``, ``policy_`` (``policy`` over ``means_``) and, after an env fit,
             ``learning_curve_`` (``step``, ``mean_reward`` and, when the env knows its expected
             rewards, ``cumulative_regret``) and ``regret_``.
         """
@@ -258,8 +265,7 @@ class TabularBandit:
     # ------------------------------------------------------------------ results
     @property
     def policy_(self) -> TabularPolicy:
-        """Greedy policy in the estimated means (arms never tried count as mean 0)."""
+        """The ``policy`` kind (greedy by default) over the estimated means (untried arms: 0)."""
         if getattr(self, "means_", None) is None:
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(...) first")
-        return TabularPolicy.from_q_values(self.means_, "greedy",
-                                           metadata={"learner": type(self).__name__})
+        return served_policy(self, self.means_)

@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 
 from hfrl.errors import NotFittedError
+from hfrl.policies import TabularPolicy
 
 BATCH_API = ("n_states", "n_actions", "reset_batch", "step_batch")
+POLICY_KINDS = ("greedy", "softmax", "epsilon_greedy")
 
 
 def check_in_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
@@ -69,7 +71,7 @@ def epsilon_schedule(start: float, final: float | None, decay: str, n_iterations
     """Exploration rate for each iteration: constant, or a linear/exponential decay to ``final``.
 
     The decay runs over the first ``decay_fraction`` of the iterations; afterwards epsilon stays at
-    ``final`` (greedy in the limit with infinite exploration when ``final > 0``).
+    ``final`` (every action keeps being tried when ``final > 0``). ``final=None`` keeps ``start``.
     """
     if final is None or decay == "constant":
         return np.full(n_iterations, start)
@@ -113,6 +115,30 @@ class CurveRecorder:
         self.flush()
         return pd.DataFrame({"step": np.asarray(self.steps, dtype=np.int64),
                              "mean_reward": np.asarray(self.means, dtype=np.float64)})
+
+
+def check_policy_options(policy: Any, epsilon: Any, temperature: Any) -> tuple[str, float, float]:
+    """The served-policy options of an online learner, checked: ``(policy, epsilon, temperature)``."""
+    if policy not in POLICY_KINDS:
+        raise ValueError(f"policy must be one of {POLICY_KINDS}, got {policy!r}")
+    return (policy, check_in_range("policy_epsilon", epsilon, 0.0, 1.0),
+            check_in_range("policy_temperature", temperature, 0.0, float("inf"), low_open=True))
+
+
+def served_policy(estimator: Any, values: np.ndarray) -> TabularPolicy:
+    """``estimator.policy_``: its ``policy`` kind (greedy, softmax, epsilon-greedy) over ``values``.
+
+    The metadata names the learner and, for a stochastic kind, the kind and its parameter.
+    """
+    kind, epsilon, temperature = check_policy_options(
+        estimator.policy, estimator.policy_epsilon, estimator.policy_temperature)
+    metadata: dict[str, Any] = {"learner": type(estimator).__name__}
+    if kind == "softmax":
+        metadata.update(policy=kind, temperature=temperature)
+    elif kind == "epsilon_greedy":
+        metadata.update(policy=kind, epsilon=epsilon)
+    return TabularPolicy.from_q_values(values, kind, epsilon=epsilon, temperature=temperature,
+                                       metadata=metadata)
 
 
 def check_fitted(estimator: Any, attribute: str) -> None:

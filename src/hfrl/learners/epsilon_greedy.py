@@ -34,6 +34,14 @@ class EpsilonGreedy(TabularBandit):
         Number of states (contexts) with separate statistics.
     n_envs : int, default 1
         Users served per round in ``fit(env, n_steps=)``.
+    policy : {"greedy", "softmax", "epsilon_greedy"}, default "greedy"
+        What ``policy_`` serves from ``means_`` (``TabularPolicy.from_q_values``). Greedy
+        decisions have propensity 1, so logs of them cannot evaluate any other policy; the two
+        stochastic kinds keep every arm possible. ``select`` is unaffected.
+    policy_epsilon : float, default 0.1
+        Uniform share of ``policy="epsilon_greedy"``, in [0, 1] (not the exploration ``epsilon``).
+    policy_temperature : float, default 1.0
+        Temperature of ``policy="softmax"`` (> 0), in reward units.
     random_state : int, Generator or None
 
     Examples
@@ -49,8 +57,10 @@ class EpsilonGreedy(TabularBandit):
 
     def __init__(self, epsilon: float = 0.1, decay_steps: float | None = None, *,
                  n_actions: int | None = None, n_states: int = 1, n_envs: int = 1,
+                 policy: str = "greedy", policy_epsilon: float = 0.1, policy_temperature: float = 1.0,
                  random_state: int | np.random.Generator | None = None) -> None:
-        super().__init__(n_actions=n_actions, n_states=n_states, n_envs=n_envs,
+        super().__init__(n_actions=n_actions, n_states=n_states, n_envs=n_envs, policy=policy,
+                         policy_epsilon=policy_epsilon, policy_temperature=policy_temperature,
                          random_state=random_state)
         self.epsilon = epsilon
         self.decay_steps = decay_steps

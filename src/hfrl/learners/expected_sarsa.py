@@ -16,7 +16,13 @@ __all__ = ["ExpectedSarsa"]
 
 
 class ExpectedSarsa(TabularTDLearner):
-    """Tabular Expected SARSA; the parameters and attributes are those of ``QLearning``.
+    """Tabular Expected SARSA.
+
+    The parameters and attributes are those of ``QLearning``: a constant or visit-count step
+    size (``learning_rate``, ``omega``), the epsilon schedule (``epsilon``, ``epsilon_final``,
+    ``epsilon_decay``, ``decay_fraction``), ``n_envs``, ``initial_q``, the served ``policy``
+    (``"greedy"``, ``"softmax"`` with ``policy_temperature``, ``"epsilon_greedy"`` with
+    ``policy_epsilon``) and ``random_state``.
 
     Examples
     --------

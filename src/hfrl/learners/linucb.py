@@ -22,7 +22,9 @@ from hfrl.learners._common import (
     batch_env,
     check_feedback,
     check_in_range,
+    check_policy_options,
     check_positive_int,
+    served_policy,
 )
 from hfrl.policies import TabularPolicy, resolve_rng
 
@@ -45,6 +47,14 @@ class LinUCB:
         Needed before ``select``/``update`` when ``fit`` has not been called.
     n_envs : int, default 1
         Users served per round in ``fit(env, n_steps=)``.
+    policy : {"greedy", "softmax", "epsilon_greedy"}, default "greedy"
+        What ``policy_`` serves from the estimated rewards ``features @ theta_.T``
+        (``TabularPolicy.from_q_values``). Greedy decisions have propensity 1, so logs of them
+        cannot evaluate any other policy; the two stochastic kinds keep every arm possible.
+    policy_epsilon : float, default 0.1
+        Uniform share of ``policy="epsilon_greedy"``, in [0, 1].
+    policy_temperature : float, default 1.0
+        Temperature of ``policy="softmax"`` (> 0), in reward units.
     random_state : int, Generator or None
 
     Attributes
@@ -52,7 +62,7 @@ class LinUCB:
     theta_ : ndarray of shape (n_actions, n_features)
     covariance_inverse_ : ndarray of shape (n_actions, n_features, n_features)
     policy_ : TabularPolicy
-        Greedy in ``features @ theta_.T`` (only with ``features``).
+        ``policy`` over ``features @ theta_.T`` (only with ``features``).
 
     Examples
     --------
@@ -68,6 +78,7 @@ class LinUCB:
 
     def __init__(self, alpha: float = 1.0, ridge: float = 1.0, *, features: Any = None,
                  n_actions: int | None = None, n_features: int | None = None, n_envs: int = 1,
+                 policy: str = "greedy", policy_epsilon: float = 0.1, policy_temperature: float = 1.0,
                  random_state: int | np.random.Generator | None = None) -> None:
         self.alpha = alpha
         self.ridge = ridge
@@ -75,12 +86,16 @@ class LinUCB:
         self.n_actions = n_actions
         self.n_features = n_features
         self.n_envs = n_envs
+        self.policy = policy
+        self.policy_epsilon = policy_epsilon
+        self.policy_temperature = policy_temperature
         self.random_state = random_state
 
     # ------------------------------------------------------------------ state
     def _initialise(self, n_actions: int, n_features: int) -> None:
         self._alpha = check_in_range("alpha", self.alpha, 0.0, float("inf"))
         self._ridge = check_in_range("ridge", self.ridge, 0.0, float("inf"), low_open=True)
+        check_policy_options(self.policy, self.policy_epsilon, self.policy_temperature)
         n_actions = check_positive_int("n_actions", n_actions)
         n_features = check_positive_int("n_features", n_features)
         self._features = None
@@ -243,10 +258,9 @@ class LinUCB:
 
     @property
     def policy_(self) -> TabularPolicy:
-        """Greedy policy over env states (needs ``features``)."""
+        """The ``policy`` kind (greedy by default) over env states (needs ``features``)."""
         if getattr(self, "theta_", None) is None:
             raise NotFittedError("this LinUCB is not fitted yet; call fit(...) first")
         if self._features is None:
             raise ValueError("policy_ needs features= (one feature vector per state)")
-        return TabularPolicy.from_q_values(self._features @ self.theta_.T, "greedy",
-                                           metadata={"learner": "LinUCB"})
+        return served_policy(self, self._features @ self.theta_.T)

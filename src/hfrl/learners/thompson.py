@@ -32,6 +32,9 @@ class ThompsonSampling(TabularBandit):
         Reward noise standard deviation of the Gaussian model.
     n_actions, n_states, n_envs, random_state
         As in ``EpsilonGreedy``.
+    policy, policy_epsilon, policy_temperature
+        What ``policy_`` serves from ``means_``: ``"greedy"`` (default), ``"softmax"`` or
+        ``"epsilon_greedy"``, as in ``EpsilonGreedy``. (``select`` keeps sampling the posterior.)
 
     Examples
     --------
@@ -43,8 +46,11 @@ class ThompsonSampling(TabularBandit):
 
     def __init__(self, prior: str = "beta", *, prior_alpha: float = 1.0, prior_beta: float = 1.0,
                  noise_std: float = 1.0, n_actions: int | None = None, n_states: int = 1,
-                 n_envs: int = 1, random_state: int | np.random.Generator | None = None) -> None:
-        super().__init__(n_actions=n_actions, n_states=n_states, n_envs=n_envs,
+                 n_envs: int = 1, policy: str = "greedy", policy_epsilon: float = 0.1,
+                 policy_temperature: float = 1.0,
+                 random_state: int | np.random.Generator | None = None) -> None:
+        super().__init__(n_actions=n_actions, n_states=n_states, n_envs=n_envs, policy=policy,
+                         policy_epsilon=policy_epsilon, policy_temperature=policy_temperature,
                          random_state=random_state)
         self.prior = prior
         self.prior_alpha = prior_alpha

@@ -27,6 +27,9 @@ class UCB1(TabularBandit):
         Width of the confidence bonus (1 is the textbook UCB1).
     n_actions, n_states, n_envs, random_state
         As in ``EpsilonGreedy``.
+    policy, policy_epsilon, policy_temperature
+        What ``policy_`` serves from ``means_``: ``"greedy"`` (default), ``"softmax"`` or
+        ``"epsilon_greedy"``, as in ``EpsilonGreedy``.
 
     Examples
     --------
@@ -37,8 +40,11 @@ class UCB1(TabularBandit):
     """
 
     def __init__(self, alpha: float = 1.0, *, n_actions: int | None = None, n_states: int = 1,
-                 n_envs: int = 1, random_state: int | np.random.Generator | None = None) -> None:
-        super().__init__(n_actions=n_actions, n_states=n_states, n_envs=n_envs,
+                 n_envs: int = 1, policy: str = "greedy", policy_epsilon: float = 0.1,
+                 policy_temperature: float = 1.0,
+                 random_state: int | np.random.Generator | None = None) -> None:
+        super().__init__(n_actions=n_actions, n_states=n_states, n_envs=n_envs, policy=policy,
+                         policy_epsilon=policy_epsilon, policy_temperature=policy_temperature,
                          random_state=random_state)
         self.alpha = alpha
 
@@ -64,7 +70,7 @@ class UCB1(TabularBandit):
     def _select_batch(self, states: np.ndarray) -> np.ndarray:
         counts = self.counts_[states]
         log_t = np.log(np.maximum(self.decisions_.take(states), 1.0))[:, None]
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # untried arms (0 / 0 too): inf below
             bonus = self._alpha * np.sqrt(2.0 * log_t / counts)
         scores = np.where(counts == 0.0, np.inf, self.means_[states] + bonus)
         return scores.argmax(axis=1)
