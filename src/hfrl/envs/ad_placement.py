@@ -116,6 +116,7 @@ class AdPlacementEnv(TabularMDPEnv):
             raise ValueError("segment_probabilities must sum to 1")
         self._payoff = self.bids if reward == "revenue" else np.ones(self.n_ads)
         self._click_table = self._build_click_table()
+        self._click_flat = self._click_table.reshape(-1)
 
         if daily_budgets is not None:
             self.daily_budgets: np.ndarray | None = _unit(daily_budgets, (self.n_ads,), "daily_budgets",
@@ -172,15 +173,10 @@ class AdPlacementEnv(TabularMDPEnv):
         slot, segment, time = self._parts(np.arange(self.n_states))
         return self.segment_probabilities[segment] / (self.n_slots * self.n_times)
 
-    def _sample_step(self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        click = rng.random(states.shape[0]) < self._click_table.ravel()[states * self.n_ads + actions]
-        rewards = np.where(click, self._payoff[actions], 0.0)
-        return rewards, states.astype(np.int64), np.ones(states.shape[0], dtype=bool)
-
-    def _step_one(self, state: int, action: int, rng: np.random.Generator) -> tuple[float, int, bool]:
-        click = rng.random() < self._click_table[state, action]
-        return (float(self._payoff[action]) if click else 0.0), state, True
+    def _sample_step(self, states: Any, actions: Any, rng: np.random.Generator) -> tuple[Any, Any, Any]:
+        """One click draw per impression; every impression ends its episode."""
+        click = rng.random(states.shape or None) < self._click_flat[states * self.n_ads + actions]
+        return self._payoff[actions] * click, states.copy(), np.ones(states.shape, dtype=bool)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -195,15 +191,14 @@ class AdPlacementEnv(TabularMDPEnv):
         """Show ad ``action`` for the current impression; the episode always ends."""
         if self.daily_budgets is None:
             return super().step(action)
-        if not self.action_space.contains(action):
-            raise ValueError(f"action {action!r} is not in {self.action_space}")
+        self._check_action(action)
         if self._impressions and self._impressions % self.impressions_per_day == 0:
             self._spend = np.zeros(self.n_ads)
         self._impressions += 1
         ad = int(action)
         exhausted = bool(self._spend[ad] >= self.daily_budgets[ad])
-        rewards, _, _ = self._sample_step(np.array([self._state]), np.array([ad]), self.np_random)
-        reward = 0.0 if exhausted else float(rewards[0])
+        clicked_reward, _, _ = self._sample_step(np.intp(self._state), np.intp(ad), self.np_random)
+        reward = 0.0 if exhausted else float(clicked_reward)
         if reward > 0:
             self._spend[ad] += self.bids[ad]
         self._last_action, self._last_reward = ad, reward

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from gymnasium import spaces
 
-from hfrl.envs.tabular import TabularMDPEnv, _as_rng
+from hfrl.envs.tabular import TabularMDPEnv
 
 __all__ = ["RecommendationEnv"]
 
@@ -161,6 +160,10 @@ class RecommendationEnv(TabularMDPEnv):
         self._segment_cdf[-1] = np.inf
         self._payoff = self.prices if reward == "revenue" else np.ones(self.n_items)
         self._purchase_table: np.ndarray | None = None
+        # State after a purchase: the user's segment start plus the item's category slot.
+        self._segment_start = np.repeat(np.arange(self.n_segments) * (self.n_categories + 1),
+                                        self.n_categories + 1).astype(np.int64)
+        self._category_slot = self.item_categories + 1
 
         self.slate_size = None if slate_size is None else int(slate_size)
         if self.slate_size is not None:
@@ -198,7 +201,7 @@ class RecommendationEnv(TabularMDPEnv):
         if self._purchase_table is None and self.n_states * self.n_items <= _DENSE_CELLS:
             self._purchase_table = self._purchase_rows(np.arange(self.n_states))
         if self._purchase_table is not None:
-            return self._purchase_table.ravel()[states * self.n_items + items]
+            return self._purchase_table.reshape(-1)[states * self.n_items + items]
         segment, slot = np.divmod(states, self.n_categories + 1)
         logits = self.affinity[segment, items] + self.repeat_bonus * (self.item_categories[items] == slot - 1)
         return _sigmoid(logits)
@@ -284,69 +287,27 @@ class RecommendationEnv(TabularMDPEnv):
             raise ValueError(f"slate actions must have shape ({n}, {self.slate_size}), got {a.shape}")
         return a
 
-    def _sample_step(self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n = states.shape[0]
-        segment_base = (states // (self.n_categories + 1)) * (self.n_categories + 1)
+    def _sample_step(self, states: Any, actions: Any, rng: np.random.Generator) -> tuple[Any, Any, Any]:
+        """Purchase draws (one per shown item), then one churn draw per user."""
+        size = states.shape or None
         if self.slate_size is None:
-            bought = rng.random(n) < self._purchase(states, actions)
-            rewards = np.where(bought, self._payoff[actions], 0.0)
-            moved = segment_base + self.item_categories[actions] + 1
-            next_states = np.where(bought, moved, states)
+            bought = rng.random(size) < self._purchase(states, actions)
+            rewards = self._payoff[actions] * bought
+            top = actions
         else:
             assert self.examination is not None
-            shown = np.broadcast_to(states[:, None], actions.shape)
-            chance = self.examination[None, :] * self._purchase(shown, actions)
-            bought_each = rng.random(actions.shape) < chance
-            rewards = (bought_each * self._payoff[actions]).sum(axis=1)
-            bought = bought_each.any(axis=1)
-            first = actions[np.arange(n), bought_each.argmax(axis=1)]
-            next_states = np.where(bought, segment_base + self.item_categories[first] + 1, states)
-        terminated = rng.random(n) < self.churn_probability
-        return rewards, next_states.astype(np.int64), terminated
+            shown = np.broadcast_to(states[..., None], actions.shape)
+            bought_each = rng.random(actions.shape) < self.examination * self._purchase(shown, actions)
+            rewards = (bought_each * self._payoff[actions]).sum(axis=-1)
+            bought = bought_each.any(axis=-1)
+            top = np.take_along_axis(actions, bought_each.argmax(axis=-1)[..., None], axis=-1)[..., 0]
+        terminated = rng.random(size) < self.churn_probability
+        moved = self._segment_start[states] + self._category_slot[top]  # the top-most purchase
+        return rewards, states + (moved - states) * bought, terminated
 
-    def _step_one(self, state: int, action: int, rng: np.random.Generator) -> tuple[float, int, bool]:
-        segment, slot = divmod(state, self.n_categories + 1)
-        category = int(self.item_categories[action])
-        if self._purchase_table is not None:
-            buy = self._purchase_table[state, action]
-        else:
-            logit = self.affinity[segment, action] + (self.repeat_bonus if category == slot - 1 else 0.0)
-            buy = 0.5 * (1.0 + math.tanh(0.5 * logit))
-        bought = rng.random() < buy
-        terminated = bool(rng.random() < self.churn_probability)
-        if bought:
-            return float(self._payoff[action]), segment * (self.n_categories + 1) + category + 1, terminated
-        return 0.0, state, terminated
-
-    def step(self, action: Any) -> tuple[int, float, bool, bool, dict[str, Any]]:
-        """Recommend ``action`` (an item id, or a slate in slate mode)."""
-        if self.slate_size is None:
-            return super().step(action)
-        if not self.action_space.contains(np.asarray(action, dtype=np.int64)):
-            raise ValueError(f"action {action!r} is not in {self.action_space}")
-        slate = np.asarray(action, dtype=np.intp).reshape(1, -1)
-        rewards, next_states, terminated = self._sample_step(
-            np.array([self._state], dtype=np.intp), slate, self.np_random
-        )
-        self._last_action = slate[0].tolist()
-        self._last_reward = float(rewards[0])
-        self._state = int(next_states[0])  # on termination: a valid id, the last state seen
-        return self._state, self._last_reward, bool(terminated[0]), False, {}
-
-    def reset_batch(self, n: int, rng: int | np.random.Generator | None = None) -> np.ndarray:
-        """Draw ``n`` start states: a segment each, no purchase yet."""
-        if int(n) < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        segment = np.searchsorted(self._segment_cdf, _as_rng(rng).random(int(n)), side="right")
-        return (segment * (self.n_categories + 1)).astype(np.int64)
-
-    def _sample_initial(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        return self.reset_batch(n, rng)
-
-    def _reset_one(self, rng: np.random.Generator) -> int:
-        segment = int(self._segment_cdf.searchsorted(rng.random(), side="right"))
-        return segment * (self.n_categories + 1)
+    def _sample_initial(self, n: int | None, rng: np.random.Generator) -> Any:
+        """``n`` start states (one when ``n`` is None): a segment each (one draw), no purchase yet."""
+        return self._segment_cdf.searchsorted(rng.random(n), side="right") * (self.n_categories + 1)
 
 
 def _fixed(values: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
