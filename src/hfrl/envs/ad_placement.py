@@ -23,8 +23,10 @@ class AdPlacementEnv(TabularMDPEnv):
       uniformly). ``decode_state`` gives ``{"slot", "segment", "time_of_day"}``.
     * **Action**: an ad id in ``[0, n_ads)`` with bid ``bids[a]`` (paid per click).
     * **Click** ~ Bernoulli(``position_effect[slot] * quality[a] * affinity[segment, a] *
-      time_effect[time]``), each factor in [0, 1] (defaults: ``1 / log2(slot + 2)``,
-      Beta(2, 8), Uniform(0.3, 1), ``0.75 + 0.25 * cos(2 pi (time - peak) / n_times)``).
+      time_effect[time] * (1 + bids[a]) ** -price_sensitivity``), each factor in [0, 1]
+      (defaults: ``1 / log2(slot + 2)``, Beta(2, 8), Uniform(0.3, 1), ``0.75 + 0.25 * cos(2 pi
+      (time - peak) / n_times)``, and 1 at the default ``price_sensitivity=0``: the bid stands for
+      the price of the advertised offer, which may deter price-sensitive users).
     * **Reward** = click x ``bids[a]`` (``reward="revenue"``) or click (``"click"``).
     * **Each impression is a one-step episode** (``terminated=True`` after every step): the
       transition matrix is all zeros and ``policy_value`` is the expected reward per impression.
@@ -42,6 +44,8 @@ class AdPlacementEnv(TabularMDPEnv):
     reward : {"revenue", "click"}, default "revenue"
     position_effect, quality, affinity, time_effect, bids, segment_probabilities : array-like, optional
         Override the random model drawn from ``model_seed``.
+    price_sensitivity : float >= 0, default 0.0
+        Exponent of the click factor ``(1 + bid) ** -price_sensitivity``.
     daily_budgets : array-like of shape (n_ads,), optional
     impressions_per_day : int, default 10_000
     model_seed : int, default 0
@@ -75,6 +79,7 @@ class AdPlacementEnv(TabularMDPEnv):
         time_effect: Any = None,
         bids: Any = None,
         segment_probabilities: Any = None,
+        price_sensitivity: float = 0.0,
         daily_budgets: Any = None,
         impressions_per_day: int = 10_000,
         model_seed: int = 0,
@@ -88,7 +93,10 @@ class AdPlacementEnv(TabularMDPEnv):
             raise ValueError(f"reward must be 'revenue' or 'click', got {reward!r}")
         self.n_slots, self.n_segments = int(n_slots), int(n_segments)
         self.n_times, self.n_ads = int(n_times), int(n_ads)
+        if not (np.isfinite(price_sensitivity) and price_sensitivity >= 0):
+            raise ValueError(f"price_sensitivity must be a finite number >= 0, got {price_sensitivity!r}")
         self.reward = reward
+        self.price_sensitivity = float(price_sensitivity)
         self.model_seed = model_seed
         self._setup(self.n_slots * self.n_segments * self.n_times, self.n_ads, render_mode)
 
@@ -129,10 +137,33 @@ class AdPlacementEnv(TabularMDPEnv):
         self._spend = np.zeros(self.n_ads)
         self._impressions = 0
 
+    def model_parameters(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this model exactly, every random part realised.
+
+        ``AdPlacementEnv(**env.model_parameters())`` has the same tables as ``env``;
+        ``hfrl.envs.shift`` changes some of them to build a shifted ad market.
+
+        Examples
+        --------
+        >>> env = AdPlacementEnv(model_seed=3)
+        >>> copy = AdPlacementEnv(**env.model_parameters())
+        >>> bool((copy.reward_matrix() == env.reward_matrix()).all())
+        True
+        """
+        return {
+            "n_slots": self.n_slots, "n_segments": self.n_segments, "n_times": self.n_times,
+            "n_ads": self.n_ads, "reward": self.reward, "position_effect": self.position_effect,
+            "quality": self.quality, "affinity": self.affinity, "time_effect": self.time_effect,
+            "bids": self.bids, "segment_probabilities": self.segment_probabilities,
+            "price_sensitivity": self.price_sensitivity, "daily_budgets": self.daily_budgets,
+            "impressions_per_day": self.impressions_per_day, "model_seed": self.model_seed,
+        }
+
     def _build_click_table(self) -> np.ndarray:
         slot, segment, time = self._parts(np.arange(self.n_states))
+        price_factor = (1.0 + self.bids) ** -self.price_sensitivity  # exactly 1 at zero sensitivity
         table = (self.position_effect[slot, None] * self.quality[None, :] * self.affinity[segment]
-                 * self.time_effect[time, None])
+                 * self.time_effect[time, None] * price_factor[None, :])
         table.setflags(write=False)
         return table
 

@@ -33,9 +33,10 @@ class RecommendationEnv(TabularMDPEnv):
       the start). ``n_states = n_segments * (n_categories + 1)``; ``decode_state`` gives the parts.
     * **Action**: an item id in ``[0, n_items)``; item ``i`` has category ``item_categories[i]``
       and price ``prices[i]``.
-    * **Purchase** ~ Bernoulli(``sigmoid(affinity[segment, i] + repeat_bonus * [category(i) ==
-      last_category])``); ``affinity`` defaults to ``bias + user_factors @ item_factors.T``
-      drawn once from ``model_seed``.
+    * **Purchase** ~ Bernoulli(``sigmoid(affinity[segment, i] - price_sensitivity * log(1 +
+      prices[i]) + repeat_bonus * [category(i) == last_category])``); ``affinity`` defaults to
+      ``bias + user_factors @ item_factors.T`` drawn once from ``model_seed``;
+      ``price_sensitivity`` defaults to 0 (prices do not deter buying).
     * **Reward** = purchase x ``prices[i]`` (``reward="revenue"``) or purchase (``"purchase"``).
     * **Transition**: a purchase moves the state to ``(segment, category(i))``; otherwise the
       state is unchanged. Then the user churns (the episode terminates) with probability
@@ -69,6 +70,8 @@ class RecommendationEnv(TabularMDPEnv):
     churn_probability : float in (0, 1], default 0.1
     repeat_bonus : float, default 1.0
         Logit bonus for an item in the category of the last purchase.
+    price_sensitivity : float >= 0, default 0.0
+        Logit penalty per unit of ``log(1 + price)``: how much dearer items deter buying.
     slate_size : int, optional
     affinity : array-like (n_segments, n_items), optional
         Purchase logits; overrides the random factor model.
@@ -101,6 +104,7 @@ class RecommendationEnv(TabularMDPEnv):
         reward: str = "revenue",
         churn_probability: float = 0.1,
         repeat_bonus: float = 1.0,
+        price_sensitivity: float = 0.0,
         slate_size: int | None = None,
         affinity: Any = None,
         prices: Any = None,
@@ -118,12 +122,15 @@ class RecommendationEnv(TabularMDPEnv):
             raise ValueError(f"reward must be 'revenue' or 'purchase', got {reward!r}")
         if not 0.0 < churn_probability <= 1.0:
             raise ValueError(f"churn_probability must be in (0, 1], got {churn_probability}")
+        if not (np.isfinite(price_sensitivity) and price_sensitivity >= 0):
+            raise ValueError(f"price_sensitivity must be a finite number >= 0, got {price_sensitivity!r}")
         self.n_segments = int(n_segments)
         self.n_categories = int(n_categories)
         self.n_items = int(n_items)
         self.reward = reward
         self.churn_probability = float(churn_probability)
         self.repeat_bonus = float(repeat_bonus)
+        self.price_sensitivity = float(price_sensitivity)
         self.model_seed = model_seed
         n_states = self.n_segments * (self.n_categories + 1)
         self._setup(n_states, self.n_items, render_mode)
@@ -159,6 +166,8 @@ class RecommendationEnv(TabularMDPEnv):
         self._segment_cdf = np.cumsum(seg_p)
         self._segment_cdf[-1] = np.inf
         self._payoff = self.prices if reward == "revenue" else np.ones(self.n_items)
+        # Purchase logits before the repeat bonus (exactly ``affinity`` at zero price sensitivity).
+        self._appeal = self.affinity - self.price_sensitivity * np.log1p(self.prices)
         self._purchase_table: np.ndarray | None = None
         # State after a purchase: the user's segment start plus the item's category slot.
         self._segment_start = np.repeat(np.arange(self.n_segments) * (self.n_categories + 1),
@@ -177,6 +186,28 @@ class RecommendationEnv(TabularMDPEnv):
             self.action_space = spaces.MultiDiscrete(np.full(self.slate_size, self.n_items))
         else:
             self.examination = None
+
+    def model_parameters(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this model exactly, every random part realised.
+
+        ``RecommendationEnv(**env.model_parameters())`` has the same tables as ``env``;
+        ``hfrl.envs.shift`` changes some of them to build a shifted shop.
+
+        Examples
+        --------
+        >>> env = RecommendationEnv(model_seed=3)
+        >>> copy = RecommendationEnv(**env.model_parameters())
+        >>> bool((copy.reward_matrix() == env.reward_matrix()).all())
+        True
+        """
+        return {
+            "n_segments": self.n_segments, "n_categories": self.n_categories, "n_items": self.n_items,
+            "reward": self.reward, "churn_probability": self.churn_probability,
+            "repeat_bonus": self.repeat_bonus, "price_sensitivity": self.price_sensitivity,
+            "slate_size": self.slate_size, "affinity": self.affinity, "prices": self.prices,
+            "item_categories": self.item_categories, "segment_probabilities": self.segment_probabilities,
+            "examination": self.examination, "model_seed": self.model_seed,
+        }
 
     # ------------------------------------------------------------------ state encoding
     def encode_state(self, segment: Any, last_category: Any) -> Any:
@@ -203,7 +234,7 @@ class RecommendationEnv(TabularMDPEnv):
         if self._purchase_table is not None:
             return self._purchase_table.reshape(-1)[states * self.n_items + items]
         segment, slot = np.divmod(states, self.n_categories + 1)
-        logits = self.affinity[segment, items] + self.repeat_bonus * (self.item_categories[items] == slot - 1)
+        logits = self._appeal[segment, items] + self.repeat_bonus * (self.item_categories[items] == slot - 1)
         return _sigmoid(logits)
 
     def _all_purchase_rows(self) -> np.ndarray:
@@ -214,7 +245,7 @@ class RecommendationEnv(TabularMDPEnv):
     def _purchase_rows(self, states: np.ndarray) -> np.ndarray:
         segment, slot = np.divmod(states, self.n_categories + 1)
         same = self.item_categories[None, :] == (slot - 1)[:, None]
-        table = _sigmoid(self.affinity[segment] + self.repeat_bonus * same)
+        table = _sigmoid(self._appeal[segment] + self.repeat_bonus * same)
         table.setflags(write=False)
         return table
 
