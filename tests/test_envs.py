@@ -21,6 +21,7 @@ from hfrl.envs import (
     RecommendationEnv,
     TabularMDPEnv,
     collect_logs,
+    exact,
     fit_env,
     logging_policy,
 )
@@ -267,7 +268,7 @@ def test_recommendation_optimum_is_not_myopic_when_purchases_carry_over() -> Non
 def test_policy_value_equals_discounted_series(seed: int, gamma: float) -> None:
     env = _random_mdp(seed, n_states=4, n_actions=3)
     policy = logging_policy(env, "random", random_state=seed)
-    r_pi, p_pi = env._policy_kernel(policy.table_)
+    r_pi, p_pi = exact.policy_kernel(env, policy.table_)
     values, term = np.zeros(env.n_states), r_pi.copy()
     for _ in range(2000):  # V = sum_t (gamma P_pi)^t r_pi
         values += term
@@ -517,7 +518,7 @@ def test_factor_path_for_large_sizes_agrees_with_the_tables(monkeypatch: pytest.
              lambda: TabularMDPEnv(np.arange(6.0).reshape(3, 2), sp.csr_matrix((6, 3)), [0.2, 0.3, 0.5],
                                    reward_noise="gaussian", reward_std=0.5)])
 def test_single_step_draws_exactly_what_the_batch_draws(make) -> None:
-    """step/reset (scalar fast path) and step_batch/reset_batch agree draw for draw."""
+    """step/reset (one user) and step_batch/reset_batch run one sampler: the same draws."""
     env = make()
     for seed in range(200):
         env.reset(seed=seed)
@@ -532,6 +533,36 @@ def test_single_step_draws_exactly_what_the_batch_draws(make) -> None:
         assert (reward, terminated) == (rewards[0], ended[0])
         if not terminated:
             assert env._state == next_states[0]
+
+
+@pytest.mark.parametrize(
+    "make", [RecommendationEnv, AdPlacementEnv, lambda: _random_mdp(7),
+             lambda: TabularMDPEnv(np.ones((2, 2)), sp.csr_matrix((4, 2)), [0.5, 0.5])])
+def test_step_batch_returns_fresh_arrays(make) -> None:
+    """Callers overwrite ended users' next states in place; that must not touch their input."""
+    env = make()
+    states = env.reset_batch(50, 0)
+    kept = states.copy()
+    rewards, next_states, terminated = env.step_batch(states, np.zeros(50, dtype=np.int64), 1)
+    next_states[:] = -1
+    np.testing.assert_array_equal(states, kept)
+    assert next_states.dtype == np.int64 and terminated.dtype == bool and rewards.dtype == np.float64
+
+
+def test_exact_functions_read_any_model_and_the_env_methods_delegate() -> None:
+    wrapped = gym.make("hfrl/Recommendation-v0", n_segments=2, n_categories=2, n_items=4)
+    env = wrapped.unwrapped
+    policy = logging_policy(env, "random", random_state=0)
+    assert exact.policy_value(wrapped, policy, GAMMA) == env.policy_value(policy, GAMMA)
+    np.testing.assert_array_equal(exact.q_values(wrapped, policy, GAMMA), env.q_values(policy, GAMMA))
+    np.testing.assert_array_equal(exact.optimal_q(env, GAMMA), env.optimal_q(GAMMA))
+    np.testing.assert_array_equal(exact.termination_probability(env), env.termination_probability())
+    # A replica built from the same tables has the same truth, whatever class holds them.
+    tables = TabularMDPEnv(env.reward_matrix(), env.transition_matrix(), env.initial_distribution())
+    assert exact.optimal_value(tables, GAMMA) == pytest.approx(env.optimal_value(GAMMA), rel=1e-12)
+    np.testing.assert_allclose(exact.state_values(tables, policy, GAMMA), env.state_values(policy, GAMMA),
+                               rtol=1e-12)
+    assert exact.truncation_error_bound(tables, GAMMA, 10) == env.truncation_error_bound(GAMMA, 10)
 
 
 def test_fit_env_weights_count_like_repeated_rows() -> None:

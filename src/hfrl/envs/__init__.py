@@ -2,29 +2,40 @@
 
 ``import hfrl.envs`` registers ``hfrl/Recommendation-v0`` and ``hfrl/AdPlacement-v0`` with
 Gymnasium (``gymnasium.make("hfrl.envs:hfrl/Recommendation-v0")`` imports this module itself).
-Every env is a :class:`TabularMDPEnv`: besides ``reset``/``step`` it exposes its exact model
-(``reward_matrix``, ``transition_matrix``, ``initial_distribution``) and the exact truth
-(``expected_reward``, ``policy_value``, ``q_values``, ``optimal_q``, ``optimal_policy``), plus a
-vectorised batch API (``reset_batch``, ``step_batch``) for many independent users at once.
+Every env is a :class:`TabularMDPEnv`: besides ``reset``/``step`` and the vectorised batch API
+(``reset_batch``, ``step_batch``) for many independent users at once -- one sampler behind both --
+it exposes its exact model (``reward_matrix``, ``transition_matrix``, ``initial_distribution``,
+``expected_reward``). The exact truth of a model (``policy_value``, ``q_values``, ``optimal_q``,
+``optimal_policy``, ...) is computed by the functions of :mod:`hfrl.envs.exact`, which the envs'
+methods of the same names call.
+
+``shift(env, strength, kind)`` builds a "real shop" that differs from a simulator by a chosen
+amount (tastes, a trend, price sensitivity), with the same exact truth, and
+``collect_logs(..., drift_to=shop)`` logs a shop drifting from one to the other over time.
 """
 
 from __future__ import annotations
 
 import gymnasium as gym
 
+from hfrl.envs import exact
 from hfrl.envs.ad_placement import AdPlacementEnv
 from hfrl.envs.fitted import fit_env
 from hfrl.envs.logs import collect_logs, logging_policy
 from hfrl.envs.recommendation import RecommendationEnv
+from hfrl.envs.shifts import SHIFT_KINDS, shift
 from hfrl.envs.tabular import TabularMDPEnv
 
 __all__ = [
+    "SHIFT_KINDS",
     "AdPlacementEnv",
     "RecommendationEnv",
     "TabularMDPEnv",
     "collect_logs",
+    "exact",
     "fit_env",
     "logging_policy",
+    "shift",
 ]
 
 # The time limit of Recommendation-v0 is a TimeLimit wrapper, not part of the exact truth: see

@@ -23,8 +23,10 @@ class AdPlacementEnv(TabularMDPEnv):
       uniformly). ``decode_state`` gives ``{"slot", "segment", "time_of_day"}``.
     * **Action**: an ad id in ``[0, n_ads)`` with bid ``bids[a]`` (paid per click).
     * **Click** ~ Bernoulli(``position_effect[slot] * quality[a] * affinity[segment, a] *
-      time_effect[time]``), each factor in [0, 1] (defaults: ``1 / log2(slot + 2)``,
-      Beta(2, 8), Uniform(0.3, 1), ``0.75 + 0.25 * cos(2 pi (time - peak) / n_times)``).
+      time_effect[time] * (1 + bids[a]) ** -price_sensitivity``), each factor in [0, 1]
+      (defaults: ``1 / log2(slot + 2)``, Beta(2, 8), Uniform(0.3, 1), ``0.75 + 0.25 * cos(2 pi
+      (time - peak) / n_times)``, and 1 at the default ``price_sensitivity=0``: the bid stands for
+      the price of the advertised offer, which may deter price-sensitive users).
     * **Reward** = click x ``bids[a]`` (``reward="revenue"``) or click (``"click"``).
     * **Each impression is a one-step episode** (``terminated=True`` after every step): the
       transition matrix is all zeros and ``policy_value`` is the expected reward per impression.
@@ -42,6 +44,8 @@ class AdPlacementEnv(TabularMDPEnv):
     reward : {"revenue", "click"}, default "revenue"
     position_effect, quality, affinity, time_effect, bids, segment_probabilities : array-like, optional
         Override the random model drawn from ``model_seed``.
+    price_sensitivity : float >= 0, default 0.0
+        Exponent of the click factor ``(1 + bid) ** -price_sensitivity``.
     daily_budgets : array-like of shape (n_ads,), optional
     impressions_per_day : int, default 10_000
     model_seed : int, default 0
@@ -75,6 +79,7 @@ class AdPlacementEnv(TabularMDPEnv):
         time_effect: Any = None,
         bids: Any = None,
         segment_probabilities: Any = None,
+        price_sensitivity: float = 0.0,
         daily_budgets: Any = None,
         impressions_per_day: int = 10_000,
         model_seed: int = 0,
@@ -88,7 +93,10 @@ class AdPlacementEnv(TabularMDPEnv):
             raise ValueError(f"reward must be 'revenue' or 'click', got {reward!r}")
         self.n_slots, self.n_segments = int(n_slots), int(n_segments)
         self.n_times, self.n_ads = int(n_times), int(n_ads)
+        if not (np.isfinite(price_sensitivity) and price_sensitivity >= 0):
+            raise ValueError(f"price_sensitivity must be a finite number >= 0, got {price_sensitivity!r}")
         self.reward = reward
+        self.price_sensitivity = float(price_sensitivity)
         self.model_seed = model_seed
         self._setup(self.n_slots * self.n_segments * self.n_times, self.n_ads, render_mode)
 
@@ -116,6 +124,7 @@ class AdPlacementEnv(TabularMDPEnv):
             raise ValueError("segment_probabilities must sum to 1")
         self._payoff = self.bids if reward == "revenue" else np.ones(self.n_ads)
         self._click_table = self._build_click_table()
+        self._click_flat = self._click_table.reshape(-1)
 
         if daily_budgets is not None:
             self.daily_budgets: np.ndarray | None = _unit(daily_budgets, (self.n_ads,), "daily_budgets",
@@ -128,10 +137,33 @@ class AdPlacementEnv(TabularMDPEnv):
         self._spend = np.zeros(self.n_ads)
         self._impressions = 0
 
+    def model_parameters(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this model exactly, every random part realised.
+
+        ``AdPlacementEnv(**env.model_parameters())`` has the same tables as ``env``;
+        ``hfrl.envs.shift`` changes some of them to build a shifted ad market.
+
+        Examples
+        --------
+        >>> env = AdPlacementEnv(model_seed=3)
+        >>> copy = AdPlacementEnv(**env.model_parameters())
+        >>> bool((copy.reward_matrix() == env.reward_matrix()).all())
+        True
+        """
+        return {
+            "n_slots": self.n_slots, "n_segments": self.n_segments, "n_times": self.n_times,
+            "n_ads": self.n_ads, "reward": self.reward, "position_effect": self.position_effect,
+            "quality": self.quality, "affinity": self.affinity, "time_effect": self.time_effect,
+            "bids": self.bids, "segment_probabilities": self.segment_probabilities,
+            "price_sensitivity": self.price_sensitivity, "daily_budgets": self.daily_budgets,
+            "impressions_per_day": self.impressions_per_day, "model_seed": self.model_seed,
+        }
+
     def _build_click_table(self) -> np.ndarray:
         slot, segment, time = self._parts(np.arange(self.n_states))
+        price_factor = (1.0 + self.bids) ** -self.price_sensitivity  # exactly 1 at zero sensitivity
         table = (self.position_effect[slot, None] * self.quality[None, :] * self.affinity[segment]
-                 * self.time_effect[time, None])
+                 * self.time_effect[time, None] * price_factor[None, :])
         table.setflags(write=False)
         return table
 
@@ -172,15 +204,10 @@ class AdPlacementEnv(TabularMDPEnv):
         slot, segment, time = self._parts(np.arange(self.n_states))
         return self.segment_probabilities[segment] / (self.n_slots * self.n_times)
 
-    def _sample_step(self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        click = rng.random(states.shape[0]) < self._click_table.ravel()[states * self.n_ads + actions]
-        rewards = np.where(click, self._payoff[actions], 0.0)
-        return rewards, states.astype(np.int64), np.ones(states.shape[0], dtype=bool)
-
-    def _step_one(self, state: int, action: int, rng: np.random.Generator) -> tuple[float, int, bool]:
-        click = rng.random() < self._click_table[state, action]
-        return (float(self._payoff[action]) if click else 0.0), state, True
+    def _sample_step(self, states: Any, actions: Any, rng: np.random.Generator) -> tuple[Any, Any, Any]:
+        """One click draw per impression; every impression ends its episode."""
+        click = rng.random(states.shape or None) < self._click_flat[states * self.n_ads + actions]
+        return self._payoff[actions] * click, states.copy(), np.ones(states.shape, dtype=bool)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -195,15 +222,14 @@ class AdPlacementEnv(TabularMDPEnv):
         """Show ad ``action`` for the current impression; the episode always ends."""
         if self.daily_budgets is None:
             return super().step(action)
-        if not self.action_space.contains(action):
-            raise ValueError(f"action {action!r} is not in {self.action_space}")
+        self._check_action(action)
         if self._impressions and self._impressions % self.impressions_per_day == 0:
             self._spend = np.zeros(self.n_ads)
         self._impressions += 1
         ad = int(action)
         exhausted = bool(self._spend[ad] >= self.daily_budgets[ad])
-        rewards, _, _ = self._sample_step(np.array([self._state]), np.array([ad]), self.np_random)
-        reward = 0.0 if exhausted else float(rewards[0])
+        clicked_reward, _, _ = self._sample_step(np.intp(self._state), np.intp(ad), self.np_random)
+        reward = 0.0 if exhausted else float(clicked_reward)
         if reward > 0:
             self._spend[ad] += self.bids[ad]
         self._last_action, self._last_reward = ad, reward

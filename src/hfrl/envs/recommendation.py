@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from gymnasium import spaces
 
-from hfrl.envs.tabular import TabularMDPEnv, _as_rng
+from hfrl.envs.tabular import TabularMDPEnv
 
 __all__ = ["RecommendationEnv"]
 
@@ -34,9 +33,10 @@ class RecommendationEnv(TabularMDPEnv):
       the start). ``n_states = n_segments * (n_categories + 1)``; ``decode_state`` gives the parts.
     * **Action**: an item id in ``[0, n_items)``; item ``i`` has category ``item_categories[i]``
       and price ``prices[i]``.
-    * **Purchase** ~ Bernoulli(``sigmoid(affinity[segment, i] + repeat_bonus * [category(i) ==
-      last_category])``); ``affinity`` defaults to ``bias + user_factors @ item_factors.T``
-      drawn once from ``model_seed``.
+    * **Purchase** ~ Bernoulli(``sigmoid(affinity[segment, i] - price_sensitivity * log(1 +
+      prices[i]) + repeat_bonus * [category(i) == last_category])``); ``affinity`` defaults to
+      ``bias + user_factors @ item_factors.T`` drawn once from ``model_seed``;
+      ``price_sensitivity`` defaults to 0 (prices do not deter buying).
     * **Reward** = purchase x ``prices[i]`` (``reward="revenue"``) or purchase (``"purchase"``).
     * **Transition**: a purchase moves the state to ``(segment, category(i))``; otherwise the
       state is unchanged. Then the user churns (the episode terminates) with probability
@@ -70,6 +70,8 @@ class RecommendationEnv(TabularMDPEnv):
     churn_probability : float in (0, 1], default 0.1
     repeat_bonus : float, default 1.0
         Logit bonus for an item in the category of the last purchase.
+    price_sensitivity : float >= 0, default 0.0
+        Logit penalty per unit of ``log(1 + price)``: how much dearer items deter buying.
     slate_size : int, optional
     affinity : array-like (n_segments, n_items), optional
         Purchase logits; overrides the random factor model.
@@ -102,6 +104,7 @@ class RecommendationEnv(TabularMDPEnv):
         reward: str = "revenue",
         churn_probability: float = 0.1,
         repeat_bonus: float = 1.0,
+        price_sensitivity: float = 0.0,
         slate_size: int | None = None,
         affinity: Any = None,
         prices: Any = None,
@@ -119,12 +122,15 @@ class RecommendationEnv(TabularMDPEnv):
             raise ValueError(f"reward must be 'revenue' or 'purchase', got {reward!r}")
         if not 0.0 < churn_probability <= 1.0:
             raise ValueError(f"churn_probability must be in (0, 1], got {churn_probability}")
+        if not (np.isfinite(price_sensitivity) and price_sensitivity >= 0):
+            raise ValueError(f"price_sensitivity must be a finite number >= 0, got {price_sensitivity!r}")
         self.n_segments = int(n_segments)
         self.n_categories = int(n_categories)
         self.n_items = int(n_items)
         self.reward = reward
         self.churn_probability = float(churn_probability)
         self.repeat_bonus = float(repeat_bonus)
+        self.price_sensitivity = float(price_sensitivity)
         self.model_seed = model_seed
         n_states = self.n_segments * (self.n_categories + 1)
         self._setup(n_states, self.n_items, render_mode)
@@ -160,7 +166,13 @@ class RecommendationEnv(TabularMDPEnv):
         self._segment_cdf = np.cumsum(seg_p)
         self._segment_cdf[-1] = np.inf
         self._payoff = self.prices if reward == "revenue" else np.ones(self.n_items)
+        # Purchase logits before the repeat bonus (exactly ``affinity`` at zero price sensitivity).
+        self._appeal = self.affinity - self.price_sensitivity * np.log1p(self.prices)
         self._purchase_table: np.ndarray | None = None
+        # State after a purchase: the user's segment start plus the item's category slot.
+        self._segment_start = np.repeat(np.arange(self.n_segments) * (self.n_categories + 1),
+                                        self.n_categories + 1).astype(np.int64)
+        self._category_slot = self.item_categories + 1
 
         self.slate_size = None if slate_size is None else int(slate_size)
         if self.slate_size is not None:
@@ -174,6 +186,28 @@ class RecommendationEnv(TabularMDPEnv):
             self.action_space = spaces.MultiDiscrete(np.full(self.slate_size, self.n_items))
         else:
             self.examination = None
+
+    def model_parameters(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this model exactly, every random part realised.
+
+        ``RecommendationEnv(**env.model_parameters())`` has the same tables as ``env``;
+        ``hfrl.envs.shift`` changes some of them to build a shifted shop.
+
+        Examples
+        --------
+        >>> env = RecommendationEnv(model_seed=3)
+        >>> copy = RecommendationEnv(**env.model_parameters())
+        >>> bool((copy.reward_matrix() == env.reward_matrix()).all())
+        True
+        """
+        return {
+            "n_segments": self.n_segments, "n_categories": self.n_categories, "n_items": self.n_items,
+            "reward": self.reward, "churn_probability": self.churn_probability,
+            "repeat_bonus": self.repeat_bonus, "price_sensitivity": self.price_sensitivity,
+            "slate_size": self.slate_size, "affinity": self.affinity, "prices": self.prices,
+            "item_categories": self.item_categories, "segment_probabilities": self.segment_probabilities,
+            "examination": self.examination, "model_seed": self.model_seed,
+        }
 
     # ------------------------------------------------------------------ state encoding
     def encode_state(self, segment: Any, last_category: Any) -> Any:
@@ -198,9 +232,9 @@ class RecommendationEnv(TabularMDPEnv):
         if self._purchase_table is None and self.n_states * self.n_items <= _DENSE_CELLS:
             self._purchase_table = self._purchase_rows(np.arange(self.n_states))
         if self._purchase_table is not None:
-            return self._purchase_table.ravel()[states * self.n_items + items]
+            return self._purchase_table.reshape(-1)[states * self.n_items + items]
         segment, slot = np.divmod(states, self.n_categories + 1)
-        logits = self.affinity[segment, items] + self.repeat_bonus * (self.item_categories[items] == slot - 1)
+        logits = self._appeal[segment, items] + self.repeat_bonus * (self.item_categories[items] == slot - 1)
         return _sigmoid(logits)
 
     def _all_purchase_rows(self) -> np.ndarray:
@@ -211,7 +245,7 @@ class RecommendationEnv(TabularMDPEnv):
     def _purchase_rows(self, states: np.ndarray) -> np.ndarray:
         segment, slot = np.divmod(states, self.n_categories + 1)
         same = self.item_categories[None, :] == (slot - 1)[:, None]
-        table = _sigmoid(self.affinity[segment] + self.repeat_bonus * same)
+        table = _sigmoid(self._appeal[segment] + self.repeat_bonus * same)
         table.setflags(write=False)
         return table
 
@@ -284,69 +318,27 @@ class RecommendationEnv(TabularMDPEnv):
             raise ValueError(f"slate actions must have shape ({n}, {self.slate_size}), got {a.shape}")
         return a
 
-    def _sample_step(self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n = states.shape[0]
-        segment_base = (states // (self.n_categories + 1)) * (self.n_categories + 1)
+    def _sample_step(self, states: Any, actions: Any, rng: np.random.Generator) -> tuple[Any, Any, Any]:
+        """Purchase draws (one per shown item), then one churn draw per user."""
+        size = states.shape or None
         if self.slate_size is None:
-            bought = rng.random(n) < self._purchase(states, actions)
-            rewards = np.where(bought, self._payoff[actions], 0.0)
-            moved = segment_base + self.item_categories[actions] + 1
-            next_states = np.where(bought, moved, states)
+            bought = rng.random(size) < self._purchase(states, actions)
+            rewards = self._payoff[actions] * bought
+            top = actions
         else:
             assert self.examination is not None
-            shown = np.broadcast_to(states[:, None], actions.shape)
-            chance = self.examination[None, :] * self._purchase(shown, actions)
-            bought_each = rng.random(actions.shape) < chance
-            rewards = (bought_each * self._payoff[actions]).sum(axis=1)
-            bought = bought_each.any(axis=1)
-            first = actions[np.arange(n), bought_each.argmax(axis=1)]
-            next_states = np.where(bought, segment_base + self.item_categories[first] + 1, states)
-        terminated = rng.random(n) < self.churn_probability
-        return rewards, next_states.astype(np.int64), terminated
+            shown = np.broadcast_to(states[..., None], actions.shape)
+            bought_each = rng.random(actions.shape) < self.examination * self._purchase(shown, actions)
+            rewards = (bought_each * self._payoff[actions]).sum(axis=-1)
+            bought = bought_each.any(axis=-1)
+            top = np.take_along_axis(actions, bought_each.argmax(axis=-1)[..., None], axis=-1)[..., 0]
+        terminated = rng.random(size) < self.churn_probability
+        moved = self._segment_start[states] + self._category_slot[top]  # the top-most purchase
+        return rewards, states + (moved - states) * bought, terminated
 
-    def _step_one(self, state: int, action: int, rng: np.random.Generator) -> tuple[float, int, bool]:
-        segment, slot = divmod(state, self.n_categories + 1)
-        category = int(self.item_categories[action])
-        if self._purchase_table is not None:
-            buy = self._purchase_table[state, action]
-        else:
-            logit = self.affinity[segment, action] + (self.repeat_bonus if category == slot - 1 else 0.0)
-            buy = 0.5 * (1.0 + math.tanh(0.5 * logit))
-        bought = rng.random() < buy
-        terminated = bool(rng.random() < self.churn_probability)
-        if bought:
-            return float(self._payoff[action]), segment * (self.n_categories + 1) + category + 1, terminated
-        return 0.0, state, terminated
-
-    def step(self, action: Any) -> tuple[int, float, bool, bool, dict[str, Any]]:
-        """Recommend ``action`` (an item id, or a slate in slate mode)."""
-        if self.slate_size is None:
-            return super().step(action)
-        if not self.action_space.contains(np.asarray(action, dtype=np.int64)):
-            raise ValueError(f"action {action!r} is not in {self.action_space}")
-        slate = np.asarray(action, dtype=np.intp).reshape(1, -1)
-        rewards, next_states, terminated = self._sample_step(
-            np.array([self._state], dtype=np.intp), slate, self.np_random
-        )
-        self._last_action = slate[0].tolist()
-        self._last_reward = float(rewards[0])
-        self._state = int(next_states[0])  # on termination: a valid id, the last state seen
-        return self._state, self._last_reward, bool(terminated[0]), False, {}
-
-    def reset_batch(self, n: int, rng: int | np.random.Generator | None = None) -> np.ndarray:
-        """Draw ``n`` start states: a segment each, no purchase yet."""
-        if int(n) < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        segment = np.searchsorted(self._segment_cdf, _as_rng(rng).random(int(n)), side="right")
-        return (segment * (self.n_categories + 1)).astype(np.int64)
-
-    def _sample_initial(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        return self.reset_batch(n, rng)
-
-    def _reset_one(self, rng: np.random.Generator) -> int:
-        segment = int(self._segment_cdf.searchsorted(rng.random(), side="right"))
-        return segment * (self.n_categories + 1)
+    def _sample_initial(self, n: int | None, rng: np.random.Generator) -> Any:
+        """``n`` start states (one when ``n`` is None): a segment each (one draw), no purchase yet."""
+        return self._segment_cdf.searchsorted(rng.random(n), side="right") * (self.n_categories + 1)
 
 
 def _fixed(values: Any, shape: tuple[int, ...], name: str) -> np.ndarray:

@@ -1,30 +1,22 @@
-"""TabularMDPEnv: a Gymnasium environment built from exact tables, with its exact truth.
+"""TabularMDPEnv: a Gymnasium environment that samples a finite MDP given by exact tables.
 
-The model is a finite MDP with an absorbing "end of episode":
-
-* ``reward_matrix()`` -- ``R[s, a]``, the expected reward of taking action ``a`` in state ``s``;
-* ``transition_matrix()`` -- a CSR matrix ``P`` of shape ``(n_states * n_actions, n_states)``; row
-  ``s * n_actions + a`` holds ``P(s' | s, a)``. Rows are *sub*-stochastic: the missing mass
-  ``1 - P[s * n_actions + a].sum()`` is the probability that the episode ends after that step;
-* ``initial_distribution()`` -- the distribution of the first state of an episode.
-
-Because the tables are exact, every quantity a learner or an off-policy estimator tries to
-approximate is available exactly: the value of any policy (one sparse linear solve), its
-Q-values, the optimal Q-values and an optimal policy.
+The environment does one job, sampling: ``reset``/``step`` for one user (Gymnasium style) and
+``reset_batch``/``step_batch`` for many independent users at once go through the same sampler.
+The exact truth of its tables (policy values, Q-values, an optimal policy) lives in
+:mod:`hfrl.envs.exact`; the env's methods of the same names are shortcuts to those functions.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import scipy.sparse as sp
 from gymnasium import spaces
-from scipy.sparse.linalg import MatrixRankWarning, spsolve
 
-from hfrl.policies import TabularPolicy, check_distribution_table, resolve_rng
+from hfrl.envs import exact
+from hfrl.policies import TabularPolicy, resolve_rng
 
 __all__ = ["TabularMDPEnv"]
 
@@ -32,19 +24,23 @@ _REWARD_NOISES = ("bernoulli", "gaussian", "none")
 _MASS_TOLERANCE = 1e-9
 
 
-def _as_rng(rng: int | np.random.Generator | None) -> np.random.Generator:
-    return resolve_rng(rng)
-
-
 class TabularMDPEnv(gym.Env):
     """A finite MDP with exact reward, transition and start tables.
 
-    Generative model (one step): in state ``s`` the agent takes action ``a``; the reward is
-    drawn with mean ``R[s, a]`` (``reward_noise="bernoulli"``: ``scale[s, a] * Bernoulli(R[s, a] /
-    scale[s, a])``; ``"gaussian"``: ``R[s, a] + std[s, a] * N(0, 1)``; ``"none"``: exactly
-    ``R[s, a]``); independently, the next state is ``s'`` with probability ``P(s' | s, a)`` and
-    the episode terminates with the remaining probability. Observations are integer state ids.
-    Randomness in ``reset``/``step`` comes only from ``self.np_random``.
+    **Generative model.**
+
+    * **Start**: the first state of an episode is ``s`` with probability ``mu0(s)``
+      (``initial_distribution``). Observations are integer state ids.
+    * **Reward** of action ``a`` in state ``s``, with mean ``R[s, a]``: ``reward_noise=
+      "bernoulli"`` pays ``scale[s, a]`` with probability ``R[s, a] / scale[s, a]``, else 0;
+      ``"gaussian"`` is ``R[s, a] + std[s, a] * N(0, 1)``; ``"none"`` is exactly ``R[s, a]``.
+    * **Next state**, independently of the reward: ``s'`` with probability ``P(s' | s, a)``; the
+      episode terminates with the remaining probability ``1 - sum_s' P(s' | s, a)``.
+
+    One sampler serves both APIs: ``step``/``reset`` run it for one user with ``self.np_random``
+    (Gymnasium style), ``step_batch``/``reset_batch`` for many users with the generator given, so
+    the two draw exactly the same numbers from the same generator state. The exact truth of the
+    tables (``policy_value``, ``optimal_policy``, ...) is computed by :mod:`hfrl.envs.exact`.
 
     Parameters
     ----------
@@ -136,7 +132,7 @@ class TabularMDPEnv(gym.Env):
         self._success = None
         self._scale = None
         self._std = None
-        self._transition_keys: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None
+        self._transition_keys: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._initial_cdf: np.ndarray | None = None
         self._state = 0
         self._last_action: Any = None
@@ -207,9 +203,8 @@ class TabularMDPEnv(gym.Env):
         return self._initial
 
     def termination_probability(self) -> np.ndarray:
-        """Probability that the episode ends after ``(s, a)``, shape ``(n_states, n_actions)``."""
-        mass = np.asarray(self.transition_matrix().sum(axis=1)).ravel()
-        return np.clip(1.0 - mass, 0.0, 1.0).reshape(self._n_states, self._n_actions)
+        """Probability that the episode ends after ``(s, a)``; see :func:`exact.termination_probability`."""
+        return exact.termination_probability(self)
 
     def popularity_matrix(self) -> np.ndarray:
         """Non-negative action weights per state used by the ``"popularity"`` logging policy."""
@@ -236,7 +231,7 @@ class TabularMDPEnv(gym.Env):
         self._check_ids(np.asarray(s), self._n_states, "state")
         return {"state": int(s)}
 
-    # ------------------------------------------------------------------ exact truth
+    # ------------------------------------------------------------------ exact truth (hfrl.envs.exact)
     def expected_reward(self, s: Any, a: Any) -> Any:
         """``E[reward | s, a]`` with numpy broadcasting of ``s`` and ``a``.
 
@@ -251,131 +246,36 @@ class TabularMDPEnv(gym.Env):
     def _expected_reward(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
         return self.reward_matrix()[states, actions]
 
-    def _policy_table(self, policy: Any) -> np.ndarray:
-        if isinstance(policy, TabularPolicy):
-            table = policy.table_
-        else:
-            table = check_distribution_table(policy, "policy")
-        if table.shape != (self._n_states, self._n_actions):
-            raise ValueError(
-                f"policy has shape {table.shape}, the env has ({self._n_states}, {self._n_actions})"
-            )
-        return table
-
-    @staticmethod
-    def _check_gamma(gamma: float) -> float:
-        gamma = float(gamma)
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
-        return gamma
-
-    def _policy_kernel(self, table: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
-        """``r_pi`` (n_states,) and ``P_pi`` (n_states, n_states) under the policy table."""
-        n_s, n_a = self._n_states, self._n_actions
-        r_pi = np.einsum("sa,sa->s", table, self.reward_matrix())
-        mixer = sp.csr_matrix(
-            (table.ravel(), np.arange(n_s * n_a), np.arange(0, n_s * n_a + 1, n_a)),
-            shape=(n_s, n_s * n_a),
-        )
-        return r_pi, (mixer @ self.transition_matrix()).tocsr()
-
     def state_values(self, policy: Any, gamma: float) -> np.ndarray:
-        """Exact ``V_pi(s)`` for every state: solves ``(I - gamma P_pi) V = r_pi`` (sparse)."""
-        gamma = self._check_gamma(gamma)
-        r_pi, p_pi = self._policy_kernel(self._policy_table(policy))
-        return self._solve(r_pi, p_pi, gamma)
-
-    def _solve(self, r_pi: np.ndarray, p_pi: sp.csr_matrix, gamma: float) -> np.ndarray:
-        if gamma == 0.0:
-            return r_pi.copy()
-        system = (sp.identity(self._n_states, format="csc") - gamma * p_pi.tocsc()).tocsc()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", MatrixRankWarning)  # reported below as a ValueError
-            values = np.atleast_1d(spsolve(system, r_pi))
-        if not np.isfinite(values).all():
-            raise ValueError(
-                f"the Bellman system is singular at gamma={gamma}: some states never end an "
-                "episode under this policy; use gamma < 1"
-            )
-        return values
+        """Exact ``V_pi(s)`` of every state; see :func:`hfrl.envs.exact.state_values`."""
+        return exact.state_values(self, policy, gamma)
 
     def policy_value(self, policy: Any, gamma: float) -> float:
-        """Exact expected discounted return of ``policy`` from the start distribution.
-
-        ``sum_s mu0(s) V_pi(s)`` with ``V_pi`` from one sparse linear solve; the episode ends
-        with the termination probability of each step (no time limit; see
-        ``truncation_error_bound`` for the effect of a ``TimeLimit`` wrapper).
-        """
-        return float(self.initial_distribution() @ self.state_values(policy, gamma))
+        """Exact discounted return of ``policy`` from the start; see :func:`hfrl.envs.exact.policy_value`."""
+        return exact.policy_value(self, policy, gamma)
 
     def q_values(self, policy: Any, gamma: float) -> np.ndarray:
-        """Exact ``Q_pi(s, a) = R(s, a) + gamma * sum_s' P(s'|s, a) V_pi(s')``."""
-        values = self.state_values(policy, gamma)
-        return self._backup(values, self._check_gamma(gamma))
-
-    def _backup(self, values: np.ndarray, gamma: float) -> np.ndarray:
-        future = (self.transition_matrix() @ values).reshape(self._n_states, self._n_actions)
-        return self.reward_matrix() + gamma * future
+        """Exact ``Q_pi(s, a)``; see :func:`hfrl.envs.exact.q_values`."""
+        return exact.q_values(self, policy, gamma)
 
     def optimal_q(self, gamma: float, *, tol: float = 1e-10, max_iter: int = 100_000,
                   patience: int = 10) -> np.ndarray:
-        """Optimal ``Q*(s, a)``: value iteration, then policy iteration to an exact fixed point.
-
-        Value iteration runs until successive values differ by less than ``tol`` (sup norm) or
-        its greedy policy has not changed for ``patience`` sweeps; policy iteration then
-        evaluates the greedy policy exactly (one sparse solve) and improves it until no state
-        can improve, so the result is exact up to the linear solver's precision whichever way
-        value iteration stopped.
-        """
-        gamma = self._check_gamma(gamma)
-        values = np.zeros(self._n_states)
-        greedy = np.zeros(self._n_states, dtype=np.intp)
-        stable = 0
-        for _ in range(max_iter):
-            q = self._backup(values, gamma)
-            updated_greedy = q.argmax(axis=1)
-            updated = q[np.arange(self._n_states), updated_greedy]
-            delta = float(np.max(np.abs(updated - values)))
-            stable = stable + 1 if np.array_equal(updated_greedy, greedy) else 0
-            values, greedy = updated, updated_greedy
-            if delta < tol or stable >= patience:
-                break
-        every_state = np.arange(self._n_states)
-        for _ in range(1000):
-            rows = every_state * self._n_actions + greedy
-            kernel = self.transition_matrix()[rows]
-            q = self._backup(self._solve(self.reward_matrix()[every_state, greedy], kernel, gamma), gamma)
-            best = q.max(axis=1)
-            keep = q[every_state, greedy] >= best - 1e-12 * (1.0 + np.abs(best))
-            if keep.all():
-                break
-            greedy = np.where(keep, greedy, q.argmax(axis=1))
-        return q
+        """Optimal ``Q*(s, a)``; see :func:`hfrl.envs.exact.optimal_q`."""
+        return exact.optimal_q(self, gamma, tol=tol, max_iter=max_iter, patience=patience)
 
     def optimal_policy(self, gamma: float, *, tol: float = 1e-10) -> TabularPolicy:
-        """A deterministic optimal policy (greedy on ``optimal_q``; ties share mass equally)."""
-        q = self.optimal_q(gamma, tol=tol)
-        return TabularPolicy.from_q_values(q, "greedy", metadata={"source": "optimal_policy", "gamma": gamma})
+        """A deterministic optimal policy; see :func:`hfrl.envs.exact.optimal_policy`."""
+        return exact.optimal_policy(self, gamma, tol=tol)
 
     def optimal_value(self, gamma: float) -> float:
-        """Exact value of ``optimal_policy(gamma)`` from the start distribution."""
-        return self.policy_value(self.optimal_policy(gamma), gamma)
+        """Exact value of ``optimal_policy(gamma)``; see :func:`hfrl.envs.exact.optimal_value`."""
+        return exact.optimal_value(self, gamma)
 
     def truncation_error_bound(self, gamma: float, max_steps: int) -> float:
-        """Upper bound on ``|policy_value - value with episodes cut after max_steps|``.
+        """Bound on the effect of a time limit; see :func:`hfrl.envs.exact.truncation_error_bound`."""
+        return exact.truncation_error_bound(self, gamma, max_steps)
 
-        ``max|R| * (gamma * rho)^T / (1 - gamma * rho)`` with ``rho`` the largest continuation
-        probability of any ``(s, a)``; tiny when episodes end (churn) long before the limit.
-        """
-        gamma = self._check_gamma(gamma)
-        rho = float(np.asarray(self.transition_matrix().sum(axis=1)).max(initial=0.0))
-        factor = gamma * rho
-        r_max = float(np.abs(self.reward_matrix()).max())
-        if factor >= 1.0:
-            return float("inf")
-        return r_max * factor ** int(max_steps) / (1.0 - factor)
-
-    # ------------------------------------------------------------------ sampling (batch)
+    # ------------------------------------------------------------------ the sampler
     @staticmethod
     def _check_ids(values: np.ndarray, upper: int, name: str) -> np.ndarray:
         if values.dtype.kind not in "iu":
@@ -398,7 +298,7 @@ class TabularMDPEnv(gym.Env):
         """Draw ``n`` independent start states, shape ``(n,)`` int64."""
         if int(n) < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        return self._sample_initial(int(n), _as_rng(rng))
+        return self._sample_initial(int(n), resolve_rng(rng))
 
     def step_batch(
         self, states: Any, actions: Any, rng: int | np.random.Generator | None = None
@@ -410,7 +310,7 @@ class TabularMDPEnv(gym.Env):
         """
         s = self._check_ids(np.asarray(states).reshape(-1), self._n_states, "state")
         a = self._check_batch_actions(actions, s.shape[0])
-        return self._sample_step(s, a, _as_rng(rng))
+        return self._sample_step(s, a, resolve_rng(rng))
 
     def _check_batch_actions(self, actions: Any, n: int) -> np.ndarray:
         a = self._check_ids(np.asarray(actions).reshape(-1), self._n_actions, "action")
@@ -418,65 +318,59 @@ class TabularMDPEnv(gym.Env):
             raise ValueError(f"states and actions differ in length: {n} vs {a.shape[0]}")
         return a
 
-    def _sample_initial(self, n: int, rng: np.random.Generator) -> np.ndarray:
+    # The sampler proper: ``_sample_initial`` and ``_sample_step`` (overridden together by
+    # subclasses with a generative model) are the only source of randomness of every API. They are
+    # elementwise numpy code: the batch API passes arrays of shape (n,), ``reset``/``step`` pass
+    # numpy scalars (shape ()), for which the same operations run at scalar speed. ``size`` below
+    # is the shape of the draws, None for one user (``rng.random(None)`` is a float).
+    def _sample_initial(self, n: int | None, rng: np.random.Generator) -> Any:
+        """``n`` start states from ``initial_distribution()`` (one when ``n`` is None): one draw each."""
         if self._initial_cdf is None:
             cdf = np.cumsum(self.initial_distribution())
             cdf[-1] = np.inf
             self._initial_cdf = cdf
-        return np.searchsorted(self._initial_cdf, rng.random(n), side="right").astype(np.int64)
+        return self._initial_cdf.searchsorted(rng.random(n), side="right")
 
-    def _sample_rewards(
-        self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator
-    ) -> np.ndarray:
+    def _sample_step(self, states: Any, actions: Any, rng: np.random.Generator) -> tuple[Any, Any, Any]:
+        """Rewards (the noise draws), then next states / terminations (one uniform draw each)."""
         flat = states * self._n_actions + actions
+        size = flat.shape or None
+        return (self._sample_rewards(flat, size, rng),) + self._sample_next(states, flat, size, rng)
+
+    def _sample_rewards(self, flat: Any, size: tuple[int, ...] | None, rng: np.random.Generator) -> Any:
         if self._reward_noise == "bernoulli":
             assert self._success is not None and self._scale is not None
-            hit = rng.random(flat.shape[0]) < self._success.ravel()[flat]
-            return np.where(hit, self._scale.ravel()[flat], 0.0)
+            return self._scale.ravel()[flat] * (rng.random(size) < self._success.ravel()[flat])
         mean = self.reward_matrix().ravel()[flat]
         if self._reward_noise == "gaussian":
             assert self._std is not None
-            return mean + self._std.ravel()[flat] * rng.standard_normal(flat.shape[0])
-        return mean.copy()
+            return mean + self._std.ravel()[flat] * rng.standard_normal(size)
+        return mean
 
-    def _transition_sampler(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """Cumulative mass within each CSR row, for a vectorised binary search per row."""
+    def _transition_sampler(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``P``'s entries as one running sum, with each row's offset and end, and the targets."""
         if self._transition_keys is None:
             matrix = self.transition_matrix()
-            counts = np.diff(matrix.indptr)
-            cum = np.cumsum(matrix.data)
-            before = np.concatenate(([0.0], cum))[matrix.indptr[:-1]]
-            within = np.minimum(cum - np.repeat(before, counts), 1.0)
-            n_steps = int(np.ceil(np.log2(int(counts.max(initial=0)) + 1)))
-            self._transition_keys = (within, matrix.indptr.astype(np.int64),
-                                     matrix.indices.astype(np.int64), n_steps)
+            cumulative = np.cumsum(matrix.data)
+            row_offset = np.concatenate(([0.0], cumulative))[matrix.indptr[:-1]]
+            self._transition_keys = (cumulative, row_offset, matrix.indptr[1:].astype(np.int64),
+                                     matrix.indices.astype(np.int64))
         return self._transition_keys
 
-    def _sample_next(self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        within, indptr, indices, n_steps = self._transition_sampler()
-        flat = states * self._n_actions + actions
-        u = rng.random(flat.shape[0])
-        if within.size == 0:
-            return states.astype(np.int64), np.ones(flat.shape[0], dtype=bool)
-        # First entry of the row whose cumulative mass exceeds u (row end = the episode ends):
-        # a binary search run for all users at once, log2(longest row) rounds of numpy ops.
-        low, high = indptr[flat], indptr[flat + 1]
-        row_end = high
-        for _ in range(n_steps):
-            middle = (low + high) >> 1
-            right = (low < high) & (within[np.minimum(middle, within.size - 1)] <= u)
-            low = np.where(right, middle + 1, low)
-            high = np.where(right, high, middle)
-        continues = low < row_end
-        next_states = np.where(continues, indices[np.minimum(low, within.size - 1)], states)
-        return next_states.astype(np.int64), ~continues
-
-    def _sample_step(self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rewards = self._sample_rewards(states, actions, rng)
-        next_states, terminated = self._sample_next(states, actions, rng)
-        return rewards, next_states, terminated
+    def _sample_next(self, states: Any, flat: Any, size: tuple[int, ...] | None, rng: np.random.Generator
+                     ) -> tuple[Any, Any]:
+        cumulative, row_offset, row_end, targets = self._transition_sampler()
+        u = rng.random(size)
+        if cumulative.size == 0:
+            return states.copy(), np.ones(states.shape, dtype=bool)
+        # Inverse-CDF sampling within row ``flat`` as one search over the running sum of all rows:
+        # the first entry whose cumulative mass exceeds ``offset + u`` is the next state, and
+        # running past the row's end means the episode ends (the row's missing mass). Rounding
+        # of the running sum shifts probabilities by ~1e-16 x (number of rows) at most.
+        position = _search_right(cumulative, row_offset[flat] + u)
+        continues = position < row_end[flat]
+        reached = targets[np.minimum(position, targets.size - 1)]
+        return states + (reached - states) * continues, ~continues
 
     # ------------------------------------------------------------------ Gymnasium API
     def reset(
@@ -484,47 +378,31 @@ class TabularMDPEnv(gym.Env):
     ) -> tuple[int, dict[str, Any]]:
         """Start an episode; the first state is drawn from ``initial_distribution()``."""
         super().reset(seed=seed)
-        self._state = self._reset_one(self.np_random)
+        self._state = int(self._sample_initial(None, self.np_random))
         self._last_action = None
         self._last_reward = 0.0
         return self._state, {}
 
     def step(self, action: Any) -> tuple[int, float, bool, bool, dict[str, Any]]:
-        """Take ``action`` in the current state; returns ``(obs, reward, terminated, False, info)``."""
+        """Take ``action`` in the current state; returns ``(obs, reward, terminated, False, info)``.
+
+        The sampler of ``step_batch`` run for one user, drawing from ``self.np_random``.
+        """
+        self._check_action(action)
+        actions = np.asarray(action, dtype=np.intp)[()]  # a numpy scalar (a slate stays an array)
+        reward, next_state, terminated = self._sample_step(np.intp(self._state), actions, self.np_random)
+        self._last_action = actions.tolist()
+        self._last_reward = float(reward)
+        self._state = int(next_state)  # on termination: a valid id, the last state seen
+        return self._state, self._last_reward, bool(terminated), False, {}
+
+    def _check_action(self, action: Any) -> None:
+        """Raise unless ``action`` is in the action space (a plain int in range passes at once)."""
+        discrete = type(self.action_space) is spaces.Discrete
+        if discrete and type(action) is int and 0 <= action < self._n_actions:
+            return
         if not self.action_space.contains(action):
             raise ValueError(f"action {action!r} is not in {self.action_space}")
-        reward, next_state, terminated = self._step_one(self._state, int(action), self.np_random)
-        self._last_action = int(action)
-        self._last_reward = reward
-        self._state = next_state  # on termination: a valid id, the last state seen
-        return self._state, reward, terminated, False, {}
-
-    def _reset_one(self, rng: np.random.Generator) -> int:
-        """One start state, drawing exactly what ``_sample_initial(1, rng)`` draws."""
-        if self._initial_cdf is None:
-            self._sample_initial(0, rng)
-        assert self._initial_cdf is not None
-        return int(self._initial_cdf.searchsorted(rng.random(), side="right"))
-
-    def _step_one(self, state: int, action: int, rng: np.random.Generator) -> tuple[float, int, bool]:
-        """One user, one step, with Python scalars; draws exactly what ``_sample_step`` draws."""
-        flat = state * self._n_actions + action
-        if self._reward_noise == "bernoulli":
-            assert self._success is not None and self._scale is not None
-            hit = rng.random() < self._success.flat[flat]
-            reward = float(self._scale.flat[flat]) if hit else 0.0
-        elif self._reward_noise == "gaussian":
-            assert self._std is not None
-            reward = float(self.reward_matrix().flat[flat] + self._std.flat[flat] * rng.standard_normal())
-        else:
-            reward = float(self.reward_matrix().flat[flat])
-        within, indptr, indices, _ = self._transition_sampler()
-        u = rng.random()
-        low, high = int(indptr[flat]), int(indptr[flat + 1])
-        position = low + int(np.searchsorted(within[low:high], u, side="right"))
-        if position < high:
-            return reward, int(indices[position]), False
-        return reward, state, True
 
     def render(self) -> str | None:
         """ANSI text: the decoded state and the last action/reward."""
@@ -532,6 +410,20 @@ class TabularMDPEnv(gym.Env):
             return None
         state = self.decode_state(self._state)
         return f"state {state} last action {self._last_action} reward {self._last_reward:g}\n"
+
+
+def _search_right(cumulative: np.ndarray, target: Any) -> Any:
+    """``np.searchsorted(cumulative, target, side="right")``, a batch searched in sorted order.
+
+    The result is the same; sorted targets make successive binary searches touch nearby memory,
+    3-6x faster than random order once ``cumulative`` outgrows the CPU caches.
+    """
+    if not target.shape:
+        return cumulative.searchsorted(target, side="right")
+    order = target.argsort()
+    position = np.empty_like(order)
+    position[order] = cumulative.searchsorted(target[order], side="right")
+    return position
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
