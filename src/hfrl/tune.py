@@ -1,15 +1,16 @@
-"""Choosing alpha: the value of ``pi' = (1 - alpha) pi + alpha HF`` along alpha, with its confidence band.
+"""Choosing alpha: the value of ``pi' = (1 - alpha) pi + alpha HF`` along alpha, with its interval.
 
-For the linear blend every estimator term of ``hfrl.ope`` is linear in the target policy, so along
-alpha IPS, DM and DR are affine and SNIPS is a ratio of affine functions; their variances are
-quadratics in alpha whose coefficients are the Gram matrix (cross terms included) of the two end
-policies' terms. ``alpha_curve`` therefore costs about two policy evaluations however many alphas
-it reports. Clipped IPS, Switch-DR and the geometric blend are not linear in alpha; their curves
-evaluate each alpha on the same prepared sufficient statistics.
+For the linear blend, the per-row terms of IPS, SNIPS, DM and DR are linear in the target policy
+(``hfrl.ope.estimators``), so along alpha every sum an estimate or an interval needs is a quadratic
+in alpha whose coefficients are the sums of products of the two end policies' terms: the whole
+curve costs about two policy evaluations however many alphas it reports, and uses the same
+inference as ``hfrl.ope.evaluate`` (``hfrl.ope.inference``). Clipped IPS, Switch-DR and the
+geometric blend are not linear in alpha; their curves evaluate each alpha on the same prepared logs.
 
 Splits are explicit: fit HF and the learner on the training split (``split_logs``), choose alpha
-on validation, report the value on test. ``tune_alpha`` refuses (or, with ``allow_leak=True``,
-warns) when HF was fit on the very rows it is tuned on.
+on validation, report the value on test (``tune_alpha(..., test_logs=test)``): a value measured on
+the rows alpha was chosen on is optimistic, and says so. ``tune_alpha`` refuses (or, with
+``allow_leak=True``, warns) when HF was fit on the very rows it is tuned on.
 """
 
 from __future__ import annotations
@@ -22,31 +23,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hfrl.backends import Backend, fingerprint, get_backend
+from hfrl.backends import Backend
 from hfrl.blend import BLEND_METHODS, as_table, blend
-from hfrl.data import schema
-from hfrl.data.io import LogSource, load_logs
+from hfrl.data import Logs, load_logs, schema
 from hfrl.ope import compare, evaluate
-from hfrl.ope.estimators import (
-    ESTIMATORS,
-    PROPENSITY_ESTIMATORS,
-    LogStatistics,
-    check_level,
-    estimator_terms,
-    floored,
-    normal_quantile,
-    prepare,
-    run_estimators,
-    standard_error,
-    statistics_for,
-    std_error_floor,
-)
+from hfrl.ope.estimators import ESTIMATORS, Estimator, make_estimator
+from hfrl.ope.evaluate import Prepared, Terms, interval_of, prepare, resolve_interval
+from hfrl.ope.inference import Sums, check_level
 from hfrl.policies import TabularPolicy, resolve_rng
 
 __all__ = ["AlphaTuning", "LeakageWarning", "alpha_curve", "compare", "split_logs", "tune_alpha"]
 
 CRITERIA = ("estimate", "lower_bound")
-LINEAR_ESTIMATORS = ("ips", "snips", "dm", "dr")
 
 
 class LeakageWarning(UserWarning):
@@ -66,9 +54,14 @@ class AlphaTuning:
     policy : TabularPolicy
         The blended policy at the chosen alpha.
     evaluation : DataFrame
-        ``hfrl.ope.evaluate``'s row for the blended policy (value, interval, diagnostics).
+        ``hfrl.ope.evaluate``'s row for the blended policy, with a column ``rows`` saying which
+        rows it was made on: ``"test"`` (``test_logs``, an honest estimate) or ``"selection"``
+        (the rows alpha was chosen on: optimistic, see ``optimistic``).
     estimator, criterion, method : str
     level : float
+    optimistic : bool
+        True when ``evaluation`` was made on the selection rows: choosing the best of many alphas
+        on the same rows inflates its value and its interval does not cover at ``level``.
     """
 
     alpha: float
@@ -79,12 +72,14 @@ class AlphaTuning:
     criterion: str
     level: float
     method: str
+    optimistic: bool = True
 
     def __repr__(self) -> str:
         row = self.evaluation.iloc[0]
         return (
             f"AlphaTuning(alpha={self.alpha:.4g}, estimator={self.estimator!r}, "
-            f"estimate={row['estimate']:.6g}, ci=({row['ci_low']:.6g}, {row['ci_high']:.6g}))"
+            f"estimate={row['estimate']:.6g}, ci=({row['ci_low']:.6g}, {row['ci_high']:.6g}), "
+            f"rows={row['rows']!r})"
         )
 
 
@@ -113,80 +108,66 @@ def _tables(policy: Any, hf: Any) -> tuple[np.ndarray, np.ndarray]:
     return pi, table
 
 
-class _LinearCurve:
-    """Value and standard error of an estimator at any alpha of the linear blend, in closed form."""
+def _mixing(alpha: np.ndarray) -> np.ndarray:
+    """Maps the two end policies' terms ``(1, term, normalizer, influence, weight)`` x ``(pi, hf)``
+    to the blend's five terms at each alpha: shape ``(len(alpha), 5, 9)``."""
+    a = np.asarray(alpha, dtype=np.float64)
+    out = np.zeros((a.size, 5, 9))
+    out[:, 0, 0] = 1.0
+    for k in range(1, 5):
+        out[:, k, 2 * k - 1] = 1.0 - a
+        out[:, k, 2 * k] = a
+    return out
 
-    def __init__(self, prepared, pi, hf, estimator, clip, switch) -> None:  # noqa: ANN001
-        cells = prepared.cells
-        self.n = cells.n_rows
-        self.reward_range = prepared.reward_range
-        targets = [prepared.target(t, cells) for t in (pi, hf)]
-        ends = [estimator_terms(estimator, prepared, cells, target, clip, switch) for target in targets]
-        # the floor's event weight along alpha, sum w^2 / sum w (hfrl.ope.estimators.event_weight):
-        # a quadratic over a linear function of alpha, over logged rows plus open unseen pairs
-        self.squares = self.firsts = None
-        if estimator != "dm":
-            pis = [t.action_probability for t in targets]
-            tables = (pi, hf)
-            scale = prepared.unseen_scale
-            state_counts = prepared.counts.sum(axis=1)
-            open_pairs = scale > 0
-            self.firsts = np.array([
-                float(pis[j] @ cells.sums["inv_p"])
-                + float(state_counts @ (tables[j] * open_pairs).sum(axis=1))
-                for j in range(2)
-            ])
-            self.squares = np.empty((2, 2))
-            for j in range(2):
-                for k in range(2):
-                    unseen = float(state_counts @ (tables[j] * tables[k] * scale).sum(axis=1))
-                    self.squares[j, k] = float((pis[j] * pis[k]) @ cells.sums["inv_p2"]) + unseen
-        self.ratio = ends[0].denominator is not None
-        if self.ratio:
-            base = [ends[0].numerator, ends[1].numerator, ends[0].denominator, ends[1].denominator]
-            self.totals = np.array([cells.total(c) for c in base])
-            self.gram = cells.gram(base)
-        else:
-            spread = [t.numerator if t.spread is None else t.spread for t in ends]
-            self.totals = np.array([cells.total(t.numerator) for t in ends])
-            self.spread_totals = np.array([cells.total(c) for c in spread])
-            self.gram = cells.gram(spread)
 
-    def __call__(self, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a = np.asarray(alpha, dtype=np.float64)
-        b = 1.0 - a
-        n = self.n
-        g = self.gram
-        if not self.ratio:
-            estimate = (b * self.totals[0] + a * self.totals[1]) / n
-            squares = b * b * g[0, 0] + 2 * a * b * g[0, 1] + a * a * g[1, 1]
-            mean = (b * self.spread_totals[0] + a * self.spread_totals[1]) / n
-            centred = squares - n * mean * mean
+def _linear_sums(prepared: Prepared, estimator: Estimator, pi: np.ndarray, hf: np.ndarray,
+                 alpha: np.ndarray) -> Sums:
+    """The sums of the linear blend's terms at every alpha, from one Gram matrix of the end policies'."""
+    ends = [Terms.of(estimator, prepared.target(table)).listed() for table in (pi, hf)]
+    basis = [ends[0][0]] + [term for k in range(1, 5) for term in (ends[0][k], ends[1][k])]
+    gram = prepared.units.gram(basis)
+    mixing = _mixing(alpha)
+    ratio = ends[0][2] is not ends[0][0]
+    return Sums(np.einsum("aik,kl,ajl->aij", mixing, gram, mixing), ratio)
+
+
+def _pointwise_sums(prepared: Prepared, estimator: Estimator, tables: list[np.ndarray]) -> Sums:
+    """The sums of each given policy's terms, evaluated one by one."""
+    grams = []
+    ratio = False
+    for table in tables:
+        terms = Terms.of(estimator, prepared.target(table))
+        ratio = terms.normalizer is not None
+        grams.append(prepared.units.gram(terms.listed()))
+    return Sums(np.stack(grams), ratio)
+
+
+class _Curve:
+    """Estimate and interval of one estimator at any alpha, on logs prepared once."""
+
+    def __init__(self, prepared: Prepared, estimator: Estimator, pi: np.ndarray, hf: np.ndarray,
+                 method: str, interval: str, level: float, fast: bool = True) -> None:
+        self.prepared, self.estimator, self.pi, self.hf = prepared, estimator, pi, hf
+        self.method, self.interval, self.level = method, interval, level
+        self.closed_form = fast and method == "linear" and estimator.linear_in_target
+
+    def __call__(self, alpha: np.ndarray) -> tuple[np.ndarray, ...]:
+        alpha = np.atleast_1d(np.asarray(alpha, dtype=np.float64))
+        tables = [blend(self.pi, self.hf, float(a), self.method).table_ for a in alpha]
+        if self.closed_form:
+            sums = _linear_sums(self.prepared, self.estimator, self.pi, self.hf, alpha)
         else:
-            t = self.totals
-            numerator, denominator = b * t[0] + a * t[1], b * t[2] + a * t[3]
-            estimate = numerator / denominator
-            mean_weight = denominator / n
-            coefficients = np.stack([b, a, -estimate * b, -estimate * a]) / mean_weight
-            centred = np.einsum("i...,ij,j...->...", coefficients, g, coefficients)
-        se = np.sqrt(np.maximum(centred, 0.0) / (n * (n - 1.0)))
-        if self.squares is None:  # dm: one unweighted row
-            typical = np.ones(a.shape)
-        else:
-            q, f = self.squares, self.firsts
-            second = b * b * q[0, 0] + 2 * a * b * q[0, 1] + a * a * q[1, 1]
-            first = b * f[0] + a * f[1]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                typical = np.where(first > 0, second / first, 0.0)
-        # the total with one more row (as in hfrl.ope.estimators.run_estimators)
-        total = denominator + typical if self.ratio else np.full(a.shape, n + 1.0)
-        return estimate, floored(se, std_error_floor(self.reward_range, typical, total))
+            sums = _pointwise_sums(self.prepared, self.estimator, tables)
+        max_weight = np.array([self.prepared.max_weight(t) for t in tables])
+        low, high = interval_of(self.interval, sums, self.estimator, max_weight,
+                                self.prepared.reward_range, self.level)
+        return sums.estimate(), sums.std_error(), low, high
 
 
 def alpha_curve(
     policy: Any,
     hf: Any,
-    logs: LogSource,
+    logs: Any,
     estimator: str = "snips",
     alphas: Any = "auto",
     level: float = 0.95,
@@ -194,21 +175,15 @@ def alpha_curve(
     backend: str | Backend | None = None,
     *,
     fast: bool = True,
-    statistics: LogStatistics | None = None,
+    interval: str = "auto",
     **evaluate_options: Any,
 ) -> pd.DataFrame:
-    """The estimated value of the blend at each alpha, with standard errors and normal intervals.
+    """The estimated value of the blend at each alpha, with standard errors and intervals.
 
     ``fast=True`` (the default) uses the closed form for the linear blend and the ips/snips/dm/dr
-    estimators (about two evaluations), and otherwise evaluates each alpha on statistics prepared
-    once. ``fast=False`` is the brute force: ``blend`` then ``hfrl.ope.evaluate`` at each alpha.
-    ``statistics`` (``hfrl.ope.LogStatistics`` of ``logs``) skips the pass over the logs.
-
-    ``std_error`` is floored at ``(r_max - r_min) * w(alpha) / W(alpha)``, exactly as in
-    ``hfrl.ope.evaluate`` (``hfrl.ope.estimators.std_error_floor``; ``w(alpha) = sum w^2 / sum w``
-    under the blend, a quadratic over a linear function of alpha),
-    because an alpha whose weighted rows all share one reward would otherwise get a zero-width
-    interval and win ``criterion="lower_bound"``.
+    estimators (about two evaluations) and otherwise evaluates each alpha on logs prepared once;
+    ``fast=False`` is the brute force: ``blend`` then ``hfrl.ope.evaluate`` at each alpha. The
+    intervals are ``hfrl.ope.evaluate``'s (``interval``, default per estimator).
 
     Examples
     --------
@@ -219,62 +194,47 @@ def alpha_curve(
     >>> curve["estimate"].tolist()
     [1.0, 0.75, 0.5]
     """
-    estimator = str(estimator).lower()
-    if estimator not in ESTIMATORS:
+    name, grid, pi, table, level = _check_curve(estimator, alphas, method, level, policy, hf)
+    chosen = _estimator(name, evaluate_options)
+    kind = resolve_interval(interval, name)
+    if not fast:
+        rows = [evaluate(logs, blend(pi, table, float(a), method), (name,), level=level, backend=backend,
+                         interval=kind, clip_threshold=getattr(chosen, "threshold", 10.0),
+                         switch_threshold=getattr(chosen, "threshold", 10.0), **evaluate_options).iloc[0]
+                for a in grid]
+        frame = pd.DataFrame(rows)[["estimate", "std_error", "ci_low", "ci_high"]].reset_index(drop=True)
+        return pd.concat([pd.DataFrame({"alpha": grid}), frame], axis=1)
+    prepared = prepare(logs, pi.shape[0], pi.shape[1], needs_propensity=chosen.uses_propensity,
+                       backend=backend, **evaluate_options)
+    return _curve_frame(grid, _Curve(prepared, chosen, pi, table, method, kind, level)(grid))
+
+
+def _curve_frame(grid: np.ndarray, values: tuple[np.ndarray, ...]) -> pd.DataFrame:
+    estimate, se, low, high = values
+    return pd.DataFrame({"alpha": grid, "estimate": estimate, "std_error": se,
+                         "ci_low": low, "ci_high": high})
+
+
+def _check_curve(estimator: Any, alphas: Any, method: str, level: float, policy: Any, hf: Any
+                 ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, float]:
+    name = str(estimator).lower()
+    if name not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if method not in BLEND_METHODS:
         raise ValueError(f"method must be one of {BLEND_METHODS}, got {method!r}")
-    level = check_level(level)
-    grid = _alphas(alphas)
     pi, table = _tables(policy, hf)
-    z = normal_quantile(level)
-    clip = evaluate_options.pop("clip_threshold", 10.0)
-    switch = evaluate_options.pop("switch_threshold", 10.0)
-    if not fast:
-        rows = []
-        for a in grid:
-            row = evaluate(logs, blend(pi, table, float(a), method), (estimator,), level=level,
-                           backend=backend, clip_threshold=clip, switch_threshold=switch,
-                           statistics=statistics, **evaluate_options).iloc[0]
-            rows.append((row["estimate"], row["std_error"]))
-        estimate, se = (np.array(v) for v in zip(*rows, strict=True))
-    else:
-        prepared = prepare(
-            logs, pi.shape[0], pi.shape[1], needs_propensity=estimator in PROPENSITY_ESTIMATORS,
-            backend=backend, estimators=(estimator,), statistics=statistics, **evaluate_options,
-        )
-        if method == "linear" and estimator in LINEAR_ESTIMATORS:
-            estimate, se = _LinearCurve(prepared, pi, table, estimator, clip, switch)(grid)
-        else:
-            estimate, se = np.empty(grid.size), np.empty(grid.size)
-            for i, a in enumerate(grid):
-                (result,), _ = run_estimators(
-                    [estimator], prepared, blend(pi, table, float(a), method).table_, clip, switch
-                )
-                estimate[i] = result.estimate
-                se[i] = floored(standard_error(prepared.cells, result.influence), result.se_floor)
-    return pd.DataFrame({
-        "alpha": grid, "estimate": estimate, "std_error": se,
-        "ci_low": estimate - z * se, "ci_high": estimate + z * se,
-    })
+    return name, _alphas(alphas), pi, table, check_level(level)
 
 
-def check_leakage(
-    hf: Any,
-    logs: LogSource,
-    backend: str | Backend | None,
-    allow_leak: bool,
-    statistics: LogStatistics | None = None,
-) -> None:
-    """Refuse (or warn) when ``hf`` was fit on exactly these rows (same ``fingerprint``).
+def _estimator(name: str, options: dict[str, Any]) -> Estimator:
+    """The estimator, taking its threshold out of the evaluate options."""
+    return make_estimator(name, options.pop("clip_threshold", 10.0), options.pop("switch_threshold", 10.0))
 
-    The logs' fingerprint comes from ``statistics`` when given (no pass over the logs).
-    """
+
+def check_leakage(hf: Any, logs: Logs, allow_leak: bool) -> None:
+    """Refuse (or warn) when ``hf`` was fit on exactly these rows (same ``fingerprint``)."""
     trained_on = getattr(hf, "fingerprint_", None)
-    if trained_on is None:
-        return
-    seen = statistics.fingerprint if statistics is not None else fingerprint(logs, get_backend(backend, logs))
-    if tuple(trained_on) != seen:
+    if trained_on is None or tuple(trained_on) != logs.fingerprint:
         return
     message = (
         "hf was fit on the very rows alpha is being tuned on (the logs' fingerprint equals "
@@ -290,7 +250,7 @@ def check_leakage(
 def tune_alpha(
     policy: Any,
     hf: Any,
-    logs: LogSource,
+    logs: Any,
     estimator: str = "snips",
     alphas: Any = "auto",
     criterion: str = "estimate",
@@ -299,7 +259,8 @@ def tune_alpha(
     backend: str | Backend | None = None,
     *,
     allow_leak: bool = False,
-    statistics: LogStatistics | None = None,
+    test_logs: Any = None,
+    interval: str = "auto",
     **evaluate_options: Any,
 ) -> AlphaTuning:
     """Choose the alpha of ``pi' = blend(policy, hf, alpha, method)`` from logged data.
@@ -310,27 +271,26 @@ def tune_alpha(
         The learned policy pi (fit on the training split).
     hf : fitted HistoricalFrequency, TabularPolicy or array
         The historical frequency (fit on the training split).
-    logs : DataFrame or path
-        The validation split, with ``state``, ``action``, ``reward``, ``propensity``.
-    estimator : {"snips", "ips", "dm", "dr", "clipped_ips", "switch_dr"}
+    logs : DataFrame, path or ``hfrl.data.Logs``
+        The selection (validation) split, with ``state``, ``action``, ``reward``, ``propensity``.
+    estimator : {"snips", "ips", "dr", "dm", "clipped_ips", "switch_dr"}
     alphas : "auto" or sequence of float
         "auto" is 101 points on [0, 1]; with the linear blend and ``criterion="lower_bound"`` the
         best point is then refined to the exact maximiser between its neighbours.
     criterion : {"estimate", "lower_bound"}
-        Maximise the estimate, or the lower confidence bound (a safe improvement). The bound uses
-        the floored standard error of ``alpha_curve``: a blend whose weighted rows never saw an
-        event (estimate 0, sample standard error 0) is not a safe 0.
+        Maximise the estimate, or the lower confidence bound (a safe improvement).
     level : float
     method : {"linear", "geometric"}
     backend : backend name, Backend or None
     allow_leak : bool
         Warn instead of raising when HF was fit on ``logs``.
-    statistics : hfrl.ope.LogStatistics, optional
-        The statistics of ``logs`` if already computed (e.g. for an ``evaluate`` call on the same
-        logs). Otherwise they are computed once here, in one pass over the logs, and shared by the
-        leakage check, the curve, the refinement and the final evaluation.
+    test_logs : DataFrame, path or ``hfrl.data.Logs``, optional
+        Rows alpha was NOT chosen on: the chosen policy's value is reported there (honest). Without
+        them it is reported on ``logs``, marked ``rows="selection"`` and ``optimistic=True``.
+    interval : {"auto", "normal", "empirical_likelihood", "bernstein"}
+        As in ``hfrl.ope.evaluate``; the lower-bound criterion uses these bounds.
     **evaluate_options
-        Passed to the estimators (``propensity``, ``reward_model``, ...).
+        Passed to the estimators (``propensity``, ``reward_model``, ``reward_range``, ...).
 
     Returns
     -------
@@ -347,67 +307,53 @@ def tune_alpha(
     >>> logs = pd.DataFrame({"state": [0, 0, 0, 0], "action": [0, 1, 0, 1],
     ...                      "reward": [1.0, 0.0, 1.0, 1.0], "propensity": [0.5] * 4})
     >>> result = tune_alpha(np.array([[0.0, 1.0]]), np.array([[1.0, 0.0]]), logs, "ips")
-    >>> float(result.alpha), result.policy.table_.tolist()
-    (1.0, [[1.0, 0.0]])
+    >>> float(result.alpha), result.policy.table_.tolist(), result.optimistic
+    (1.0, [[1.0, 0.0]], True)
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-    level = check_level(level)
-    grid = _alphas(alphas)
-    estimator = str(estimator).lower()
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    if method not in BLEND_METHODS:
-        raise ValueError(f"method must be one of {BLEND_METHODS}, got {method!r}")
-    _tables(policy, hf)
-    if statistics is None:  # one pass over the logs for the leakage check, curve and evaluation
-        statistics = statistics_for(logs, backend, (estimator,), evaluate_options.get("propensity", "logged"))
-    check_leakage(hf, logs, backend, allow_leak, statistics)
-    curve = alpha_curve(policy, hf, logs, estimator, grid, level, method, backend, statistics=statistics,
-                        **evaluate_options)
-    score = curve["estimate"] if criterion == "estimate" else curve["ci_low"]
-    best = int(np.nanargmax(score.to_numpy()))
-    alpha = float(curve["alpha"].iloc[best])
-    if (isinstance(alphas, str) and method == "linear" and criterion == "lower_bound"
-            and estimator in LINEAR_ESTIMATORS):
-        alpha = _refine(policy, hf, logs, estimator, level, backend, grid, best, alpha,
-                        dict(evaluate_options, statistics=statistics))
-    pi, table = _tables(policy, hf)
+    name, grid, pi, table, level = _check_curve(estimator, alphas, method, level, policy, hf)
+    options = dict(evaluate_options)
+    chosen = _estimator(name, options)
+    kind = resolve_interval(interval, name)
+    prepared = prepare(logs, pi.shape[0], pi.shape[1], needs_propensity=chosen.uses_propensity,
+                       backend=backend, **options)
+    check_leakage(hf, prepared.logs, allow_leak)
+    curve_at = _Curve(prepared, chosen, pi, table, method, kind, level)
+    curve = _curve_frame(grid, curve_at(grid))
+    score = curve["estimate" if criterion == "estimate" else "ci_low"].to_numpy()
+    best = int(np.nanargmax(score)) if np.isfinite(score).any() else 0
+    alpha = float(grid[best])
+    if isinstance(alphas, str) and curve_at.closed_form and criterion == "lower_bound":
+        alpha = _refine(curve_at, grid, best, alpha)
     blended = blend(pi, table, alpha, method)
-    evaluation = evaluate(logs, blended, (estimator,), level=level, backend=backend, statistics=statistics,
-                          **evaluate_options)
-    return AlphaTuning(alpha, curve, blended, evaluation, estimator, criterion, level, method)
+    thresholds = {"clip_threshold": getattr(chosen, "threshold", 10.0),
+                  "switch_threshold": getattr(chosen, "threshold", 10.0)}
+    held_out = test_logs is not None
+    evaluation = evaluate(test_logs if held_out else prepared.logs, blended, (name,), level=level,
+                          backend=backend, interval=kind, **thresholds, **options)
+    evaluation["rows"] = "test" if held_out else "selection"
+    return AlphaTuning(alpha, curve, blended, evaluation, name, criterion, level, method, not held_out)
 
 
-def _refine(policy, hf, logs, estimator, level, backend, grid, best, alpha, options) -> float:  # noqa: ANN001
+def _refine(curve: _Curve, grid: np.ndarray, best: int, alpha: float) -> float:
     """The exact maximiser of the lower bound between the best grid point's neighbours."""
     from scipy.optimize import minimize_scalar
 
-    pi, table = _tables(policy, hf)
-    options = dict(options)
-    clip = options.pop("clip_threshold", 10.0)
-    switch = options.pop("switch_threshold", 10.0)
-    prepared = prepare(logs, pi.shape[0], pi.shape[1], needs_propensity=estimator in PROPENSITY_ESTIMATORS,
-                       backend=backend, estimators=(estimator,), **options)
-    curve = _LinearCurve(prepared, pi, table, estimator, clip, switch)
-    z = normal_quantile(level)
-
     def negative_bound(a: float) -> float:
-        estimate, se = curve(np.array([a]))
-        return -float(estimate[0] - z * se[0])
+        return -float(curve(np.array([a]))[2][0])
 
     low, high = grid[max(best - 1, 0)], grid[min(best + 1, grid.size - 1)]
     if high <= low:
         return alpha
-    found = minimize_scalar(negative_bound, bounds=(low, high), method="bounded",
-                            options={"xatol": 1e-9})
+    found = minimize_scalar(negative_bound, bounds=(low, high), method="bounded", options={"xatol": 1e-9})
     if found.success and -found.fun > -negative_bound(alpha):
         return float(found.x)
     return alpha
 
 
 def split_logs(
-    logs: LogSource,
+    logs: Any,
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     by: str = "time",
     random_state: int | np.random.Generator | None = None,
@@ -431,7 +377,8 @@ def split_logs(
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions!r}")
     if by not in ("time", "random"):
         raise ValueError(f"by must be 'time' or 'random', got {by!r}")
-    frame = logs if isinstance(logs, pd.DataFrame) else load_logs(logs, validate=False)
+    frame = logs.frame() if isinstance(logs, Logs) else (
+        logs if isinstance(logs, pd.DataFrame) else load_logs(logs, validate=False))
     n = len(frame)
     if by == "time":
         if schema.TIMESTAMP in frame.columns:

@@ -1,29 +1,27 @@
 """Off-policy evaluation: what a policy is worth from logged data, with honest uncertainty.
 
-``evaluate`` (IPS, clipped IPS, SNIPS, DM, DR, Switch-DR with normal and Poisson-bootstrap
-intervals and weight/support diagnostics), ``evaluate_sessions`` (per-decision importance sampling
-for multi-step sessions) and ``compare`` (the deployment verdict: does a candidate beat the logging
-policy, paired on the same rows). ``LogStatistics`` holds the per-(state, action) sums of one set of
-logs, computed in one pass, to share between ``evaluate``, ``compare`` and ``hfrl.tune``.
+``evaluate`` (IPS, clipped IPS, SNIPS, DM, DR, Switch-DR, each a one-line formula in
+``hfrl.ope.estimators``; intervals in ``hfrl.ope.inference``; weight and support diagnostics),
+``evaluate_sessions`` (per-decision importance sampling for multi-step sessions) and ``compare``
+(the deployment verdict: does a candidate beat the logging policy, paired on the same rows). Pass a
+validated ``hfrl.data.Logs`` to evaluate several policies on one pass over the rows.
 """
 
 from hfrl.ope.compare import Comparison, compare
-from hfrl.ope.estimators import (
-    DEFAULT_ESTIMATORS,
-    ESTIMATORS,
-    LogStatistics,
-    SupportWarning,
-    evaluate,
-    fit_reward_model,
-)
+from hfrl.ope.estimators import DEFAULT_ESTIMATORS, ESTIMATORS
+from hfrl.ope.evaluate import DEFAULT_INTERVALS, evaluate
+from hfrl.ope.inference import INTERVALS
+from hfrl.ope.reward_model import fit_reward_model
 from hfrl.ope.sessions import SESSION_ESTIMATORS, evaluate_sessions
+from hfrl.ope.support import SupportWarning
 
 __all__ = [
     "DEFAULT_ESTIMATORS",
+    "DEFAULT_INTERVALS",
     "ESTIMATORS",
+    "INTERVALS",
     "SESSION_ESTIMATORS",
     "Comparison",
-    "LogStatistics",
     "SupportWarning",
     "compare",
     "evaluate",

@@ -1,4 +1,8 @@
-"""The deployment verdict: does a candidate policy beat the logging policy (or another), paired?"""
+"""The deployment verdict: does a candidate policy beat the logging policy (or another), paired?
+
+Both values are estimated on the same rows, so the difference's standard error comes from the
+per-row difference of the two estimators' influence terms and shared noise cancels.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +10,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from hfrl.backends import Backend
-from hfrl.data.io import LogSource
-from hfrl.ope.estimators import (
-    ESTIMATORS,
-    PROPENSITY_ESTIMATORS,
+from hfrl.ope.estimators import ESTIMATORS, Estimator, make_estimator
+from hfrl.ope.evaluate import Prepared, Terms, prepare, resampled_terms, run_estimator
+from hfrl.ope.inference import (
+    INFLUENCE,
+    NORMALIZER,
+    ONE,
+    Sums,
     bootstrap_interval,
-    bootstrap_terms,
     check_level,
-    floored,
     normal_quantile,
     poisson_bootstrap,
-    policy_table,
-    prepare,
-    run_estimators,
-    standard_error,
-    std_error_floor,
-    warn_support,
 )
-from hfrl.policies import TabularPolicy
+from hfrl.ope.support import Support, warn_support
+from hfrl.ope.targets import policy_table
+from hfrl.ope.units import Affine, Units
+from hfrl.policies import TabularPolicy, resolve_rng
 
 __all__ = ["VERDICTS", "Comparison", "compare"]
 
@@ -38,7 +39,7 @@ class Comparison:
     """The answer of ``compare``: the verdict, the paired difference with its interval, and why.
 
     ``difference = candidate_value - baseline_value``; ``ci_low``/``ci_high`` are its normal
-    interval at ``level`` from the paired per-row influence terms.
+    interval at ``level`` from the paired per-row influence terms (``interval`` names the method).
     ``support_violation_share`` is the candidate's mass on actions the logging policy provably
     cannot take (bias); ``unobserved_share`` its mass on pairs merely not seen in the rows
     (variance); see ``hfrl.ope.estimators.support_known``.
@@ -66,6 +67,7 @@ class Comparison:
     boot_ci_low: float | None = None
     boot_ci_high: float | None = None
     unobserved_share: float = 0.0
+    interval: str = "normal"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly fields."""
@@ -80,7 +82,7 @@ class Comparison:
 
 def compare(
     candidate: TabularPolicy | np.ndarray,
-    logs: LogSource,
+    logs: Any,
     baseline: str | TabularPolicy | np.ndarray = "logging",
     level: float = 0.95,
     estimator: str = "snips",
@@ -110,15 +112,15 @@ def compare(
     that do cover it must be worth ``E`` rows on their own). Unobserved mass alone is not bias
     (with logged propensities the logging policy may take those pairs; IPS stays unbiased), so
     it does not by itself make the verdict unreliable; the reason mentions it from 5%.
-    Otherwise ``"ship"`` when the interval lies above 0, ``"worse"`` when below 0, else
-    ``"no evidence"``. Standard errors are floored as in ``hfrl.ope.evaluate``
-    (``hfrl.ope.estimators.std_error_floor``): a candidate whose weighted rows all have the same
-    reward does not get a zero-width interval.
+    Also ``"unreliable"`` when fewer than two rows, or no row the candidate would meet, carry the
+    estimate (no standard error can be formed). Otherwise ``"ship"`` when the interval lies above
+    0, ``"worse"`` when below 0, else ``"no evidence"``. The direct method (``estimator="dm"``) is
+    used only when asked: its interval ignores the model's bias.
 
     Parameters
     ----------
     candidate : TabularPolicy or array of shape (n_rows, n_actions)
-    logs : DataFrame or path
+    logs : DataFrame, path or ``hfrl.data.Logs``
         Logged ``state``, ``action``, ``reward``, ``propensity``.
     baseline : "logging", TabularPolicy or array
     level : float
@@ -131,8 +133,8 @@ def compare(
         rows) adds ``boot_ci_low``/``boot_ci_high`` of the difference (the verdict uses the normal
         interval).
     **evaluate_options
-        Passed to the estimators (``propensity``, ``reward_model``, ``reward_prior``, ...), and
-        ``statistics=`` (a ``LogStatistics`` of ``logs``, to skip the pass over the logs).
+        Passed to the estimators (``propensity``, ``reward_model``, ``reward_prior``,
+        ``reward_range``, ``clip_threshold``, ``switch_threshold``).
 
     Returns
     -------
@@ -151,71 +153,119 @@ def compare(
     ('ship', 0.15)
     """
     level = check_level(level)
-    if not isinstance(n_bootstrap, int | np.integer) or n_bootstrap < 0 or n_bootstrap == 1:
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int | np.integer) or n_bootstrap < 0 \
+            or n_bootstrap == 1:
         raise ValueError(f"n_bootstrap must be 0 or an integer >= 2, got {n_bootstrap!r}")
     estimator = str(estimator).lower()
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}; got {estimator!r}")
-    clip = evaluate_options.pop("clip_threshold", 10.0)
-    switch = evaluate_options.pop("switch_threshold", 10.0)
+    chosen = make_estimator(estimator, evaluate_options.pop("clip_threshold", 10.0),
+                            evaluate_options.pop("switch_threshold", 10.0))
     table, row_level = policy_table(candidate, "candidate")
-    baseline_is_logging = isinstance(baseline, str)
-    if baseline_is_logging and baseline != "logging":
-        raise ValueError(f"baseline must be 'logging', a TabularPolicy or an array; got {baseline!r}")
-    baseline_table = None
-    if not baseline_is_logging:
-        baseline_table, baseline_rows = policy_table(baseline, "baseline")
-        if baseline_rows != row_level or baseline_table.shape != table.shape:
-            raise ValueError(
-                f"candidate {table.shape} and baseline {baseline_table.shape} must be the same kind "
-                "and shape (both TabularPolicy tables or both per-row arrays)"
-            )
-    prepared = prepare(
-        logs, None if row_level else table.shape[0], table.shape[1],
-        needs_propensity=estimator in PROPENSITY_ESTIMATORS, backend=backend,
-        row_level=row_level, estimators=(estimator,), **evaluate_options,
-    )
+    baseline_table = _baseline_table(baseline, table, row_level)
+    prepared = prepare(logs, None if row_level else table.shape[0], table.shape[1],
+                       needs_propensity=chosen.uses_propensity, backend=backend, row_level=row_level,
+                       **evaluate_options)
     if row_level and table.shape[0] != prepared.n_rows:
         raise ValueError(f"candidate has {table.shape[0]} rows but the logs have {prepared.n_rows}")
-    cells = prepared.cells
-    n = prepared.n_rows
-    (cand,), target = run_estimators([estimator], prepared, table, clip, switch)
-    warn_support(target)
-    if baseline_is_logging:
-        base_value = cells.total(_reward_term(cells)) / n
-        base_influence = _reward_term(cells)
-        base_influence[0] -= base_value
+    support = prepared.support(table)
+    warn_support(support)
+    cand, cand_terms = run_estimator(chosen, prepared, table, prepared.target(table), "normal", level)
+    cand_psi = centred_influence(prepared.units, cand_terms)
+    if baseline_table is None:
+        base_value, base_psi = _logging_value(prepared.units)
     else:
-        assert baseline_table is not None
-        (base,), _ = run_estimators([estimator], prepared, baseline_table, clip, switch)
-        base_value, base_influence = base.estimate, base.influence
+        base, base_terms = run_estimator(chosen, prepared, baseline_table, prepared.target(baseline_table),
+                                         "normal", level)
+        base_value, base_psi = base.estimate, centred_influence(prepared.units, base_terms)
+    n = prepared.n_rows
     z = normal_quantile(level)
+    se = _std_error(prepared.units, cand_psi - base_psi)
+    base_se = _std_error(prepared.units, base_psi)
     difference = cand.estimate - base_value
-    # the logging baseline's term is r (weight 1): its floor is one more row of the other reward
-    base_floor = (std_error_floor(prepared.reward_range, 1.0, n + 1.0) if baseline_is_logging
-                  else base.se_floor)
-    se = floored(standard_error(cells, cand.influence - base_influence), max(cand.se_floor, base_floor))
-    cand_se = floored(standard_error(cells, cand.influence), cand.se_floor)
-    base_se = floored(standard_error(cells, base_influence), base_floor)
     ci_low, ci_high = difference - z * se, difference + z * se
+    verdict, reason = _verdict(cand.ess, n, se, ci_low, ci_high, support, prepared, level, min_ess,
+                               min_ess_share, max_support_violation, max_unobserved)
+    boot_low = boot_high = None
+    if n_bootstrap:
+        boot_low, boot_high = _paired_bootstrap(prepared, chosen, table, baseline_table, int(n_bootstrap),
+                                                random_state, level)
+    return Comparison(
+        verdict=verdict, difference=difference, std_error=se, ci_low=ci_low, ci_high=ci_high, reason=reason,
+        candidate_value=cand.estimate, candidate_ci=(cand.estimate - z * cand.std_error,
+                                                     cand.estimate + z * cand.std_error),
+        baseline_value=base_value, baseline_ci=(base_value - z * base_se, base_value + z * base_se),
+        ess=cand.ess, ess_share=cand.ess / n, max_weight=cand.max_weight,
+        support_violation_share=support.violation_share, unobserved_share=support.unobserved_share,
+        n_rows=n, estimator=estimator, level=level, propensity_source=prepared.propensity_source,
+        details={"baseline": "logging" if baseline_table is None else "policy",
+                 "clipped_share": cand.clipped_share, "min_ess_required": max(min_ess, min_ess_share * n)},
+        boot_ci_low=boot_low, boot_ci_high=boot_high, interval="normal",
+    )
 
-    ess = cand.diagnostics["ess"]
+
+def _baseline_table(baseline: Any, table: np.ndarray, row_level: bool) -> np.ndarray | None:
+    """None for the logging policy, else the baseline's table (checked to match the candidate)."""
+    if isinstance(baseline, str):
+        if baseline != "logging":
+            raise ValueError(f"baseline must be 'logging', a TabularPolicy or an array; got {baseline!r}")
+        return None
+    baseline_table, baseline_rows = policy_table(baseline, "baseline")
+    if baseline_rows != row_level or baseline_table.shape != table.shape:
+        raise ValueError(
+            f"candidate {table.shape} and baseline {baseline_table.shape} must be the same kind "
+            "and shape (both TabularPolicy tables or both per-row arrays)")
+    return baseline_table
+
+
+def centred_influence(units: Units, terms: Terms) -> Affine:
+    """Per-row influence of an estimate, mean zero: ``psi`` of ``hfrl.ope.inference.Sums.std_error``."""
+    sums = Sums(units.gram(terms.listed()), terms.normalizer is not None)
+    n = sums.n
+    if terms.normalizer is None:
+        return terms.influence - _constant(units, float(sums[ONE, INFLUENCE] / n))
+    estimate = float(sums.estimate())
+    return (terms.term - terms.normalizer.scaled(estimate)).scaled(float(n / sums[ONE, NORMALIZER]))
+
+
+def _constant(units: Units, value: float) -> Affine:
+    return Affine(np.full(units.n_units, value), np.zeros(units.n_units))
+
+
+def _logging_value(units: Units) -> tuple[float, Affine]:
+    """The logging policy's on-policy value (the mean reward) and its centred influence ``r - mean``."""
+    mean = float(units.reward.sum() / units.count.sum())
+    return mean, Affine(np.full(units.n_units, -mean), np.ones(units.n_units))
+
+
+def _std_error(units: Units, psi: Affine) -> float:
+    n = units.n_rows
+    return float(np.sqrt(max(units.cross(psi, psi), 0.0) / (n * (n - 1.0)))) if n > 1 else float("nan")
+
+
+def _verdict(ess: float, n: int, se: float, ci_low: float, ci_high: float, support: Support,
+             prepared: Prepared, level: float, min_ess: float, min_ess_share: float,
+             max_support_violation: float, max_unobserved: float) -> tuple[str, str]:
+    """The verdict and its reason (see ``compare``)."""
     ess_needed = max(min_ess, min_ess_share * n)
-    support = target.support_violation_share
-    unobserved = target.unobserved_share
+    violation, unobserved = support.violation_share, support.unobserved_share
     covered = 1.0 - unobserved
     pct = f"{level:.0%}"
     if ess < ess_needed:
         verdict = "unreliable"
         reason = (
             f"effective sample size {ess:.0f} is below {ess_needed:.0f} (max({min_ess:g}, "
-            f"{min_ess_share:.0%} of {n} rows)): the candidate is too far from the logging policy "
+            f"{min_ess_share:.0%} of {n:,} rows)): the candidate is too far from the logging policy "
             "for these logs to say what it is worth"
         )
-    elif support > max_support_violation:
+    elif not np.isfinite(se) or ess <= 0:
+        verdict = "unreliable"
+        reason = (f"no standard error can be formed from {n} rows (the candidate meets "
+                  f"{'no' if ess <= 0 else 'too few'} logged rows): no evidence either way")
+    elif violation > max_support_violation:
         verdict = "unreliable"
         reason = (
-            f"support violation: the candidate puts {100 * support:.3g}% of its mass on actions the "
+            f"support violation: the candidate puts {100 * violation:.3g}% of its mass on actions the "
             f"logging policy cannot take in their state (more than {max_support_violation:.0%}; "
             + ("propensities are estimated, so the support is the set of actions observed in each state"
                if prepared.propensity_source == "estimated" else
@@ -247,72 +297,24 @@ def compare(
             f"; note: {100 * unobserved:.3g}% of the candidate's mass is on pairs not seen in these rows "
             "(variance, not bias: the logged propensities do not rule them out)"
         )
-    if verdict != "unreliable" and support > 0:
-        reason += f"; {100 * support:.3g}% of its mass is on unsupported actions (biased there)"
-    boot_low = boot_high = None
-    if n_bootstrap:
-        boot_low, boot_high = _paired_bootstrap(
-            prepared, estimator, table, baseline_table, clip, switch, int(n_bootstrap), random_state, level
-        )
-    return Comparison(
-        verdict=verdict,
-        difference=difference,
-        std_error=se,
-        ci_low=ci_low,
-        ci_high=ci_high,
-        reason=reason,
-        candidate_value=cand.estimate,
-        candidate_ci=(cand.estimate - z * cand_se, cand.estimate + z * cand_se),
-        baseline_value=base_value,
-        baseline_ci=(base_value - z * base_se, base_value + z * base_se),
-        ess=ess,
-        ess_share=ess / n,
-        max_weight=cand.diagnostics["max_weight"],
-        support_violation_share=support,
-        unobserved_share=unobserved,
-        n_rows=n,
-        estimator=estimator,
-        level=level,
-        propensity_source=prepared.propensity_source,
-        details={
-            "baseline": "logging" if baseline_is_logging else "policy",
-            "clipped_share": cand.diagnostics["clipped_share"],
-            "min_ess_required": ess_needed,
-        },
-        boot_ci_low=boot_low,
-        boot_ci_high=boot_high,
-    )
+    if verdict != "unreliable" and violation > 0:
+        reason += f"; {100 * violation:.3g}% of its mass is on unsupported actions (biased there)"
+    return verdict, reason
 
 
-def _paired_bootstrap(prepared, estimator, table, baseline_table, clip, switch, n_bootstrap,  # noqa: ANN001
-                      random_state, level) -> tuple[float, float]:  # noqa: ANN001
+def _paired_bootstrap(prepared: Prepared, estimator: Estimator, table: np.ndarray,
+                      baseline_table: np.ndarray | None, n_bootstrap: int, random_state: Any,
+                      level: float) -> tuple[float, float]:
     """Percentile interval of the difference; both values use the same Poisson draws."""
-    atoms = prepared.atoms()
-    (cand,), _ = run_estimators([estimator], prepared, table, clip, switch, atoms)
-    terms = [bootstrap_terms(cand, prepared)]
-    if baseline_table is None:
-        terms.append((_reward_term(atoms), None))
+    atoms = prepared.at_atoms()
+    units = atoms.units
+    pairs = [resampled_terms(atoms, estimator, table)]
+    if baseline_table is None:  # the logging policy's value: the mean reward
+        pairs.append((units.reward / units.count, np.ones(units.n_units)))
     else:
-        (base,), _ = run_estimators([estimator], prepared, baseline_table, clip, switch, atoms)
-        terms.append(bootstrap_terms(base, prepared))
-    replicates = poisson_bootstrap(atoms, terms, n_bootstrap, random_state)
+        pairs.append(resampled_terms(atoms, estimator, baseline_table))
+    values, weights = zip(*pairs, strict=True)
+    replicates = poisson_bootstrap(units.count, np.stack(values, axis=1), np.stack(weights, axis=1),
+                                   n_bootstrap, resolve_rng(random_state))
     low, high, _ = bootstrap_interval((replicates[:, 0] - replicates[:, 1])[:, None], level)
     return float(low[0]), float(high[0])
-
-
-def _reward_term(cells) -> np.ndarray:  # noqa: ANN001 - Cells
-    out = np.zeros((4, cells.n_cells))
-    out[1] = 1.0
-    return out
-
-
-def comparison_frame(result: Comparison) -> pd.DataFrame:
-    """The two values and the difference as a small table (for reports)."""
-    return pd.DataFrame(
-        {
-            "value": [result.candidate_value, result.baseline_value, result.difference],
-            "ci_low": [result.candidate_ci[0], result.baseline_ci[0], result.ci_low],
-            "ci_high": [result.candidate_ci[1], result.baseline_ci[1], result.ci_high],
-        },
-        index=["candidate", "baseline", "difference"],
-    )

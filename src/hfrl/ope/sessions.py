@@ -21,18 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hfrl.data import schema
-from hfrl.data.io import LogSource, load_logs
-from hfrl.errors import LogValidationError
-from hfrl.ope.estimators import (
-    Target,
-    bootstrap_interval,
-    check_level,
-    check_logs,
-    normal_quantile,
-    support_known,
-    warn_support,
-)
+from hfrl.data import as_logs, schema
+from hfrl.ope.inference import bootstrap_interval, check_level, normal_quantile
+from hfrl.ope.support import Support, known_support, warn_support
 from hfrl.policies import TabularPolicy, resolve_rng
 
 __all__ = ["SESSION_ESTIMATORS", "evaluate_sessions"]
@@ -43,25 +34,10 @@ SESSION_ESTIMATORS = ("pdis", "wpdis")
 def _order(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Row order (by session, then time or row position) and the session code of each ordered row."""
     codes, _ = pd.factorize(frame[schema.SESSION_ID], sort=False)
-    if (codes < 0).any():
-        row = int(np.flatnonzero(codes < 0)[0])
-        raise LogValidationError(
-            f"column {schema.SESSION_ID!r}: row {row} is missing, expected a session id",
-            column=schema.SESSION_ID, first_row=row, count=int((codes < 0).sum()),
-        )
+    keys = [np.arange(len(frame))]
     if schema.TIMESTAMP in frame.columns:
-        time = pd.to_datetime(frame[schema.TIMESTAMP], utc=True, errors="coerce")
-        if time.isna().any():
-            row = int(np.flatnonzero(time.isna().to_numpy())[0])
-            raise LogValidationError(
-                f"column {schema.TIMESTAMP!r}: row {row} has {frame[schema.TIMESTAMP].iloc[row]!r}, "
-                "expected a parseable date-time",
-                column=schema.TIMESTAMP, first_row=row, count=int(time.isna().sum()),
-            )
-        instants = time.dt.tz_localize(None).to_numpy("datetime64[ns]")
-        order = np.lexsort((np.arange(len(frame)), instants, codes))
-    else:
-        order = np.lexsort((np.arange(len(frame)), codes))
+        keys.append(frame[schema.TIMESTAMP].dt.tz_localize(None).to_numpy("datetime64[ns]"))
+    order = np.lexsort((*keys, codes))
     return order, codes[order]
 
 
@@ -92,7 +68,7 @@ def _session_terms(rho, reward, step, session, n_sessions, gamma):  # noqa: ANN0
 
 
 def evaluate_sessions(
-    logs: LogSource,
+    logs: Any,
     policy: TabularPolicy,
     estimators: str | Iterable[str] = SESSION_ESTIMATORS,
     gamma: float = 1.0,
@@ -147,16 +123,10 @@ def evaluate_sessions(
         raise ValueError(f"n_bootstrap must be 0 or an integer >= 2, got {n_bootstrap!r}")
     if not isinstance(policy, TabularPolicy):
         raise TypeError(f"policy must be a TabularPolicy, got {type(policy).__name__}")
-    frame: Any = logs if isinstance(logs, pd.DataFrame) else load_logs(logs, validate=False)
-    columns = [schema.STATE, schema.ACTION, schema.REWARD, schema.PROPENSITY]
-    if schema.SESSION_ID not in frame.columns:
-        raise LogValidationError(
-            f"session logs need a {schema.SESSION_ID!r} column; the logs have {list(frame.columns)}",
-            column=schema.SESSION_ID,
-        )
-    from hfrl.backends import get_backend
-
-    check_logs(frame, get_backend("memory"), columns, policy.n_states, policy.n_actions)
+    validated = as_logs(logs, n_states=policy.n_states, n_actions=policy.n_actions,
+                        required=(schema.SESSION_ID, schema.STATE, schema.ACTION, schema.REWARD,
+                                  schema.PROPENSITY))
+    frame = validated.frame()
 
     order, session = _order(frame)
     state = frame[schema.STATE].to_numpy().astype(np.int64)[order]
@@ -178,20 +148,9 @@ def evaluate_sessions(
     key = state * policy.n_actions + action
     counts = np.bincount(key, minlength=shape[0] * shape[1]).reshape(shape)
     inverse = np.bincount(key, weights=1.0 / propensity, minlength=shape[0] * shape[1]).reshape(shape)
-    known = support_known(counts, inverse, "logged")  # as in evaluate: proven vs merely unobserved
-    unseen = counts == 0
-    mass = (policy.table_ * unseen).sum(axis=1)[state]
-    shares, examples = [], []
-    for part in (known[state], ~known[state]):
-        part_mass = np.where(part, mass, 0.0)
-        shares.append(float(part_mass.mean()))
-        example = None
-        if shares[-1] > 0:
-            s = int(state[np.flatnonzero(part_mass > 0)[0]])
-            example = (s, int(np.argmax(policy.table_[s] * unseen[s])))
-        examples.append(example)
-    share = shares[0]
-    warn_support(Target(np.empty(0), np.empty(0), share, examples[0], None, shares[1], examples[1]))
+    known = known_support(counts, inverse, "logged")  # as in evaluate: proven vs merely unobserved
+    support = Support.of(policy.table_, np.arange(shape[0]), counts.sum(axis=1), counts, known)
+    warn_support(support)
 
     z = normal_quantile(level)
     ess = float(final_rho.sum() ** 2 / (final_rho**2).sum()) if (final_rho > 0).any() else 0.0
@@ -200,8 +159,8 @@ def evaluate_sessions(
         "max_weight": float(final_rho.max()),
         "n_rows": len(frame),
         "n_sessions": n_sessions,
-        "support_violation_share": share,
-        "unobserved_share": shares[1],
+        "support_violation_share": support.violation_share,
+        "unobserved_share": support.unobserved_share,
         "propensity_source": "logged",
         "level": level,
     }
