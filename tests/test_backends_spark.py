@@ -15,7 +15,7 @@ import pytest
 from hfrl.backends import get_backend
 from hfrl.backends.duckdb import DuckDBBackend
 from hfrl.backends.memory import MemoryBackend
-from hfrl.backends.spark import SparkBackend, spark_sql
+from hfrl.backends.spark import MASTER_ENV, SparkBackend, _session_settings, resolve_master, spark_sql
 from hfrl.errors import LogValidationError
 
 pytest.importorskip("pyspark")
@@ -96,10 +96,46 @@ def test_spark_sql_renders_backticks_and_double_literals():
     assert "'Infinity'" in spark_sql("finite(a)")  # string literals stay as they are
 
 
-def test_get_backend_resolves_spark():
+def test_get_backend_resolves_spark(monkeypatch):
+    monkeypatch.delenv(MASTER_ENV, raising=False)
     backend = get_backend("spark")
     assert isinstance(backend, SparkBackend)
-    assert backend.master == "local[2]"
+    assert backend.master is None
+    assert repr(backend) == "SparkBackend(master='local[2]')"
+
+
+def test_the_master_comes_from_the_argument_the_environment_or_spark_submit(monkeypatch):
+    monkeypatch.delenv(MASTER_ENV, raising=False)
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    assert resolve_master() == "local[2]"
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "41234")  # what spark-submit hands its Python driver
+    assert resolve_master() is None
+    assert repr(SparkBackend()) == "SparkBackend(master=<spark-submit's>)"
+    monkeypatch.setenv(MASTER_ENV, "spark://10.0.0.5:7077")
+    assert resolve_master() == "spark://10.0.0.5:7077"
+    assert repr(SparkBackend()) == "SparkBackend(master='spark://10.0.0.5:7077')"
+    assert resolve_master("local[4]") == "local[4]"
+
+
+def test_only_local_sessions_are_pinned_to_the_loopback_interface():
+    local = _session_settings("local[2]", {"spark.driver.memory": "4g"})
+    assert local["spark.driver.host"] == "127.0.0.1"
+    assert local["spark.driver.memory"] == "4g"  # the caller's settings win
+    for master in ("spark://10.0.0.5:7077", "yarn", None):
+        cluster = _session_settings(master, {})
+        assert cluster["spark.sql.session.timeZone"] == "UTC", master
+        assert "spark.driver.host" not in cluster and "spark.sql.shuffle.partitions" not in cluster
+
+
+def test_a_different_master_than_the_running_session_is_an_error(spark_backend, monkeypatch):
+    running = spark_backend.session().sparkContext.master
+    assert running == "local[2]"
+    with pytest.raises(RuntimeError, match=r"'local\[2\]' already runs .* 'spark://10.0.0.5:7077'"):
+        SparkBackend(master="spark://10.0.0.5:7077").session()
+    monkeypatch.setenv(MASTER_ENV, "local[3]")
+    with pytest.raises(RuntimeError, match=r"master 'local\[3\]' cannot be used"):
+        SparkBackend().session()
+    assert SparkBackend(master="local[2]").session().sparkContext is spark_backend.session().sparkContext
 
 
 @pytest.mark.parametrize("source", ["frame", "csv", "parquet"])

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover - pyspark is an optional dependency
     from pyspark.sql import DataFrame as SparkDataFrame
     from pyspark.sql import SparkSession
 
-__all__ = ["SparkBackend", "spark_sql"]
+__all__ = ["MASTER_ENV", "SparkBackend", "resolve_master", "spark_sql"]
 
 # Only what differs from the shared ANSI renderings in ``expressions.DEFAULT_SQL_FUNCTIONS``:
 # exact seconds since 1970 (microsecond resolution, like DuckDB's epoch of a TIMESTAMPTZ).
@@ -46,16 +46,57 @@ _TOKEN = re.compile(
     r"""'(?:[^']|'')*'|"((?:[^"]|"")*)"|(?<![\w.])(\d+\.?\d*(?:[eE][+-]?\d+)?|inf|nan)(?![\w.])"""
 )
 
-_DEFAULT_CONFIG = {
-    "spark.ui.enabled": "false",
+# The environment variable naming the master of the sessions hfrl creates (``backend="spark"``
+# in the API and ``--backend spark`` in the CLI), e.g. ``spark://host:7077``.
+MASTER_ENV = "HFRL_SPARK_MASTER"
+
+# Settings every session hfrl creates gets: time-zone-less timestamps read as UTC (as in the
+# memory and DuckDB backends) and results returned through Arrow.
+_SESSION_CONFIG = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
+}
+# Settings for a session on this machine only (``local[...]`` masters). A cluster's driver must be
+# reachable from the executors and is sized by whoever submits the job, so they are left alone.
+_LOCAL_CONFIG = {
+    "spark.ui.enabled": "false",
     "spark.driver.host": "127.0.0.1",
     "spark.driver.bindAddress": "127.0.0.1",
     "spark.sql.shuffle.partitions": "4",
-    "spark.sql.execution.arrow.pyspark.enabled": "true",
-    "spark.sql.session.timeZone": "UTC",
     "spark.driver.memory": "2g",
 }
+
+
+def _under_spark_submit() -> bool:
+    # spark-submit starts the JVM first and hands its gateway to the Python driver it launches
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def resolve_master(master: str | None = None) -> str | None:
+    """The master URL for a session hfrl creates.
+
+    Parameters
+    ----------
+    master : str, optional
+        An explicit master URL (``local[4]``, ``spark://host:7077``, ``yarn``, ...); it wins.
+
+    Returns
+    -------
+    str or None
+        ``master``, else ``$HFRL_SPARK_MASTER``, else None under ``spark-submit`` (its
+        ``--master`` decides), else ``"local[2]"``.
+
+    Examples
+    --------
+    >>> resolve_master("spark://10.0.0.5:7077")
+    'spark://10.0.0.5:7077'
+    """
+    if master:
+        return master
+    if os.environ.get(MASTER_ENV):
+        return os.environ[MASTER_ENV]
+    return None if _under_spark_submit() else "local[2]"
 
 
 # pandas DataFrames already shipped to Spark, by id, while they live (shared by every SparkBackend,
@@ -140,33 +181,50 @@ def _file_format(path: str) -> str:
     )
 
 
+def _session_settings(master: str | None, config: Mapping[str, str]) -> dict[str, str]:
+    """The settings of a session hfrl creates on ``master``; ``config`` overrides them."""
+    local = master is not None and master.startswith("local")
+    return {**_SESSION_CONFIG, **(_LOCAL_CONFIG if local else {}), **config}
+
+
 class SparkBackend(Backend):
     """Group-by sums in Spark SQL; the small result comes back to the driver through Arrow.
 
     Parameters
     ----------
     spark : pyspark.sql.SparkSession, optional
-        A session to use (for example the one ``spark-submit`` created on a cluster). When omitted,
-        a local session is created on first use with ``master``, few shuffle partitions, no UI,
-        bound to 127.0.0.1, the session time zone in UTC and Arrow enabled.
-    master : str, default "local[2]"
-        Spark master URL for the session created here.
+        A session to use (for example one a notebook or the job's own code created). When
+        omitted, the session running in this process is used, or one is created on first use.
+    master : str, optional
+        Master URL of the session created here: ``local[4]``, ``spark://host:7077``, ``yarn``,
+        ``k8s://...``. By default ``$HFRL_SPARK_MASTER``, else under ``spark-submit`` its
+        ``--master`` (and its ``--conf`` settings), else ``local[2]`` (see ``resolve_master``).
     config : mapping, optional
         Extra Spark settings for the session created here (e.g. ``{"spark.driver.memory": "4g"}``).
 
     Notes
     -----
+    Every session created here reads timestamps in UTC and returns results through Arrow. A
+    ``local[...]`` session also gets few shuffle partitions, no UI, 2 GB of driver memory and is
+    bound to 127.0.0.1; a cluster session keeps Spark's defaults and the submitter's settings.
+    Spark allows one session per process: when one is running, it is shared, and asking for a
+    different ``master`` (or ``$HFRL_SPARK_MASTER``) than its own is an error, not a silent
+    change of cluster.
+
     Paths are read by Spark: local files and globs (expanded with ``hfrl.data.resolve_files``),
     directories of Parquet files, and object-store URLs (``s3a://``, ``gs://``, ``abfss://``) that
-    the session is configured to reach. A pandas DataFrame is converted once and cached for as
-    long as it lives, so repeated aggregates over the same logs do not re-ship rows (so do not
-    modify a DataFrame in place between calls; pass a new one).
+    the session is configured to reach. On a cluster every executor must be able to read them.
+    A pandas DataFrame is converted once and cached for as long as it lives, so repeated
+    aggregates over the same logs do not re-ship rows (so do not modify a DataFrame in place
+    between calls; pass a new one).
 
     Examples
     --------
     >>> backend = SparkBackend()  # no JVM starts until the first query
     >>> backend.name
     'spark'
+    >>> SparkBackend(master="spark://10.0.0.5:7077")
+    SparkBackend(master='spark://10.0.0.5:7077')
     """
 
     name = "spark"
@@ -174,7 +232,7 @@ class SparkBackend(Backend):
     def __init__(
         self,
         spark: SparkSession | None = None,
-        master: str = "local[2]",
+        master: str | None = None,
         config: Mapping[str, str] | None = None,
     ) -> None:
         self.spark = spark
@@ -185,42 +243,68 @@ class SparkBackend(Backend):
         self._owns_session = False
 
     def __repr__(self) -> str:
-        return f"SparkBackend(master={self.master!r})" if self.spark is None else "SparkBackend(spark=...)"
+        if self.spark is not None:
+            return "SparkBackend(spark=...)"
+        master = resolve_master(self.master)
+        return f"SparkBackend(master={master!r})" if master else "SparkBackend(master=<spark-submit's>)"
 
     # -- session --------------------------------------------------------------------------------
     def session(self) -> SparkSession:
-        """The Spark session: the one passed in, or a local one created on first use."""
+        """The Spark session: the one passed in, the one running in this process, or a new one."""
         with self._lock:
             if self._session is None:
                 try:
-                    from pyspark import SparkContext
-                    from pyspark.sql import SparkSession
+                    import pyspark.sql  # noqa: F401 - only to fail early with the install hint
                 except ImportError as exc:
                     raise ImportError('the spark backend needs pyspark: pip install "hfrl[spark]"') from exc
-
-                with _quiet_pandas_warning():
-                    active = SparkSession.getActiveSession()
-                running = SparkContext._active_spark_context is not None  # e.g. started in another thread
-                if active is not None or running:  # under spark-submit or a notebook: share it
-                    with _quiet_pandas_warning():
-                        self._session = active or SparkSession.builder.getOrCreate()
-                else:
-                    builder = SparkSession.builder.master(self.master).appName("hfrl")
-                    for key, value in {**_DEFAULT_CONFIG, **self.config}.items():
-                        builder = builder.config(key, value)
-                    try:
-                        with _quiet_pandas_warning():
-                            self._session = builder.getOrCreate()
-                    except Exception as exc:  # most often: no Java runtime
-                        if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-                            raise RuntimeError(
-                                "the spark backend needs a Java 17+ runtime: install one (make test "
-                                "does) or set JAVA_HOME"
-                            ) from exc
-                        raise
-                    self._session.sparkContext.setLogLevel("ERROR")
-                    self._owns_session = True
+                running = self._running_session()
+                self._session = running if running is not None else self._new_session()
+                self._owns_session = running is None
             return self._session
+
+    def _running_session(self) -> SparkSession | None:
+        """The session already running in this process (a notebook, another thread), if any."""
+        from pyspark import SparkContext
+        from pyspark.sql import SparkSession
+
+        with _quiet_pandas_warning():
+            active = SparkSession.getActiveSession()
+        if active is None and SparkContext._active_spark_context is None:
+            return None
+        with _quiet_pandas_warning():
+            session = active or SparkSession.builder.getOrCreate()  # e.g. started in another thread
+        requested = self.master or os.environ.get(MASTER_ENV)
+        running_master = session.sparkContext.master
+        if requested and requested != running_master:
+            raise RuntimeError(
+                f"a Spark session on master {running_master!r} already runs in this process (Spark "
+                f"allows one per process), so master {requested!r} cannot be used: stop that "
+                "session first, or share it by not setting a master"
+            )
+        return session
+
+    def _new_session(self) -> SparkSession:
+        from pyspark.sql import SparkSession
+
+        master = resolve_master(self.master)
+        builder = SparkSession.builder
+        if master is not None:  # None: spark-submit already set the master, app name and settings
+            builder = builder.master(master).appName("hfrl")
+        for key, value in _session_settings(master, self.config).items():
+            builder = builder.config(key, value)
+        try:
+            with _quiet_pandas_warning():
+                session = builder.getOrCreate()
+        except Exception as exc:  # most often: no Java runtime
+            if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+                raise RuntimeError(
+                    "the spark backend needs a Java 17+ runtime: install one (make test does) or "
+                    "set JAVA_HOME"
+                ) from exc
+            raise
+        if master is not None:
+            session.sparkContext.setLogLevel("ERROR")
+        return session
 
     def stop(self) -> None:
         """Stop the session if this backend created it (a session passed in is left running)."""
