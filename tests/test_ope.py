@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from hfrl.backends import fingerprint
 from hfrl.backends.duckdb import DuckDBBackend
 from hfrl.errors import LogValidationError
+from hfrl.data import Logs
 from hfrl.ope import (
     ESTIMATORS,
-    LogStatistics,
     SupportWarning,
     compare,
     evaluate,
@@ -65,7 +65,8 @@ def brute_force(logs, pi_rows, clip=10.0, switch=10.0, prior=1.0, n_states=None)
     np.add.at(counts, (s, a), 1)
     np.add.at(sums, (s, a), r)
     m = r.mean()
-    qhat = (sums + prior * m) / (counts + prior)
+    state_mean = (sums.sum(axis=1) + prior * m) / (counts.sum(axis=1) + prior)  # pair -> state -> global
+    qhat = (sums + prior * state_mean[:, None]) / (counts + prior)
     w = pi_rows[np.arange(n), a] / p
     out = {}
     ips = w * r
@@ -79,7 +80,7 @@ def brute_force(logs, pi_rows, clip=10.0, switch=10.0, prior=1.0, n_states=None)
     dm_terms, dr_terms, sw_terms = np.empty(n), np.empty(n), np.empty(n)
     for i in range(n):
         qi = qhat[s[i]].copy()
-        qi[a[i]] = (sums[s[i], a[i]] - r[i] + prior * m) / (counts[s[i], a[i]] - 1 + prior)
+        qi[a[i]] = (sums[s[i], a[i]] - r[i] + prior * state_mean[s[i]]) / (counts[s[i], a[i]] - 1 + prior)
         dm_terms[i] = pi_rows[i] @ qi
         correction = w[i] * (r[i] - qi[a[i]])
         dr_terms[i] = dm_terms[i] + correction
@@ -318,7 +319,7 @@ def test_support_shares_agree_across_backends(tmp_path, backend):
 
 def test_missing_propensity_names_the_estimators_that_need_it(small_logs, bandit):
     logs = small_logs.drop(columns="propensity")
-    pattern = r"\['ips', 'dr'\].*only 'dm' does not.*propensity='estimate'"
+    pattern = r"missing required column\(s\) 'propensity'.*'ips', 'dr' need it \(only 'dm' does not\).*propensity='estimate'"
     with pytest.raises(LogValidationError, match=pattern):
         evaluate(logs, TabularPolicy(bandit[3]), ("ips", "dm", "dr"))
 
@@ -543,43 +544,31 @@ class CountingDuckDB(DuckDBBackend):
         return super().group_sums(logs, keys, sums, where=where)
 
 
-def test_statistics_are_one_pass_and_reused(tmp_path, bandit, small_logs):
+def test_one_pass_over_a_file_serves_evaluate_compare_and_the_bootstrap(tmp_path, bandit, small_logs):
     path = str(tmp_path / "logs.parquet")
     small_logs.to_parquet(path)
     target = TabularPolicy(bandit[3])
     engine = CountingDuckDB()
-    stats = LogStatistics.from_logs(path, engine)
-    assert engine.passes == [(("state", "action"), ("n", "r", "r2", "inv_p", "inv_p2"))]
-    assert stats.fingerprint == fingerprint(small_logs)
-    assert (stats.n_rows, stats.max_state, stats.max_action) == (3000, 19, 4)
-    shared = evaluate(path, target, ALL, n_bootstrap=50, random_state=0, backend=engine, statistics=stats)
-    verdict = compare(target, path, backend=engine, statistics=stats)
-    assert len(engine.passes) == 1  # validation came from the Parquet statistics, no further pass
-    fresh = evaluate(path, target, ALL, n_bootstrap=50, random_state=0, backend="duckdb")
+    logs = Logs.open(path, engine)
+    assert engine.passes == []  # the Parquet statistics prove every column valid
+    shared = evaluate(logs, target, ALL)
+    verdict = compare(target, logs)
+    assert engine.passes == [(("state", "action"), ("count", "reward", "reward_sq", "inv_propensity",
+                                                      "inv_propensity_sq"))]
+    assert logs.fingerprint == fingerprint(small_logs)
+    assert (logs.n_rows, logs.n_states, logs.n_actions) == (3000, 20, 5)
+    fresh = evaluate(path, target, ALL, backend="duckdb")
     pd.testing.assert_frame_equal(shared, fresh)
     assert verdict.difference == compare(target, path, backend="duckdb").difference
-    in_memory = evaluate(small_logs, target, ALL, statistics=LogStatistics.from_logs(small_logs))
+    in_memory = evaluate(small_logs, target, ALL)
     np.testing.assert_allclose(in_memory["estimate"], fresh["estimate"], rtol=1e-9)
 
 
-def test_statistics_of_other_logs_are_refused(small_logs, bandit):
-    stats = LogStatistics.from_logs(small_logs.iloc[:100])
-    with pytest.raises(ValueError, match="other logs"):
-        evaluate(small_logs, TabularPolicy(bandit[3]), statistics=stats)
-    same_rows = small_logs.copy()  # another object holding the same rows: same fingerprint, accepted
-    result = evaluate(same_rows, TabularPolicy(bandit[3]), statistics=LogStatistics.from_logs(small_logs))
-    assert result.loc["ips", "n_rows"] == 3000
-    dm_only = LogStatistics.from_logs(small_logs, propensity=False)
-    with pytest.raises(ValueError, match="without the propensity column"):
-        evaluate(small_logs, TabularPolicy(bandit[3]), ("snips",), statistics=dm_only)
-    assert evaluate(small_logs, TabularPolicy(bandit[3]), ("dm",), statistics=dm_only).shape[0] == 1
-
-
-def test_statistics_check_ids_against_the_policy(small_logs, bandit):
-    stats = LogStatistics.from_logs(small_logs)
+def test_logs_are_checked_against_the_policy(small_logs, bandit):
+    logs = Logs.open(small_logs)
     narrow = TabularPolicy(bandit[3][:10])
-    with pytest.raises(LogValidationError, match=r"'state': row \d+ .*\[0, 10\)") as caught:
-        evaluate(small_logs, narrow, statistics=stats)
+    with pytest.raises(LogValidationError, match=r"'state': row \d+ has \d+, expected .*\[0, 10\)") as caught:
+        evaluate(logs, narrow)
     offending = np.flatnonzero(small_logs["state"].to_numpy() >= 10)
     assert caught.value.column == "state"
     assert caught.value.first_row == offending[0]
@@ -598,7 +587,7 @@ def test_bad_values_in_parquet_name_column_first_row_and_count(tmp_path, small_l
     bad = small_logs.index.isin([11, 40, 41])
     small_logs.assign(**{column: small_logs[column].where(~bad, value)}).to_parquet(path)
     with pytest.raises(LogValidationError, match=rf"'{column}': row 11 .*{expected}") as caught:
-        LogStatistics.from_logs(path)
+        Logs.open(path)
     assert (caught.value.column, caught.value.first_row, caught.value.count) == (column, 11, 3)
     with pytest.raises(LogValidationError, match=rf"'{column}': row 11"):
         evaluate(path, TabularPolicy(bandit[3]))
@@ -629,10 +618,10 @@ def test_large_tables_stream_on_duckdb_with_the_same_numbers(tmp_path):
     logs.to_parquet(path)
     engine = DuckDBBackend()
     assert engine._dense_layout(path, ["state", "action"])[1] == [1024, 512]
-    on_file = LogStatistics.from_logs(path, engine)
-    in_memory = LogStatistics.from_logs(logs)
-    np.testing.assert_array_equal(on_file.cells.state, in_memory.cells.state)
-    np.testing.assert_array_equal(on_file.cells.action, in_memory.cells.action)
-    for name in ("n", "r", "r2", "inv_p", "inv_p2"):
-        np.testing.assert_allclose(on_file.cells.sums[name], in_memory.cells.sums[name], rtol=1e-12)
-    assert on_file.fingerprint == in_memory.fingerprint
+    on_file = Logs.open(path, engine).statistics()
+    in_memory = Logs.open(logs).statistics()
+    np.testing.assert_array_equal(on_file.state, in_memory.state)
+    np.testing.assert_array_equal(on_file.action, in_memory.action)
+    for name in ("count", "reward", "reward_sq", "inv_propensity", "inv_propensity_sq"):
+        np.testing.assert_allclose(getattr(on_file, name), getattr(in_memory, name), rtol=1e-12)
+    assert on_file.fingerprint() == in_memory.fingerprint()

@@ -36,7 +36,8 @@ import pytest
 from hfrl.backends import get_backend
 from hfrl.backends.spark import MASTER_ENV
 from hfrl.frequencies import HistoricalFrequency
-from hfrl.ope import ESTIMATORS, LogStatistics, evaluate
+from hfrl.data import Logs
+from hfrl.ope import ESTIMATORS, evaluate
 from hfrl.policies import TabularPolicy
 from hfrl.tune import tune_alpha
 
@@ -120,13 +121,11 @@ def run_job(folder: Path, backend: str) -> dict[str, list[float]]:
     numbers["hf/probabilities"] = hf.probabilities_.ravel().tolist()
     numbers["hf/counts"] = hf.counts_.ravel().tolist()
     policy = TabularPolicy.load(folder / "policy.npz")
-    statistics = LogStatistics.from_logs(valid, backend=backend)
-    result = evaluate(valid, policy, ESTIMATORS, n_bootstrap=20, random_state=3, backend=backend,
-                      statistics=statistics)
+    validated = Logs.open(valid, backend=backend)  # one pass shared by evaluate and tune_alpha
+    result = evaluate(validated, policy, ESTIMATORS, n_bootstrap=20, random_state=3)
     for column in NUMERIC:
         numbers[f"evaluate/{column}"] = result[column].astype(float).tolist()
-    tuning = tune_alpha(policy, hf, valid, "snips", criterion="lower_bound", backend=backend,
-                        statistics=statistics)
+    tuning = tune_alpha(policy, hf, validated, "snips", criterion="lower_bound")
     numbers["tune_alpha/alpha"] = [float(tuning.alpha)]
     numbers["tune_alpha/curve"] = tuning.curve["estimate"].astype(float).tolist()
     return numbers

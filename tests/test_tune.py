@@ -10,7 +10,8 @@ import hfrl.tune
 from hfrl.backends.duckdb import DuckDBBackend
 from hfrl.blend import blend
 from hfrl.frequencies import HistoricalFrequency
-from hfrl.ope import LogStatistics, evaluate
+from hfrl.data import Logs
+from hfrl.ope import evaluate
 from hfrl.policies import TabularPolicy
 from hfrl.tune import LeakageWarning, alpha_curve, split_logs, tune_alpha
 
@@ -174,19 +175,18 @@ def test_tune_alpha_reads_the_logs_once(tmp_path, problem, criterion):
     pd.testing.assert_frame_equal(once.evaluation, before.evaluation, rtol=1e-9)
 
 
-def test_statistics_chain_evaluate_and_tune(problem):
+def test_one_validated_source_chains_evaluate_and_tune(problem):
     logs, pi, hf, _ = problem
-    stats = LogStatistics.from_logs(logs)
-    chained = tune_alpha(pi, hf, logs, "dr", statistics=stats)
+    validated = Logs.open(logs)
+    chained = tune_alpha(pi, hf, validated, "dr")
     plain = tune_alpha(pi, hf, logs, "dr")
     assert chained.alpha == plain.alpha
     pd.testing.assert_frame_equal(chained.curve, plain.curve)
-    pd.testing.assert_frame_equal(evaluate(logs, pi, statistics=stats), evaluate(logs, pi))
-    curve = alpha_curve(pi, hf, logs, "snips", [0, 0.5, 1], fast=False, statistics=stats)
+    assert len(validated._statistics) == 1  # the curve and the final evaluation shared one pass
+    pd.testing.assert_frame_equal(evaluate(validated, pi), evaluate(logs, pi))
+    curve = alpha_curve(pi, hf, validated, "snips", [0, 0.5, 1], fast=False)
     np.testing.assert_allclose(curve.to_numpy(), alpha_curve(pi, hf, logs, "snips", [0, 0.5, 1]).to_numpy(),
                                atol=1e-12)
-    with pytest.raises(ValueError, match="other logs"):
-        tune_alpha(pi, hf, logs.iloc[:500], "dr", statistics=stats)
 
 
 def _rare_clicks():
@@ -204,54 +204,51 @@ def _rare_clicks():
 
 def test_lower_bound_is_not_fooled_by_a_zero_variance_estimate():
     logs, pi, hf = _rare_clicks()
-    # without a floor pi's estimate 0 has std error 0 and lower bound 0, which beat every policy
-    # that saw a click (their intervals reach below 0): tune_alpha chose alpha = 0
+    # pi's weighted rows never clicked: every IPS/SNIPS term is 0, so a normal interval is [0, 0]
+    # and its lower bound 0 beat every policy that saw a click (tune_alpha chose alpha = 0)
     zero = evaluate(logs, TabularPolicy(pi), ("ips", "snips", "dr"))
     assert zero.loc["ips", "estimate"] == 0 and zero.loc["snips", "estimate"] == 0
-    # the floor: one more event (reward 1 - 0) on a row the target meets, of weight
-    # sum w^2 / sum w = 200 * 10^2 / (200 * 10) = 10
-    typical = 10.0
-    assert zero.loc["snips", "std_error"] == pytest.approx(typical / (2000 + typical))
-    assert zero.loc["ips", "std_error"] == pytest.approx(typical / 2001)
-    assert zero.loc["dr", "std_error"] >= typical / 2001
-    assert (zero["ci_low"] < 0).all()
+    normal = evaluate(logs, TabularPolicy(pi), ("ips", "snips"), interval="normal")
+    assert (normal["ci_high"] == 0).all()
+    # the default (empirical likelihood with an unseen row of weight up to 10 and reward up to 1)
+    # leaves room for the click nobody saw: the upper bound is well above 0
+    assert (zero.loc[["ips", "snips"], "ci_high"] > 1.0 / 2000).all()
+    assert (zero["ci_high"] > zero["ci_low"]).all()
     result = tune_alpha(pi, hf, logs, "snips", criterion="lower_bound")
-    assert result.alpha > 0.1  # without the floor: 0.0, all mass on the pair that never clicked
-    assert (result.curve["std_error"] > 0).all()
+    assert result.alpha > 0.1
     alphas = np.linspace(0, 1, 21)
     fast = alpha_curve(pi, hf, logs, "snips", alphas)
     brute = alpha_curve(pi, hf, logs, "snips", alphas, fast=False)
     np.testing.assert_allclose(fast.to_numpy(), brute.to_numpy(), rtol=0, atol=1e-10)
-    # the floor binds at alpha = 0 only; at alpha = 1 the sample standard error is larger
-    assert fast["std_error"].iloc[0] == pytest.approx(typical / (2000 + typical))
-    assert fast["std_error"].iloc[-1] > 1.5 * typical / (2000 + typical)
 
 
-def test_std_error_floor_is_negligible_with_many_events():
+def test_default_interval_is_close_to_normal_with_many_events():
     rng = np.random.default_rng(0)
     n = 20_000
     action = rng.integers(0, 4, n)
     logs = pd.DataFrame({"state": 0, "action": action, "propensity": 0.25,
                          "reward": (rng.random(n) < 0.3 + 0.1 * action) * 1.0})
     target = TabularPolicy(np.array([[0.1, 0.2, 0.3, 0.4]]))
-    result = evaluate(logs, target, ("ips", "snips", "dm", "dr"))
-    floor = 1.6 / n  # (1 - 0) * max weight 0.4 / 0.25 over n rows
-    assert (result["std_error"] > 5 * floor).all()
+    default = evaluate(logs, target, ("ips", "snips"))
+    normal = evaluate(logs, target, ("ips", "snips"), interval="normal")
+    width = (default["ci_high"] - default["ci_low"]) / (normal["ci_high"] - normal["ci_low"])
+    # the likelihood uses E[w] = 1, as SNIPS does: SNIPS's normal width, narrower than IPS's here
+    assert 0.97 < width["snips"] < 1.03
+    assert 0.8 < width["ips"] < 0.9
 
 
-def test_floor_covers_a_policy_on_pairs_never_seen_under_known_propensities():
+def test_unseen_pairs_under_known_propensities_keep_the_interval_open():
     # action 9 is never logged, but the seen propensities (9 x 0.1) leave it 0.1 of the logging
-    # mass: a row of it would weigh at least 1 / 0.1 = 10, so IPS's 0 is not certain
+    # mass: a row of it would weigh up to 1 / 0.1 = 10, so IPS's 0 is not certain
     logs, pi, hf = _rare_clicks()
     logs = logs[logs["action"] != 9].reset_index(drop=True)
-    n = len(logs)
     with pytest.warns(UserWarning, match="not a support violation"):
         zero = evaluate(logs, TabularPolicy(pi), ("ips",))
     assert zero.loc["ips", "estimate"] == 0 and zero.loc["ips", "unobserved_share"] == 1
-    assert zero.loc["ips", "std_error"] == pytest.approx(10.0 / (n + 1))
+    assert zero.loc["ips", "ci_high"] > 1.0 / len(logs)
     with pytest.warns(UserWarning):
         result = tune_alpha(pi, hf, logs, "ips", criterion="lower_bound")
-    assert result.alpha > 0.1  # without the unseen pairs' weight: 0.0
+    assert result.alpha > 0.1
     alphas = np.linspace(0, 1, 11)
     with pytest.warns(UserWarning):
         fast = alpha_curve(pi, hf, logs, "ips", alphas)

@@ -28,7 +28,15 @@ from hfrl.blend import BLEND_METHODS, as_table, blend
 from hfrl.data import Logs, load_logs, schema
 from hfrl.ope import compare, evaluate
 from hfrl.ope.estimators import ESTIMATORS, Estimator, make_estimator
-from hfrl.ope.evaluate import Prepared, Terms, interval_of, prepare, resolve_interval
+from hfrl.ope.evaluate import (
+    Prepared,
+    Terms,
+    atom_rows,
+    likelihood_interval,
+    moment_interval,
+    prepare,
+    resolve_interval,
+)
 from hfrl.ope.inference import Sums, check_level
 from hfrl.policies import TabularPolicy, resolve_rng
 
@@ -159,9 +167,25 @@ class _Curve:
         else:
             sums = _pointwise_sums(self.prepared, self.estimator, tables)
         max_weight = np.array([self.prepared.max_weight(t) for t in tables])
-        low, high = interval_of(self.interval, sums, self.estimator, max_weight,
-                                self.prepared.reward_range, self.level)
+        if self.interval == "empirical_likelihood":
+            low, high = self._likelihood(alpha, tables, max_weight)
+        else:
+            low, high = moment_interval(self.interval, sums, self.estimator, max_weight,
+                                        self.prepared.reward_range, self.level)
         return sums.estimate(), sums.std_error(), low, high
+
+    def _likelihood(self, alpha: np.ndarray, tables: list[np.ndarray], max_weight: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Empirical-likelihood bounds at each alpha; the atoms' weights and terms of the linear
+        blend are the blend of the end policies' (computed once)."""
+        if self.closed_form:
+            (w0, t0, count), (w1, t1, _) = (atom_rows(self.prepared, self.estimator, t) for t in (self.pi, self.hf))
+            rows = [((1 - a) * w0 + a * w1, (1 - a) * t0 + a * t1, count) for a in alpha]
+        else:
+            rows = [atom_rows(self.prepared, self.estimator, t) for t in tables]
+        bounds = [likelihood_interval(r, self.estimator, float(m), self.prepared.reward_range, self.level)
+                  for r, m in zip(rows, max_weight, strict=True)]
+        return np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
 
 
 def alpha_curve(

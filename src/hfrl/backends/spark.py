@@ -534,6 +534,16 @@ class SparkBackend(Backend):
                 return None
         return None
 
+    def value_at(self, logs: LogSource, column: str, row: int) -> object:
+        # read on the driver, in file order, as first_row does
+        if isinstance(logs, pd.DataFrame):
+            return logs[column].iloc[row]
+        if is_path(logs) and "://" not in str(logs) and not Path(str(logs)).is_dir():
+            from hfrl.backends.duckdb import DuckDBBackend
+
+            return DuckDBBackend().value_at(logs, column, row)
+        return None
+
 
 _KINDS = {
     "byte": "integer", "short": "integer", "integer": "integer", "long": "integer",

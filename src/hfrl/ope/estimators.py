@@ -6,6 +6,7 @@ propensity ``p_i``, and a target policy ``pi`` (see ``hfrl.ope.targets.RowInputs
     w_i = pi(a_i|s_i) / p_i                      importance weight
     q_i = q(s_i, a_i)                             reward model at the logged pair (cross-fitted)
     v_i = sum_a pi(a|s_i) q(s_i, a)               the model's value of the target in s_i
+    model_noise(c)                                how row i's reward moves q, hence the estimate
 
 Every estimate is ``sum_i term_i / sum_i normalizer_i`` (the normalizer is 1 unless stated). The
 fast paths never restate a formula: they call ``term`` on the inputs of a whole unit of rows (a
@@ -114,7 +115,7 @@ class DM(Estimator):
         return x.v
 
     def influence(self, x: RowInputs) -> np.ndarray:
-        return self.term(x) + x.model_noise(0.0)
+        return x.full_value + x.model_noise(0.0)
 
     def weight(self, x: RowInputs) -> np.ndarray:
         return np.ones_like(x.w)

@@ -28,6 +28,7 @@ from hfrl.ope.inference import (
     bootstrap_interval,
     check_level,
     empirical_likelihood_interval,
+    merge_rows,
     normal_quantile,
     poisson_bootstrap,
 )
@@ -42,8 +43,8 @@ __all__ = ["DEFAULT_INTERVALS", "Prepared", "check_estimators", "evaluate", "pre
 # the interval each estimator reports by default (``interval="auto"``); see bench/bench_intervals.py
 DEFAULT_INTERVALS = {"ips": "empirical_likelihood", "snips": "empirical_likelihood",
                      "dr": "normal", "dm": "normal", "clipped_ips": "normal", "switch_dr": "normal"}
-PROPENSITY_HINT = ("pass propensity='estimate' (--propensity estimate) to estimate the logging policy "
-                   "as the smoothed frequency of actions per state, or use only the 'dm' estimator")
+PROPENSITY_HINT = ("{needed} need it (only 'dm' does not); pass propensity='estimate' (--propensity "
+                   "estimate) to estimate the logging policy as the smoothed frequency of actions per state")
 
 
 def check_estimators(estimators: str | Iterable[str]) -> tuple[str, ...]:
@@ -148,10 +149,12 @@ def prepare(
     propensity_prior: float = 1.0,
     row_level: bool = False,
     reward_range: tuple[float, float] | None = None,
+    needed_by: Sequence[str] = (),
 ) -> Prepared:
     """Validate ``logs`` (unless already ``Logs``) and reduce them for evaluation (one pass).
 
-    ``n_states=None`` (row-level policies) takes the number of states from the logs.
+    ``n_states=None`` (row-level policies) takes the number of states from the logs; ``needed_by``
+    names the estimators that need propensities, for the message when the column is missing.
     """
     if propensity not in ("logged", "estimate"):
         raise ValueError(f"propensity must be 'logged' or 'estimate', got {propensity!r}")
@@ -160,7 +163,8 @@ def prepare(
     logs = as_logs(logs, backend, n_states=n_states, n_actions=n_actions, reward_range=reward_range)
     source = "estimated" if propensity == "estimate" else ("logged" if needs_propensity else "none")
     if source == "logged":
-        logs.require(schema.PROPENSITY, hints={schema.PROPENSITY: PROPENSITY_HINT})
+        needed = "estimator(s) " + ", ".join(repr(n) for n in needed_by) if needed_by else "the estimators"
+        logs.require(schema.PROPENSITY, hints={schema.PROPENSITY: PROPENSITY_HINT.format(needed=needed)})
     shape = (n_states or logs.n_states, n_actions)
     cells = logs.statistics()
     counts = cells.table(cells.count, shape)
@@ -235,27 +239,24 @@ class Terms:
         return [one, self.term, self.normalizer or one, self.influence, self.weight]
 
 
-def unseen_row_terms(estimator: Estimator, max_weight: float | np.ndarray, reward_range: tuple[float, float]
-                     ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, np.ndarray]]:
-    """An unseen row's extreme terms: ``(low at w=0, low at w_max, high at w=0, high at w_max)`` for
-    the empirical likelihood, and the range of any row's term for Bernstein (arrays like
-    ``max_weight``, which may run along alpha).
+def unseen_rows(estimator: Estimator, max_weight: float | np.ndarray, reward_range: tuple[float, float]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Extreme rows never seen, as ``(weights, terms)`` of shape ``(n_corners, *max_weight.shape)``.
 
-    The row's reward, and the model's ``q`` and ``v`` there, may be anything in the reward range; the
-    terms are multilinear in them, so their extremes are at the corners (and, for a thresholded
-    weight, also at the threshold).
+    An unseen row has weight between 0 and ``max_weight`` and a reward, model value ``v`` and model
+    prediction ``q`` anywhere in the reward range; every term is multilinear in these, so its
+    extremes for a given weight are at the corners. The weights listed are 0, ``max_weight`` and a
+    thresholded estimator's threshold (below ``max_weight``).
     """
     top = np.asarray(max_weight, dtype=np.float64)
     threshold = getattr(estimator, "threshold", None)
     weights = [np.zeros_like(top), top] + ([np.minimum(top, threshold)] if threshold is not None else [])
-
-    def extremes(weight_values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        values = [estimator.term(_corner(w, r, q, v))
-                  for w in weight_values for r, q, v in itertools.product(reward_range, repeat=3)]
-        return np.minimum.reduce(values), np.maximum.reduce(values)
-
-    at_zero, at_max = extremes(weights[:1]), extremes(weights[1:2])
-    return (at_zero[0], at_max[0], at_zero[1], at_max[1]), extremes(weights)
+    corner_w, corner_t = [], []
+    for w in weights:
+        values = [estimator.term(_corner(w, r, q, v)) for r, q, v in itertools.product(reward_range, repeat=3)]
+        corner_w += [w, w]
+        corner_t += [np.minimum.reduce(values), np.maximum.reduce(values)]
+    return np.stack(corner_w), np.stack(corner_t)
 
 
 def _corner(w: np.ndarray, r: float, q: float, v: float) -> RowInputs:
@@ -280,17 +281,33 @@ class Result:
     clipped_share: float
 
 
-def interval_of(method: str, sums: Sums, estimator: Estimator, max_weight: float | np.ndarray,
-                reward_range: tuple[float, float], level: float) -> tuple[np.ndarray, np.ndarray]:
-    """The bounds of ``method`` from the sums (vectorised along any leading axes)."""
-    estimate = sums.estimate()
+def moment_interval(method: str, sums: Sums, estimator: Estimator, max_weight: float | np.ndarray,
+                    reward_range: tuple[float, float], level: float) -> tuple[np.ndarray, np.ndarray]:
+    """The bounds of ``"normal"`` or ``"bernstein"`` from the sums (vectorised along leading axes)."""
     if method == "normal":
-        half = normal_quantile(level) * sums.std_error()
+        estimate, half = sums.estimate(), normal_quantile(level) * sums.std_error()
         return estimate - half, estimate + half
-    fake, term_range = unseen_row_terms(estimator, max_weight, reward_range)
-    if method == "empirical_likelihood":
-        return empirical_likelihood_interval(sums, level, max_weight, fake, reward_range)
-    return bernstein_interval(sums, level, term_range, reward_range)
+    _, corner_t = unseen_rows(estimator, max_weight, reward_range)
+    return bernstein_interval(sums, level, (corner_t.min(axis=0), corner_t.max(axis=0)), reward_range)
+
+
+def atom_rows(prepared: Prepared, estimator: Estimator, policy: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(importance weight, term, count)`` of each atom of rows, for the empirical likelihood."""
+    atoms = prepared.at_atoms()
+    target = atoms.target(policy)
+    terms = Terms.of(estimator, target)
+    return target.weight, atoms.units.per_row(terms.term), atoms.units.count
+
+
+def likelihood_interval(rows: tuple[np.ndarray, np.ndarray, np.ndarray], estimator: Estimator,
+                        max_weight: float, reward_range: tuple[float, float], level: float
+                        ) -> tuple[float, float]:
+    """The empirical-likelihood bounds for atoms ``rows`` = ``(weight, term, count)``."""
+    weight, term, count = merge_rows(*rows)
+    corners = unseen_rows(estimator, max_weight, reward_range)
+    return empirical_likelihood_interval(weight, term, count, (corners[0].ravel(), corners[1].ravel()), level,
+                                         reward_range)
 
 
 def resolve_interval(interval: str, name: str) -> str:
@@ -310,7 +327,11 @@ def run_estimator(estimator: Estimator, prepared: Prepared, policy: np.ndarray, 
     terms = Terms.of(estimator, target)
     sums = Sums(prepared.units.gram(terms.listed()), terms.normalizer is not None)
     max_weight = prepared.max_weight(policy)
-    low, high = interval_of(interval, sums, estimator, max_weight, prepared.reward_range, level)
+    if interval == "empirical_likelihood":
+        low, high = likelihood_interval(atom_rows(prepared, estimator, policy), estimator, max_weight,
+                                        prepared.reward_range, level)
+    else:
+        low, high = moment_interval(interval, sums, estimator, max_weight, prepared.reward_range, level)
     weight = estimator.weight(target.inputs(np.zeros(target.units.n_units)))
     logged = prepared.units.count > 0
     clipped = ~np.isclose(weight, target.weight) & logged
@@ -465,6 +486,7 @@ def evaluate(
         needs_propensity=any(e.uses_propensity for e in chosen), propensity=propensity, backend=backend,
         reward_model=reward_model, reward_prior=reward_prior, propensity_prior=propensity_prior,
         row_level=row_level, reward_range=reward_range,
+        needed_by=[e.name for e in chosen if e.uses_propensity],
     )
     if row_level and table.shape[0] != prepared.n_rows:
         raise ValueError(

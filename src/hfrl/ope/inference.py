@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 __all__ = [
     "INTERVALS",
@@ -35,6 +35,7 @@ __all__ = [
     "bootstrap_interval",
     "check_level",
     "empirical_likelihood_interval",
+    "merge_rows",
     "normal_quantile",
     "poisson_bootstrap",
 ]
@@ -106,57 +107,102 @@ class Sums:
             return np.where(self[WEIGHT, WEIGHT] > 0, self[ONE, WEIGHT] ** 2 / self[WEIGHT, WEIGHT], 0.0)
 
 
-def _euclidean_bound(s: Sums, fake_weight: float | np.ndarray, fake_term: float | np.ndarray,
-                     slack: np.ndarray, sign: float) -> np.ndarray:
-    """The bound of one side with the unseen row at ``(fake_weight, fake_term)``: the reweighting
-    with mean weight 1 whose value is furthest (``sign`` -1: lowest) within ``slack`` of the best."""
-    m = s.n + 1.0
-    w_mean = (s[ONE, WEIGHT] + fake_weight) / m
-    t_mean = (s[ONE, TERM] + fake_term) / m
-    w_var = (s[WEIGHT, WEIGHT] + fake_weight**2) / m - w_mean**2
-    cov = (s[WEIGHT, TERM] + fake_weight * fake_term) / m - w_mean * t_mean
-    t_var = (s[TERM, TERM] + fake_term**2) / m - t_mean**2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        safe = w_var > 1e-300
-        centre = t_mean + np.where(safe, cov / w_var, 0.0) * (1.0 - w_mean)
-        distance = np.where(safe, m * (1.0 - w_mean) ** 2 / w_var, 0.0)  # of mean weight 1
-        residual = np.maximum(t_var - np.where(safe, cov**2 / w_var, 0.0), 0.0)
-        room = slack - distance
-        half = np.sqrt(np.maximum(room, 0.0) * residual / m)
-    return np.where(room >= 0, centre + sign * half, np.nan)
+_BARRIER = 1e-9  # weight of the unseen rows' barrier, relative to the row count
+_NEWTON_STEPS = 60
+
+
+def _maximise_dual(a: np.ndarray, b: np.ndarray | None, count: np.ndarray, corner_a: np.ndarray,
+                   corner_b: np.ndarray | None, start: np.ndarray) -> tuple[float, np.ndarray]:
+    """``max over lambda of sum_j c_j log(1 + lambda . g_j)``, ``g_j = (a_j, b_j)`` (``b`` None: 1-d).
+
+    The unseen rows may sit at any corner ``k``, so ``1 + lambda . g_k >= 0`` there too (a
+    vanishing log-barrier keeps it). Damped Newton from ``start``, a feasible point.
+    """
+    dims = 1 if b is None else 2
+    data = np.stack([a] if b is None else [a, b])
+    corners = np.stack([corner_a] if corner_b is None else [corner_a, corner_b])
+    barrier = _BARRIER * float(count.sum())
+    weights = np.concatenate([count, np.full(corners.shape[1], barrier)])
+    g = np.concatenate([data, corners], axis=1)
+    lam = start[:dims].copy()
+
+    def value(point: np.ndarray) -> float:
+        inside = 1.0 + point @ g
+        return float(weights @ np.log(inside)) if (inside > 0).all() else -np.inf
+
+    current = value(lam)
+    for _ in range(_NEWTON_STEPS):
+        inside = 1.0 + lam @ g
+        scaled = g / inside
+        gradient = scaled @ weights
+        hessian = (scaled * weights) @ scaled.T
+        step = np.linalg.lstsq(hessian, gradient, rcond=None)[0]
+        if not np.isfinite(step).all() or float(gradient @ step) < 1e-12:
+            break
+        size = 1.0
+        while size > 1e-12:
+            candidate = value(lam + size * step)
+            if candidate > current:
+                lam, current = lam + size * step, candidate
+                break
+            size *= 0.5
+        else:
+            break
+    return current, np.r_[lam, np.zeros(2 - dims)]
 
 
 def empirical_likelihood_interval(
-    s: Sums,
+    weight: np.ndarray,
+    term: np.ndarray,
+    count: np.ndarray,
+    corners: tuple[np.ndarray, np.ndarray],
     level: float,
-    max_weight: float | np.ndarray,
-    fake_terms: tuple[np.ndarray | float, np.ndarray | float, np.ndarray | float, np.ndarray | float],
     value_range: tuple[float, float],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Euclidean empirical-likelihood interval (see the module docstring), clipped to ``value_range``.
+) -> tuple[float, float]:
+    """Empirical-likelihood interval of ``E[term]`` given ``E[weight] = 1`` (see the module docstring).
 
-    ``fake_terms`` are the unseen row's term for the lower bound at weight 0 and ``max_weight``,
-    then for the upper bound at weight 0 and ``max_weight`` (e.g. ``w0 * r_min`` and
-    ``w0 * r_max`` for IPS).
+    Rows ``(weight_j, term_j)`` with multiplicities ``count_j``; the distributions considered may
+    also put mass on rows never seen, at any of the ``corners`` (an extreme weight and term). The
+    interval holds the values ``v`` whose profile log-likelihood ratio ``2 (D(v) - D0)`` is at most
+    the ``F(1, n)`` critical value, ``D`` the dual of the constrained likelihood.
     """
-    n = s.n
-    critical = stats.f.isf(1.0 - level, 1, np.maximum(n, 1.0))
-    # the best reweighting uses the unseen row's weight that helps the mean weight towards 1
-    best_fake = np.where(s[ONE, WEIGHT] < n, max_weight, 0.0)
-    m = n + 1.0
-    w_mean = (s[ONE, WEIGHT] + best_fake) / m
-    w_var = (s[WEIGHT, WEIGHT] + best_fake**2) / m - w_mean**2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        best = np.where(w_var > 1e-300, m * (1.0 - w_mean) ** 2 / w_var, 0.0)
-    slack = best + critical
-    low_zero, low_max, high_zero, high_max = fake_terms
-    low = np.fmin(_euclidean_bound(s, 0.0, low_zero, slack, -1.0),
-                  _euclidean_bound(s, max_weight, low_max, slack, -1.0))
-    high = np.fmax(_euclidean_bound(s, 0.0, high_zero, slack, 1.0),
-                   _euclidean_bound(s, max_weight, high_max, slack, 1.0))
-    low = np.where(np.isnan(low), value_range[0], np.clip(low, *value_range))
-    high = np.where(np.isnan(high), value_range[1], np.clip(high, *value_range))
-    return low, high
+    n = float(count.sum())
+    if n < 1:
+        return value_range
+    critical = float(stats.f.isf(1.0 - level, 1, max(n - 1.0, 1.0)))
+    corner_w, corner_t = corners
+    base, (beta, _) = _maximise_dual(weight - 1.0, None, count, corner_w - 1.0, None, np.zeros(2))
+
+    def statistic(v: float) -> float:
+        best, _ = _maximise_dual(weight - 1.0, term - v, count, corner_w - 1.0, corner_t - v,
+                                 np.array([beta, 0.0]))
+        return 2.0 * (best - base)
+
+    # the likelihood's best reweighting: row masses c_j / (n (1 + beta (w_j - 1)))
+    mass = count / (n * (1.0 + beta * (weight - 1.0)))
+    centre = float(np.clip((mass @ term) + (1.0 - mass.sum()) * 0.5 * (corner_t.min() + corner_t.max()),
+                           *value_range))
+    if statistic(centre) > critical:  # the reweighting's centre is off: search from the mean term
+        centre = float(np.clip(count @ term / n, *value_range))
+
+    def bound(edge: float) -> float:
+        if statistic(edge) <= critical:
+            return edge
+        return float(optimize.brentq(lambda v: statistic(v) - critical, *sorted((centre, edge)),
+                                     xtol=1e-12 * max(1.0, abs(edge - centre)), rtol=1e-10))
+
+    if statistic(centre) > critical:  # no value is plausible within the range: report the range
+        return value_range
+    return bound(value_range[0]), bound(value_range[1])
+
+
+def merge_rows(weight: np.ndarray, term: np.ndarray, count: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows with the same ``(weight, term)`` merged, their counts added (rows with count 0 dropped)."""
+    keep = count > 0
+    pairs = np.stack([weight[keep], term[keep]], axis=1)
+    unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    return unique[:, 0], unique[:, 1], np.bincount(inverse.ravel(), weights=count[keep])
 
 
 def bernstein_interval(s: Sums, level: float, term_range: tuple[np.ndarray | float, np.ndarray | float],

@@ -32,6 +32,7 @@ class RowInputs:
     r : reward ``r_i``
     q : reward model at the logged pair, ``q(s_i, a_i)`` (without row i when cross-fitted)
     v : the model's value of the target in ``s_i``, ``sum_a pi(a|s_i) q(s_i, a)`` (the same ``q``)
+    full_value : ``v`` with no row left out of ``q`` (for influence terms)
     """
 
     w: np.ndarray
@@ -39,6 +40,7 @@ class RowInputs:
     q: np.ndarray
     v: np.ndarray
     target: Target
+    full_value: np.ndarray | None = None
 
     def model_noise(self, correction_weight: np.ndarray | float) -> np.ndarray:
         """How a row's reward moves the estimate through a model fitted on these rows.
@@ -95,7 +97,7 @@ class Target:
         q_full = self.model.table[self.units.state, self.units.action]
         q = self.model.at_logged(self.units, reward)
         value = self.model_value - self.probability * (q_full - q)
-        return RowInputs(self.weight, reward, q, value, self)
+        return RowInputs(self.weight, reward, q, value, self, self.model_value)
 
 
 def policy_table(policy: Any, name: str = "policy") -> tuple[np.ndarray, bool]:
