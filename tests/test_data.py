@@ -71,7 +71,8 @@ def test_each_error_names_column_first_row_and_count(column, values, expected, f
 
 
 def test_missing_columns_and_empty_logs():
-    with pytest.raises(LogValidationError, match=r"missing required column\(s\) 'reward'; the logs have 'state', 'action'"):
+    missing = r"missing required column\(s\) 'reward'; the logs have 'state', 'action'"
+    with pytest.raises(LogValidationError, match=missing):
         validate_logs(make_logs().drop(columns="reward"))
     with pytest.raises(LogValidationError, match="empty"):
         validate_logs(make_logs().iloc[:0])

@@ -315,7 +315,8 @@ def test_bad_csv_rows_are_found_by_a_sql_scan(tmp_path):
         HistoricalFrequency().fit(path)
     assert (info.value.source, info.value.column, info.value.count) == (str(path), "state", 1)
     path.write_text("state,action,reward\n0,1,1.0\n1,0,0.0\n2.5,1,1.0\n2,1,0.0\n")
-    with pytest.raises(LogValidationError, match="'state': row 2 has 2.5, expected an integer id; 1 of 4 rows"):
+    expected = "'state': row 2 has 2.5, expected an integer id; 1 of 4 rows"
+    with pytest.raises(LogValidationError, match=expected):
         HistoricalFrequency().fit(path)
     path.write_text("state,action,reward\n0,1,1.0\n1,0,0.0\n2,1,1.5\n2,1,nan\n2,1,0.0\n")
     with pytest.raises(LogValidationError, match="'reward': row 3 has NaN, expected a finite number"):
@@ -327,7 +328,8 @@ def test_nan_reward_hidden_from_parquet_statistics_is_still_found(tmp_path):
     logs.loc[150, "reward"] = np.nan
     path = tmp_path / "logs.parquet"
     logs.drop(columns="timestamp").to_parquet(path)
-    with pytest.raises(LogValidationError, match="row 150 has an empty value, expected a finite number") as info:
+    expected = "row 150 has an empty value, expected a finite number"
+    with pytest.raises(LogValidationError, match=expected) as info:
         HistoricalFrequency().fit(path)
     assert info.value.count == 1
 

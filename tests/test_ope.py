@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from hfrl.backends import fingerprint
 from hfrl.backends.duckdb import DuckDBBackend
-from hfrl.errors import LogValidationError
 from hfrl.data import Logs
+from hfrl.errors import LogValidationError
 from hfrl.ope import (
     ESTIMATORS,
     SupportWarning,
@@ -319,7 +319,8 @@ def test_support_shares_agree_across_backends(tmp_path, backend):
 
 def test_missing_propensity_names_the_estimators_that_need_it(small_logs, bandit):
     logs = small_logs.drop(columns="propensity")
-    pattern = r"missing required column\(s\) 'propensity'.*'ips', 'dr' need it \(only 'dm' does not\).*propensity='estimate'"
+    pattern = (r"missing required column\(s\) 'propensity'.*'ips', 'dr' need it \(only 'dm' does not\)"
+               r".*propensity='estimate'")
     with pytest.raises(LogValidationError, match=pattern):
         evaluate(logs, TabularPolicy(bandit[3]), ("ips", "dm", "dr"))
 

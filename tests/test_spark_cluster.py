@@ -35,8 +35,8 @@ import pytest
 
 from hfrl.backends import get_backend
 from hfrl.backends.spark import MASTER_ENV
-from hfrl.frequencies import HistoricalFrequency
 from hfrl.data import Logs
+from hfrl.frequencies import HistoricalFrequency
 from hfrl.ope import ESTIMATORS, evaluate
 from hfrl.policies import TabularPolicy
 from hfrl.tune import tune_alpha

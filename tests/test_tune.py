@@ -9,8 +9,8 @@ import pytest
 import hfrl.tune
 from hfrl.backends.duckdb import DuckDBBackend
 from hfrl.blend import blend
-from hfrl.frequencies import HistoricalFrequency
 from hfrl.data import Logs
+from hfrl.frequencies import HistoricalFrequency
 from hfrl.ope import evaluate
 from hfrl.policies import TabularPolicy
 from hfrl.tune import LeakageWarning, alpha_curve, split_logs, tune_alpha

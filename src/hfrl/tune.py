@@ -179,7 +179,8 @@ class _Curve:
         """Empirical-likelihood bounds at each alpha; the atoms' weights and terms of the linear
         blend are the blend of the end policies' (computed once)."""
         if self.closed_form:
-            (w0, t0, count), (w1, t1, _) = (atom_rows(self.prepared, self.estimator, t) for t in (self.pi, self.hf))
+            ends = (atom_rows(self.prepared, self.estimator, t) for t in (self.pi, self.hf))
+            (w0, t0, count), (w1, t1, _) = ends
             rows = [((1 - a) * w0 + a * w1, (1 - a) * t0 + a * t1, count) for a in alpha]
         else:
             rows = [atom_rows(self.prepared, self.estimator, t) for t in tables]

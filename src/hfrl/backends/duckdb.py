@@ -18,9 +18,19 @@ from hfrl.errors import LogValidationError
 
 __all__ = ["DuckDBBackend"]
 
-# Only what differs from the shared ANSI renderings in ``expressions.DEFAULT_SQL_FUNCTIONS``.
+# Only what differs from the shared ANSI renderings in ``expressions.DEFAULT_SQL_FUNCTIONS``. DuckDB
+# folds ``isnan`` and comparisons with Parquet min/max statistics, which skip NaN, so a NaN there
+# would pass for finite; its own ``isfinite`` is not folded.
 SQL_FUNCTIONS = {
     "epoch": lambda args: f"epoch(TRY_CAST({args[0]} AS TIMESTAMPTZ))",
+    "finite": lambda args: (
+        f"(CASE WHEN coalesce(isfinite(TRY_CAST({args[0]} AS DOUBLE)), false) THEN 1.0 ELSE 0.0 END)"
+    ),
+    "missing": lambda args: (
+        f"(CASE WHEN {args[0]} IS NULL THEN 1.0 WHEN TRY_CAST({args[0]} AS DOUBLE) IS NULL THEN 0.0 "
+        f"WHEN isfinite(TRY_CAST({args[0]} AS DOUBLE)) OR isinf(TRY_CAST({args[0]} AS DOUBLE)) THEN 0.0 "
+        "ELSE 1.0 END)"
+    ),
 }
 
 

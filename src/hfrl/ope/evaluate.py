@@ -253,7 +253,8 @@ def unseen_rows(estimator: Estimator, max_weight: float | np.ndarray, reward_ran
     weights = [np.zeros_like(top), top] + ([np.minimum(top, threshold)] if threshold is not None else [])
     corner_w, corner_t = [], []
     for w in weights:
-        values = [estimator.term(_corner(w, r, q, v)) for r, q, v in itertools.product(reward_range, repeat=3)]
+        corners = itertools.product(reward_range, repeat=3)
+        values = [estimator.term(_corner(w, r, q, v)) for r, q, v in corners]
         corner_w += [w, w]
         corner_t += [np.minimum.reduce(values), np.maximum.reduce(values)]
     return np.stack(corner_w), np.stack(corner_t)
