@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import hfrl
-from hfrl.blend import blend, blend_q, count_based_alpha
+from hfrl.blending import blend, blend_q, count_based_alpha
 from hfrl.policies import TabularPolicy
 
 shapes = st.tuples(st.integers(1, 5), st.integers(1, 5))

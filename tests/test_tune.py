@@ -8,7 +8,7 @@ import pytest
 
 import hfrl.tune
 from hfrl.backends.duckdb import DuckDBBackend
-from hfrl.blend import blend
+from hfrl.blending import blend
 from hfrl.data import Logs
 from hfrl.frequencies import HistoricalFrequency
 from hfrl.ope import evaluate

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "HistoricalFrequency": "hfrl.frequencies",
     "TabularPolicy": "hfrl.policies",
-    "blend": "hfrl.blend",
+    "blend": "hfrl.blending",
     "evaluate": "hfrl.ope",
     "tune_alpha": "hfrl.tune",
 }

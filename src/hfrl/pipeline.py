@@ -768,7 +768,7 @@ def _policies_to_report(
 ) -> dict[str, TabularPolicy]:
     """The policies the run reports, keyed as :data:`POLICY_LABELS`: the logging policy (known only
     from a simulator), HF alone (the blend at alpha 1), pi, pi' and, from a simulator, the optimum."""
-    from hfrl.blend import blend
+    from hfrl.blending import blend
 
     policies = {} if source.logging_policy is None else {"logging": source.logging_policy}
     policies["hf"] = blend(pi, hf, 1.0)

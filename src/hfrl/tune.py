@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from hfrl.backends import Backend
-from hfrl.blend import BLEND_METHODS, as_table, blend
+from hfrl.blending import BLEND_METHODS, as_table, blend
 from hfrl.data import Logs, load_logs, schema
 from hfrl.ope import compare, evaluate
 from hfrl.ope.estimators import ESTIMATORS, Estimator, make_estimator

@@ -53,9 +53,10 @@ class MemoryBackend(Backend):
         mask = None
         if where is not None:
             mask = evaluate_numpy(where, columns, n_rows) != 0
-        key_arrays = [frame[k].to_numpy().astype(np.int64) for k in keys]
-        if mask is not None:
+        key_arrays = [frame[k].to_numpy() for k in keys]
+        if mask is not None:  # before the cast: excluded rows may hold NaN/NA keys
             key_arrays = [k[mask] for k in key_arrays]
+        key_arrays = [k.astype(np.int64) for k in key_arrays]
         values = {}
         for name, expression in sums.items():
             v = evaluate_numpy(expression, columns, n_rows)

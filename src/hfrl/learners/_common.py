@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hfrl.errors import NotFittedError
 from hfrl.policies import TabularPolicy
 
 BATCH_API = ("n_states", "n_actions", "reset_batch", "step_batch")
@@ -139,11 +138,3 @@ def served_policy(estimator: Any, values: np.ndarray) -> TabularPolicy:
         metadata.update(policy=kind, epsilon=epsilon)
     return TabularPolicy.from_q_values(values, kind, epsilon=epsilon, temperature=temperature,
                                        metadata=metadata)
-
-
-def check_fitted(estimator: Any, attribute: str) -> None:
-    """Raise NotFittedError when ``estimator`` has not learned ``attribute`` yet."""
-    if getattr(estimator, attribute, None) is None:
-        raise NotFittedError(
-            f"this {type(estimator).__name__} is not fitted yet; call fit(...) first"
-        )

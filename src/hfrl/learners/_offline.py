@@ -1,9 +1,10 @@
-"""What the offline learners share: validated sufficient statistics of logs, shrinkage, greedy choice.
+"""What the offline learners share: the logs' cell statistics, greedy choice, the fit protocol.
 
-Every tabular offline learner needs only a few sums per (state, action) — how often it was
-logged, its reward sum, its importance-weighted reward sum and, for session logs, how often each
-next state followed — so the logs are read once, with ``bincount`` and one sparse matrix, and the
-learners work on these statistics.
+Every tabular offline learner needs only a few sums per (state, action): how often it was logged,
+its reward sum, its importance-weighted reward sum and, for session logs, how often each next
+state followed. They come from the validated logs' one pass of cell statistics
+(``hfrl.data.Logs.statistics``, any backend) plus, for sessions, one grouped pass over
+``(state, action, next_state)``; the learners work on these statistics.
 """
 
 from __future__ import annotations
@@ -12,18 +13,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
-from hfrl.data import schema, validate_logs
-from hfrl.errors import LogValidationError, NotFittedError
+from hfrl.data import Logs, as_logs, schema
+from hfrl.errors import NotFittedError
 from hfrl.learners._common import check_in_range
 from hfrl.policies import TabularPolicy
 
+S, A, R, P = schema.STATE, schema.ACTION, schema.REWARD, schema.PROPENSITY
+HINTS = {
+    schema.NEXT_STATE: "learning from sessions needs next_state; for one-step logs use the direct "
+                       "method (DirectMethodLearner, --learner direct-method)",
+    schema.PROPENSITY: "importance weighting needs the logging propensities; without them use the "
+                       "direct method (DirectMethodLearner, --learner direct-method)",
+}
+
 
 @dataclass
-class LogStatistics:
-    """Sufficient statistics of logs for tabular learners (weights applied when logged)."""
+class OfflineStatistics:
+    """Sufficient statistics of logs for tabular learners (weighted by ``weight`` when logged)."""
 
     n_states: int
     n_actions: int
@@ -35,84 +43,50 @@ class LogStatistics:
     continuations: sp.csr_matrix | None  # (n_states * n_actions, n_states) non-terminal next states
 
 
-def _size(logs: pd.DataFrame, given: int | None, columns: tuple[str, ...], name: str) -> int:
-    if given is not None:
-        if isinstance(given, bool) or not isinstance(given, (int, np.integer)) or given < 1:
-            raise ValueError(f"{name} must be a positive integer, got {given!r}")
-        return int(given)
-    highest = max(int(logs[c].max()) for c in columns if c in logs.columns and logs[c].notna().any())
-    return highest + 1
-
-
-def log_statistics(logs: pd.DataFrame, n_states: int | None = None, n_actions: int | None = None, *,
-                   need_propensity: bool = False, need_next_state: bool = False,
-                   max_weight: float | None = None, source: str | None = None) -> LogStatistics:
-    """Validate ``logs`` (naming the column and first bad row) and reduce them to ``LogStatistics``.
+def offline_statistics(logs: Any, n_states: int | None = None, n_actions: int | None = None, *,
+                       need_propensity: bool = False, need_next_state: bool = False,
+                       max_weight: float | None = None) -> OfflineStatistics:
+    """Validate ``logs`` (unless already ``Logs``) and reduce them to ``OfflineStatistics``.
 
     Terminal rows are those with ``done`` true or no ``next_state``; they contribute no
     continuation. The optional ``weight`` column weights every sum. ``max_weight`` caps the
     importance weight 1 / propensity in ``ips_sums``.
     """
-    required = [schema.STATE, schema.ACTION, schema.REWARD]
+    required = [S, A, R] + ([P] if need_propensity else []) + ([schema.NEXT_STATE] if need_next_state else [])
+    logs = as_logs(logs, n_states=n_states, n_actions=n_actions, required=required, hints=HINTS)
+    weight = schema.WEIGHT if logs.has(schema.WEIGHT) else None
+    times = f"{weight} * " if weight else ""
+    extra = {"weighted": weight, "weighted_reward": f"{times}{R}",
+             "weighted_square": f"{times}{R} * {R}"} if weight else {}
     if need_propensity:
-        required.append(schema.PROPENSITY)
-    if need_next_state:
-        required.append(schema.NEXT_STATE)
-    clean = validate_logs(logs, n_states=n_states, n_actions=n_actions, required=required,
-                          source=source)
-    n_states = _size(clean, n_states, (schema.STATE, schema.NEXT_STATE), "n_states")
-    n_actions = _size(clean, n_actions, (schema.ACTION,), "n_actions")
-    states = clean[schema.STATE].to_numpy(dtype=np.intp)
-    actions = clean[schema.ACTION].to_numpy(dtype=np.intp)
-    rewards = clean[schema.REWARD].to_numpy(dtype=np.float64)
-    weights = (clean[schema.WEIGHT].to_numpy(dtype=np.float64) if schema.WEIGHT in clean.columns
-               else None)
-    size = n_states * n_actions
-    index = states * n_actions + actions
-    counts = np.bincount(index, weights=weights, minlength=size).astype(np.float64)
-    weighted_rewards = rewards if weights is None else rewards * weights
-    reward_sums = np.bincount(index, weights=weighted_rewards, minlength=size)
-    reward_squares = np.bincount(index, weights=weighted_rewards * rewards, minlength=size)
-    ips_sums = None
-    if need_propensity:
-        propensities = clean[schema.PROPENSITY].to_numpy(dtype=np.float64)
-        if max_weight is not None:
-            propensities = np.maximum(propensities, 1.0 / max_weight)
-        ips_sums = np.bincount(index, weights=weighted_rewards / propensities, minlength=size)
-        ips_sums = ips_sums.reshape(n_states, n_actions)
-    continuations = None
-    if need_next_state:
-        next_column = clean[schema.NEXT_STATE]
-        has_next = next_column.notna().to_numpy()
-        terminal = ~has_next
-        if schema.DONE in clean.columns:
-            terminal |= clean[schema.DONE].to_numpy(dtype=bool)
-        keep = ~terminal
-        next_states = next_column.to_numpy(dtype=np.float64, na_value=-1)[keep].astype(np.intp)
-        values = np.ones(int(keep.sum())) if weights is None else weights[keep]
-        continuations = sp.csr_matrix((values, (index[keep], next_states)), shape=(size, n_states))
-        continuations.sum_duplicates()
-    return LogStatistics(n_states, n_actions, len(clean), counts.reshape(n_states, n_actions),
-                         reward_sums.reshape(n_states, n_actions),
-                         reward_squares.reshape(n_states, n_actions), ips_sums, continuations)
+        propensity = P if max_weight is None else f"greatest({P}, {1.0 / max_weight!r})"
+        extra["ips"] = f"{times}{R} / {propensity}"
+    cells = logs.statistics(extra)
+    shape = (n_states or logs.n_states, n_actions or logs.n_actions)
+    counts = cells.table(cells.extra.get("weighted", cells.count), shape)
+    return OfflineStatistics(
+        shape[0], shape[1], logs.n_rows, counts,
+        cells.table(cells.extra.get("weighted_reward", cells.reward), shape),
+        cells.table(cells.extra.get("weighted_square", cells.reward_sq), shape),
+        cells.table(cells.extra["ips"], shape) if need_propensity else None,
+        _continuations(logs, shape, weight) if need_next_state else None,
+    )
 
 
-def shrunk_means(counts: np.ndarray, sums: np.ndarray, shrinkage: float) -> np.ndarray:
-    """Mean per (s, a) shrunk toward its state's mean, itself shrunk toward the global mean.
-
-    ``mean(s, a) = (sum(s, a) + k * mean(s)) / (n(s, a) + k)`` and
-    ``mean(s) = (sum(s) + k * mean) / (n(s) + k)`` with ``k = shrinkage`` pseudo-observations;
-    a pair never logged gets its state's mean, a state never logged the global mean.
-    """
-    total = counts.sum()
-    global_mean = sums.sum() / total if total > 0 else 0.0
-    state_counts = counts.sum(axis=1, keepdims=True)
-    state_sums = sums.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        state_means = (state_sums + shrinkage * global_mean) / (state_counts + shrinkage)
-        state_means = np.where(state_counts + shrinkage > 0, state_means, global_mean)
-        means = (sums + shrinkage * state_means) / (counts + shrinkage)
-        return np.where(counts + shrinkage > 0, means, state_means)
+def _continuations(logs: Logs, shape: tuple[int, int], weight: str | None) -> sp.csr_matrix:
+    """Weighted counts of each non-terminal next state after each (state, action), sparse."""
+    continuing = f"1 - missing({schema.NEXT_STATE})"
+    if logs.has(schema.DONE):
+        continuing = f"({continuing}) * (1 - cast_double({schema.DONE}))"
+    frame = logs.backend.group_sums(logs.source, [S, A, schema.NEXT_STATE], {"n": weight or "1"},
+                                    where=continuing)
+    n_states, n_actions = shape
+    index = frame[S].to_numpy(np.int64) * n_actions + frame[A].to_numpy(np.int64)
+    following = frame[schema.NEXT_STATE].to_numpy(np.int64)
+    matrix = sp.csr_matrix((frame["n"].to_numpy(np.float64), (index, following)),
+                           shape=(n_states * n_actions, n_states))
+    matrix.sum_duplicates()
+    return matrix
 
 
 def state_reward_std(counts: np.ndarray, sums: np.ndarray, squares: np.ndarray) -> np.ndarray:
@@ -156,7 +130,7 @@ class OfflineLearner:
     def _allowed(self, counts: np.ndarray) -> np.ndarray | None:
         return counts >= self._min_count if self.conservative else None
 
-    def _finish(self, stats: LogStatistics, action_values: np.ndarray) -> None:
+    def _finish(self, stats: OfflineStatistics, action_values: np.ndarray) -> None:
         self.n_states_, self.n_actions_ = stats.n_states, stats.n_actions
         self.counts_ = stats.counts
         self.action_values_ = action_values
@@ -169,5 +143,4 @@ class OfflineLearner:
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(logs) first")
 
 
-__all__ = ["LogStatistics", "LogValidationError", "OfflineLearner", "greedy_table", "log_statistics",
-           "shrunk_means"]
+__all__ = ["OfflineLearner", "OfflineStatistics", "greedy_table", "offline_statistics", "state_reward_std"]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from hfrl.data import shrunk_means
 from hfrl.learners._common import check_in_range
-from hfrl.learners._offline import OfflineLearner, log_statistics, shrunk_means
+from hfrl.learners._offline import OfflineLearner, offline_statistics
 
 __all__ = ["DirectMethodLearner"]
 
@@ -59,6 +60,6 @@ class DirectMethodLearner(OfflineLearner):
         """Fit the reward model from logs (state, action, reward); returns self."""
         shrinkage = check_in_range("shrinkage", self.shrinkage, 0.0, float("inf"))
         self._check_common()
-        stats = log_statistics(logs, n_states, n_actions)
+        stats = offline_statistics(logs, n_states, n_actions)
         self._finish(stats, shrunk_means(stats.counts, stats.reward_sums, shrinkage))
         return self

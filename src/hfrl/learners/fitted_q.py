@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from hfrl.data import shrunk_means
 from hfrl.learners._common import check_in_range, check_positive_int
-from hfrl.learners._offline import OfflineLearner, log_statistics, shrunk_means, state_reward_std
+from hfrl.learners._offline import OfflineLearner, offline_statistics, state_reward_std
 
 __all__ = ["FittedQIteration"]
 
@@ -106,7 +107,7 @@ class FittedQIteration(OfflineLearner):
         pessimism = check_in_range("pessimism", self.pessimism, 0.0, float("inf"))
         self._check_common()
         started = time.perf_counter()
-        stats = log_statistics(logs, n_states, n_actions, need_next_state=True)
+        stats = offline_statistics(logs, n_states, n_actions, need_next_state=True)
         self.statistics_seconds_ = time.perf_counter() - started
 
         counts = stats.counts.reshape(-1)

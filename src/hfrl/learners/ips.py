@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from hfrl.learners._common import check_in_range
-from hfrl.learners._offline import OfflineLearner, log_statistics
+from hfrl.learners._offline import OfflineLearner, offline_statistics
 
 __all__ = ["IPSLearner"]
 
@@ -59,7 +59,7 @@ class IPSLearner(OfflineLearner):
         self._check_common()
         cap = None if self.max_weight is None else check_in_range(
             "max_weight", self.max_weight, 1.0, float("inf"))
-        stats = log_statistics(logs, n_states, n_actions, need_propensity=True, max_weight=cap)
+        stats = offline_statistics(logs, n_states, n_actions, need_propensity=True, max_weight=cap)
         state_counts = stats.counts.sum(axis=1, keepdims=True)
         values = np.divide(stats.ips_sums, state_counts, out=np.zeros_like(stats.ips_sums),
                            where=state_counts > 0)

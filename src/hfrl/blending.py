@@ -12,8 +12,6 @@ lean more on it. ``blend_q`` is the seed article's literal variant on a Q-table.
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any
 
 import numpy as np
@@ -143,13 +141,3 @@ def blend_q(q_values: Any, hf: Any, alpha: float) -> np.ndarray:
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     return q + alpha * (hf_table - q)
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``hfrl.blend(...)`` call the function even after ``hfrl.blend`` the module is imported."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> TabularPolicy:
-        return blend(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
