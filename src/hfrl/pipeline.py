@@ -65,7 +65,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hfrl.data import schema
+from hfrl.data import Logs, schema
 from hfrl.errors import HfrlError
 from hfrl.policies import TabularPolicy
 
@@ -554,7 +554,7 @@ def _run_pipeline(
     propensity = config["evaluation"]["propensity"]
 
     source = _load_source(config["source"], gamma, seeds.simulation, say)
-    splits = _split_by_role(source.logs, config["split"], seeds.split)
+    splits = _split_by_role(source, config["split"], seeds.split, backend)
     hf = _fit_frequencies(
         splits.train, config["frequencies"], source.n_states, source.n_actions, backend, say
     )
@@ -681,24 +681,24 @@ class _Splits:
     """The logs in three disjoint parts, one per role: HF and pi learn from ``train``, alpha is chosen
     on ``validation``, values are reported on ``test``, so no reported value was fit or tuned on its rows."""
 
-    train: pd.DataFrame
-    validation: pd.DataFrame
-    test: pd.DataFrame
+    train: Logs
+    validation: Logs
+    test: Logs
 
 
-def _split_by_role(logs: pd.DataFrame, split: Mapping[str, Any], seed: int) -> _Splits:
-    """Split the logs as ``[split]`` says (by time keeps the test split the most recent)."""
+def _split_by_role(source: _Source, split: Mapping[str, Any], seed: int, backend: str | None) -> _Splits:
+    """Split the logs as ``[split]`` says (by time keeps the test split the most recent), each part
+    validated once: every later stage shares its one pass of cell statistics."""
     from hfrl.tune import split_logs
 
-    train, validation, test = split_logs(
-        logs, fractions=tuple(split["fractions"]), by=split["by"], random_state=seed
-    )
-    return _Splits(train, validation, test)
+    parts = split_logs(source.logs, fractions=tuple(split["fractions"]), by=split["by"], random_state=seed)
+    return _Splits(*(Logs.open(part, backend, n_states=source.n_states, n_actions=source.n_actions)
+                     for part in parts))
 
 
 # ---------------------------------------------------------------------------- stages: HF, pi, alpha
 def _fit_frequencies(
-    train: pd.DataFrame,
+    train: Logs,
     frequencies: Mapping[str, Any],
     n_states: int,
     n_actions: int,
@@ -709,10 +709,9 @@ def _fit_frequencies(
     with the source's backend unless its own options name one."""
     from hfrl.frequencies import HistoricalFrequency
 
-    say(f"fitting historical frequencies on {len(train):,} training rows")
+    say(f"fitting historical frequencies on {train.n_rows:,} training rows")
     options = dict(frequencies["options"])
-    if backend is not None:
-        options.setdefault("backend", backend)
+    options.pop("backend", None)  # the split is already on the source's backend
     hf = HistoricalFrequency(
         kind=frequencies["kind"], prior_strength=frequencies["prior_strength"], **options
     )
@@ -721,7 +720,7 @@ def _fit_frequencies(
 
 
 def _train_learner(
-    learner: Mapping[str, Any], source: _Source, train: pd.DataFrame, seed: int, say: ProgressCallback
+    learner: Mapping[str, Any], source: _Source, train: Logs, seed: int, say: ProgressCallback
 ) -> Any:
     """Train the learner of ``[learner]``: an online one interacts with the simulator for ``n_steps``,
     an offline one fits the training split only. Returns the fitted learner (``policy_`` is pi)."""
@@ -730,7 +729,7 @@ def _train_learner(
         say(f"training {type(model).__name__} online for {learner['n_steps']:,} steps")
         model.fit(source.env, n_steps=learner["n_steps"])
     else:
-        say(f"training {type(model).__name__} offline on {len(train):,} rows")
+        say(f"training {type(model).__name__} offline on {train.n_rows:,} rows")
         model.fit(train, n_states=source.n_states, n_actions=source.n_actions)
     return model
 
@@ -738,7 +737,7 @@ def _train_learner(
 def _choose_alpha(
     pi: TabularPolicy,
     hf: Any,
-    validation: pd.DataFrame,
+    validation: Logs,
     tuning: Mapping[str, Any],
     propensity: str,
     backend: str | None,
@@ -748,7 +747,7 @@ def _choose_alpha(
     says. Returns :func:`hfrl.tune.tune_alpha`'s result (``alpha``, ``policy``, ``evaluation``, ``curve``)."""
     from hfrl.tune import tune_alpha
 
-    say(f"tuning alpha by {tuning['estimator'].upper()} on {len(validation):,} validation rows")
+    say(f"tuning alpha by {tuning['estimator'].upper()} on {validation.n_rows:,} validation rows")
     return tune_alpha(
         pi,
         hf,
@@ -803,7 +802,7 @@ class _Evaluation:
 
 def _evaluate_on_test(
     policies: Mapping[str, TabularPolicy],
-    test: pd.DataFrame,
+    test: Logs,
     evaluation: Mapping[str, Any],
     *,
     primary: str,
@@ -819,7 +818,7 @@ def _evaluate_on_test(
     from hfrl.ope import evaluate
 
     say(
-        f"evaluating {len(policies) + (env is None)} policies on {len(test):,} test rows"
+        f"evaluating {len(policies) + (env is None)} policies on {test.n_rows:,} test rows"
         + (f" with {evaluation['n_bootstrap']} bootstrap resamples" if evaluation["n_bootstrap"] else "")
     )
     verdict = _deployment_verdict(policies["pi_prime"], test, evaluation, primary, backend)
@@ -837,7 +836,7 @@ def _evaluate_on_test(
         "backend": backend,
         "propensity": evaluation["propensity"],
     }
-    test_states = test[schema.STATE].to_numpy(dtype=np.int64)
+    test_states = test.frame([schema.STATE])[schema.STATE].to_numpy(dtype=np.int64)
     for key, policy in policies.items():
         label = POLICY_LABELS[key]
         frame = evaluate(test, policy, **options)
@@ -849,7 +848,7 @@ def _evaluate_on_test(
 
 def _deployment_verdict(
     pi_prime: TabularPolicy,
-    test: pd.DataFrame,
+    test: Logs,
     evaluation: Mapping[str, Any],
     primary: str,
     backend: str | None,
@@ -1025,9 +1024,9 @@ def _data_section(source: _Source, splits: _Splits, counts: np.ndarray) -> dict[
         "states_seen": int((counts > 0).sum()),
         "actions_seen": int(logs[schema.ACTION].nunique()),
         "splits": {
-            "train": len(splits.train),
-            "validation": len(splits.validation),
-            "test": len(splits.test),
+            "train": splits.train.n_rows,
+            "validation": splits.validation.n_rows,
+            "test": splits.test.n_rows,
         },
         "events_per_state": {
             "min": float(counts.min()),
@@ -1066,7 +1065,7 @@ def _write_run_folder(
     if splits is not None:
         (out / "logs").mkdir(exist_ok=True)
         for name in ("train", "validation", "test"):
-            getattr(splits, name).to_parquet(out / "logs" / f"{name}.parquet", index=False)
+            getattr(splits, name).source.to_parquet(out / "logs" / f"{name}.parquet", index=False)
 
 
 def _clear_run_folder(out: Path) -> None:
