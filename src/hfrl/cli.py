@@ -152,12 +152,13 @@ def _csv_list(value: str, option: str) -> list[str]:
 
 
 def _read_logs(path: str, backend: str | None = None, no_feedback: str = "drop") -> Any:
-    """Logs for evaluate/tune: a CSV/Parquet file or glob (validated), or a service decision log.
+    """Logs for evaluate/tune, validated once (``hfrl.data.Logs``): a CSV/Parquet file or glob, read
+    where it lies on ``backend`` (into memory by default), or a service decision log.
 
     Decisions of a decision log that got no feedback yet have no reward: ``no_feedback="drop"``
     leaves them out, ``"zero"`` counts them as reward 0; either way a warning says how many.
     """
-    from hfrl.data import load_logs
+    from hfrl.data import Logs
 
     if Path(path).suffix.lower() in (".sqlite", ".sqlite3", ".db"):
         from hfrl.service import read_decision_log
@@ -174,10 +175,8 @@ def _read_logs(path: str, backend: str | None = None, no_feedback: str = "drop")
                 action = "left out"
             warnings.warn(f"{path}: {count} of {len(missing)} decisions have no feedback yet; {action} "
                           "(--no-feedback drop|zero)", UserWarning, stacklevel=2)
-        return load_logs(frame)
-    if backend in ("duckdb", "spark"):
-        return path  # the backend reads the file itself, out of core
-    return load_logs(path)
+        return Logs.open(frame, backend or "memory")
+    return Logs.open(path, backend or "memory")
 
 
 def _load_policy(path: str) -> Any:
