@@ -32,12 +32,13 @@ from hfrl.ope.evaluate import (
     Prepared,
     Terms,
     atom_rows,
+    auto_interval,
     likelihood_interval,
     moment_interval,
     prepare,
     resolve_interval,
 )
-from hfrl.ope.inference import Sums, check_level
+from hfrl.ope.inference import Sums, check_level, pool_rows
 from hfrl.policies import TabularPolicy, resolve_rng
 
 __all__ = ["AlphaTuning", "LeakageWarning", "alpha_curve", "compare", "split_logs", "tune_alpha"]
@@ -128,14 +129,18 @@ def _mixing(alpha: np.ndarray) -> np.ndarray:
     return out
 
 
-def _linear_sums(prepared: Prepared, estimator: Estimator, pi: np.ndarray, hf: np.ndarray,
-                 alpha: np.ndarray) -> Sums:
-    """The sums of the linear blend's terms at every alpha, from one Gram matrix of the end policies'."""
+def _end_gram(prepared: Prepared, estimator: Estimator, pi: np.ndarray, hf: np.ndarray
+              ) -> tuple[np.ndarray, bool]:
+    """Sums of products of the two end policies' terms ``(1, term, normalizer, influence, weight)``,
+    interleaved as ``_mixing`` expects, and whether the estimate is a ratio."""
     ends = [Terms.of(estimator, prepared.target(table)).listed() for table in (pi, hf)]
     basis = [ends[0][0]] + [term for k in range(1, 5) for term in (ends[0][k], ends[1][k])]
-    gram = prepared.units.gram(basis)
+    return prepared.units.gram(basis), ends[0][2] is not ends[0][0]
+
+
+def _linear_sums(gram: np.ndarray, ratio: bool, alpha: np.ndarray) -> Sums:
+    """The sums of the linear blend's terms at every alpha, from the end policies' Gram matrix."""
     mixing = _mixing(alpha)
-    ratio = ends[0][2] is not ends[0][0]
     return Sums(np.einsum("aik,kl,ajl->aij", mixing, gram, mixing), ratio)
 
 
@@ -151,22 +156,34 @@ def _pointwise_sums(prepared: Prepared, estimator: Estimator, tables: list[np.nd
 
 
 class _Curve:
-    """Estimate and interval of one estimator at any alpha, on logs prepared once."""
+    """Estimate and interval of one estimator at any alpha, on logs prepared once.
+
+    What every alpha shares is computed once and kept: the end policies' Gram matrix (the linear
+    blend's sums) and their pooled atoms (its likelihood intervals).
+    """
 
     def __init__(self, prepared: Prepared, estimator: Estimator, pi: np.ndarray, hf: np.ndarray,
                  method: str, interval: str, level: float, fast: bool = True) -> None:
         self.prepared, self.estimator, self.pi, self.hf = prepared, estimator, pi, hf
-        self.method, self.interval, self.level = method, interval, level
+        self.method, self.level = method, level
         self.closed_form = fast and method == "linear" and estimator.linear_in_target
+        self.gram, self.ratio = _end_gram(prepared, estimator, pi, hf)
+        if interval == "auto":  # one method along the curve: the smaller end's sample decides
+            ends = _linear_sums(self.gram, self.ratio, np.array([0.0, 1.0]))
+            interval = auto_interval(estimator.name, float(ends.ess().min()))
+        self.interval = interval
+        self._pooled: tuple[list[np.ndarray], np.ndarray] | None = None
 
     def __call__(self, alpha: np.ndarray) -> tuple[np.ndarray, ...]:
         alpha = np.atleast_1d(np.asarray(alpha, dtype=np.float64))
-        tables = [blend(self.pi, self.hf, float(a), self.method).table_ for a in alpha]
         if self.closed_form:
-            sums = _linear_sums(self.prepared, self.estimator, self.pi, self.hf, alpha)
+            tables: list[np.ndarray] = []
+            sums = _linear_sums(self.gram, self.ratio, alpha)
+            max_weight = self._linear_max_weight(alpha)
         else:
+            tables = [blend(self.pi, self.hf, float(a), self.method).table_ for a in alpha]
             sums = _pointwise_sums(self.prepared, self.estimator, tables)
-        max_weight = np.array([self.prepared.max_weight(t) for t in tables])
+            max_weight = np.array([self.prepared.max_weight(t) for t in tables])
         if self.interval == "empirical_likelihood":
             low, high = self._likelihood(alpha, tables, max_weight)
         else:
@@ -174,13 +191,25 @@ class _Curve:
                                         self.prepared.reward_range, self.level)
         return sums.estimate(), sums.std_error(), low, high
 
+    def _linear_max_weight(self, alpha: np.ndarray) -> np.ndarray:
+        """``Prepared.max_weight`` of the linear blend at each alpha, without building the tables."""
+        logged = self.prepared.counts.sum(axis=1) > 0
+        pi, hf = self.pi[logged].ravel(), self.hf[logged].ravel()
+        if self.prepared.units.grain == "row" or pi.size == 0:
+            tables = (blend(self.pi, self.hf, float(a)).table_ for a in alpha)
+            return np.array([self.prepared.max_weight(t) for t in tables])
+        largest = np.array([float(((1 - a) * pi + a * hf).max()) for a in alpha])
+        return largest / self.prepared.propensity_floor
+
     def _likelihood(self, alpha: np.ndarray, tables: list[np.ndarray], max_weight: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
         """Empirical-likelihood bounds at each alpha; the atoms' weights and terms of the linear
-        blend are the blend of the end policies' (computed once)."""
+        blend are the blend of the end policies' (pooled once)."""
         if self.closed_form:
-            ends = (atom_rows(self.prepared, self.estimator, t) for t in (self.pi, self.hf))
-            (w0, t0, count), (w1, t1, _) = ends
+            if self._pooled is None:
+                ends = [atom_rows(self.prepared, self.estimator, t) for t in (self.pi, self.hf)]
+                self._pooled = pool_rows([*ends[0][:2], *ends[1][:2]], ends[0][2])
+            (w0, t0, w1, t1), count = self._pooled
             rows = [((1 - a) * w0 + a * w1, (1 - a) * t0 + a * t1, count) for a in alpha]
         else:
             rows = [atom_rows(self.prepared, self.estimator, t) for t in tables]
