@@ -178,7 +178,7 @@ def plain_query_seconds(source: str) -> float:
     connection = DuckDBBackend().connection()
     started = time.perf_counter()
     connection.execute(f"SELECT state, action, count(*), sum(reward) FROM {scan_sql(source)} "
-                       "GROUP BY state, action").fetchall()
+                       "GROUP BY state, action").to_arrow_table()
     return time.perf_counter() - started
 
 

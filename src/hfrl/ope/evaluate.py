@@ -45,7 +45,7 @@ DEFAULT_INTERVALS = {"ips": "empirical_likelihood", "snips": "empirical_likeliho
                      "dr": "normal", "dm": "normal", "clipped_ips": "normal", "switch_dr": "normal"}
 # from this effective sample size on, "auto" takes the normal interval: the likelihood's small-sample
 # shape no longer shows (the two agree to about 1% of the width) and the normal one costs no pass
-LARGE_SAMPLE_ESS = 100_000.0
+LARGE_SAMPLE_ESS = 20_000.0
 PROPENSITY_HINT = ("{needed} need it (only 'dm' does not); pass propensity='estimate' (--propensity "
                    "estimate) to estimate the logging policy as the smoothed frequency of actions per state")
 
