@@ -270,7 +270,14 @@ def _wrk(port: int, duration: float, script: Path) -> dict:
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
     errors = int(non2xx.group(1)) if non2xx else 0
-    return {"tool": "wrk", "rps": rps, "p50_ms": p50, "p99_ms": p99, "non_200": errors}
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"tool": "wrk", "rps": rps, "p50_ms": p50, "p99_ms": p99, "non_200": errors, "requests": requests}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def handler_time_fractions(port: int) -> dict | None:
@@ -311,7 +318,12 @@ def measure_server(command: list[str], port: int, duration: float, rate: float, 
         wrk_paced = paced(port, rate, duration, folder)
         if wrk_paced is not None:
             result["fixed_rate_wrk_paced"] = wrk_paced
+        cpu_before = cpu_seconds(process.pid)
         result["saturation"] = saturate(port, duration, folder)
+        # the server's own CPU per request: what a variant costs, whatever else runs on the machine
+        saturation = result["saturation"]
+        cpu = cpu_seconds(process.pid) - cpu_before
+        saturation["server_cpu_us_per_request"] = round(cpu / saturation["requests"] * 1e6)
         result["loadavg"] = [before, loadavg()]
         return result
     finally:
@@ -363,6 +375,7 @@ def summary(runs: list[dict]) -> dict:
         "p99_ms_open_loop": [r["fixed_rate_open_loop"]["p99_ms"] for r in runs],
         "p99_ms_wrk_paced": [r.get("fixed_rate_wrk_paced", {}).get("p99_ms") for r in runs],
         "saturation_rps": [r["saturation"]["rps"] for r in runs],
+        "server_cpu_us_per_request": [r["saturation"]["server_cpu_us_per_request"] for r in runs],
     }
 
 

@@ -368,3 +368,32 @@ def test_a_rejected_batch_counts_and_logs_nothing(client):
     client.app.state.service.log.flush()
     assert client.app.state.service.log.counts()["decision_rows"] == 0
     assert "hfrl_decisions_total{" not in client.get("/metrics").text
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/decide", b"{not json"),
+        ("/v1/decide", b'{"state": true}'),
+        ("/v1/decide", b'{"state": 99}'),
+        ("/v1/decide", b'{"state": 0, "k": 2}'),
+        ("/v1/decide", b'{"state": 0, "colour": "red"}'),
+        ("/v1/feedback", b'{"decision_id": "x", "reward": "3.5"}'),
+        ("/v1/feedback", b'{"decision_id": "nope", "reward": 1}'),
+        ("/v1/feedback", b'{"decision_id": "x", "reward": NaN}'),
+    ],
+)
+def test_the_fast_path_answers_exactly_like_the_routes(artifact, tmp_path, path, body):
+    answers = []
+    for fast_path in (True, False):
+        app = create_app(
+            artifact, tmp_path / f"{fast_path}.sqlite", api_key=KEY, require_key=True, fast_path=fast_path
+        )
+        with TestClient(app) as client:
+            answers.append([])
+            for key in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": KEY}):
+                headers = {"content-type": "application/json", **key}
+                response = client.post(path, content=body, headers=headers)
+                answers[-1].append((response.status_code, response.json()))
+    assert answers[0] == answers[1]
+    assert answers[0][2][0] in (404, 422)  # with the key, the body's own error
