@@ -4,12 +4,13 @@ It answers 413 for a body over the limit (by ``Content-Length``, or counted whil
 in) before any route reads it, and records every request's status and latency for ``/metrics``.
 
 With ``fast_routes`` it also serves the hot JSON routes (``POST /v1/decide``, ``/v1/feedback``)
-itself, the way FastAPI would: it decodes the body with ``json.loads``, checks the key with
-``ServiceState.check_key``, validates with the route's own pydantic model, calls the route's own
-handler and maps errors with ``error_status``. So the rules stay in one place; it only skips
-FastAPI's routing, dependency resolution and exception middleware, which cost about 200 us a
-request (``bench/bench_service.py`` compares both). Requests it does not take (other routes, other
-content types) go to FastAPI, whose routes define the published OpenAPI schema.
+itself when the request is well formed: the key passes ``ServiceState.check_key`` and the body
+(``json.loads``, as FastAPI reads it) passes the route's own pydantic model. It then calls the
+route's own handler and maps its errors with ``error_response``, so every rule stays in one place;
+it only skips FastAPI's routing, dependency resolution and exception middleware, about 200 us of
+CPU a request (``bench/bench_service.py`` compares both). Anything else (a wrong key, an invalid
+body, other routes and content types) goes to FastAPI, which answers it exactly as it would without
+the fast path; FastAPI's routes also define the published OpenAPI schema.
 """
 
 from __future__ import annotations
@@ -20,12 +21,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, NamedTuple
 
 import orjson
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from hfrl.service.errors import error_status
-from hfrl.service.metrics import Metrics
-from hfrl.service.schemas import json_response
+from hfrl.service.errors import error_response
 from hfrl.service.state import ServiceState
 
 __all__ = ["Edge", "FastRoute"]
@@ -70,7 +68,6 @@ class Edge:
     ) -> None:
         self.app = app
         self.service = service
-        self.metrics: Metrics = service.metrics
         self.max_body_bytes = max_body_bytes
         self.routes = frozenset(routes)
         self.fast_routes = fast_routes or {}
@@ -102,7 +99,7 @@ class Edge:
                 await self._limited(scope, receive, send_status)
         finally:
             route = path if path in self.routes else "other"
-            self.metrics.observe_request(route, status, time.perf_counter() - start)
+            self.service.metrics.observe_request(route, status, time.perf_counter() - start)
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the app, answering 413 instead once the streamed body passes the limit."""
@@ -131,35 +128,35 @@ class Edge:
             if not answered:
                 raise
 
-    async def _fast(self, route: FastRoute, headers: dict[bytes, bytes], scope: Scope, receive: Receive,
-                    send: Send) -> None:
-        """Validate the body with the route's model and call the route's handler; map errors the same way."""
+    async def _fast(
+        self, route: FastRoute, headers: dict[bytes, bytes], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Serve a well-formed, authorised ``route`` request; hand anything else to FastAPI."""
         body = await _read_body(receive, self.max_body_bytes)
         if body is None:
             await self._too_large(send)
             return
-        try:  # in FastAPI's order: decode the JSON, check the key, validate the body
-            try:
-                content = json.loads(body)
-            except json.JSONDecodeError as exc:
-                error = {"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error"}
-                raise RequestValidationError([error]) from None
+        parsed = self._parse(route, headers, body)
+        if parsed is None:  # FastAPI answers the input error, exactly as without the fast path
+            await self.app(scope, _replay(body, receive), send)
+            return
+        try:
+            response = await route.handler(parsed, self.service)
+        except Exception as exc:
+            response = error_response(exc)
+            if response is None:
+                raise
+        await response(scope, receive, send)
+
+    def _parse(self, route: FastRoute, headers: dict[bytes, bytes], body: bytes) -> BaseModel | None:
+        """The validated body, or None for a wrong key or an invalid body (as FastAPI reads it)."""
+        try:
             if route.keyed:
                 key = headers.get(b"x-api-key")
                 self.service.check_key(key.decode("latin-1") if key is not None else None)
-            try:
-                parsed = route.body.model_validate(content)
-            except ValidationError as exc:
-                raise RequestValidationError(
-                    [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-                ) from None
-            response = await route.handler(parsed, self.service)
-        except Exception as exc:
-            mapped = error_status(exc)
-            if mapped is None:
-                raise
-            response = json_response(mapped[1], mapped[0])
-        await response(scope, receive, send)
+            return route.body.model_validate(json.loads(body))
+        except ValueError:  # a key error, undecodable JSON, or a ValidationError: all ValueErrors
+            return None
 
     async def _too_large(self, send: Send) -> None:
         body = orjson.dumps({"detail": f"request body exceeds the limit of {self.max_body_bytes} bytes"})
@@ -171,6 +168,20 @@ class Edge:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that yields the already-read ``body`` once, then defers to ``receive``."""
+    pending = True
+
+    async def replay() -> MutableMapping[str, Any]:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

@@ -23,6 +23,7 @@ __all__ = [
     "MissingKeyError",
     "NoKeyConfiguredError",
     "UnknownDecisionError",
+    "error_response",
     "error_status",
     "install_error_handlers",
 ]
@@ -98,14 +99,20 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def error_response(exc: Exception) -> Response | None:
+    """``error_status`` as a JSON response, or None when ``exc`` is not a client-facing error."""
+    mapped = error_status(exc)
+    return json_response(mapped[1], mapped[0]) if mapped is not None else None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every client-facing error through ``error_status``."""
 
     async def handler(_: Request, exc: Exception) -> Response:
-        mapped = error_status(exc)
-        if mapped is None:  # pragma: no cover - only the registered types arrive here
+        response = error_response(exc)
+        if response is None:  # pragma: no cover - only the registered types arrive here
             raise exc
-        return json_response(mapped[1], mapped[0])
+        return response
 
     for kind in (FieldError, LogValidationError, ArtifactError, RequestValidationError, *_STATUS):
         app.add_exception_handler(kind, handler)
