@@ -288,7 +288,7 @@ def test_openapi_describes_the_interface(client):
     decide = schema["components"]["schemas"]["DecideRequest"]["properties"]
     assert {"state", "context", "k", "mode", "request_id"} <= set(decide)
     feedback = schema["paths"]["/v1/feedback"]["post"]["responses"]
-    assert {"202", "404", "422"} <= set(feedback)
+    assert {"202", "404", "409", "422"} <= set(feedback)
     response = schema["components"]["schemas"]["DecideResponse"]["required"]
     assert {"decision_id", "actions", "propensities", "model_version"} <= set(response)
 
