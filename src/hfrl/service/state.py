@@ -130,13 +130,14 @@ class ServiceState:
                 decision_id = f"{batch_token}-{i:x}" if batch_token else secrets.token_hex(12)
                 state = int(states[i])
                 context = orjson.dumps(request.context).decode() if request.context is not None else None
-                rows.extend(
-                    (
-                        decision_id, slot, state, actions[row][slot], propensities[row][slot],
-                        probabilities[row][slot], now, model.version, mode, k, request.request_id, context,
+                for slot in range(k):
+                    rows.append(
+                        (
+                            decision_id, slot, state, actions[row][slot], propensities[row][slot],
+                            probabilities[row][slot], now, model.version, mode, k, request.request_id,
+                            context,
+                        )
                     )
-                    for slot in range(k)
-                )
                 responses[i] = {
                     "decision_id": decision_id,
                     "actions": actions[row],
