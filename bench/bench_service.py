@@ -10,10 +10,13 @@ Both servers serve the same 10,000-state x 1,000-action policy as separate uvico
   but a starved Python generator's own lag counts against the server); and ``wrk`` paced with a Lua
   ``delay`` per connection to about 1,000 requests/s, latency from send to response (in C).
 
+The hfrl service runs in each of its ``VARIANTS`` (``create_app`` options), alternating, ``--rounds``
+times each, so that a difference between variants is not a change in the machine's load.
+
 Then the in-process batched rate of ``ServedModel.decide`` (and with the decision rows logged and
 committed). Prints one JSON line.
 
-Usage: ``python bench/bench_service.py [--duration 10] [--rate 1000]``
+Usage: ``python bench/bench_service.py [--duration 10] [--rate 1000] [--rounds 2] [--skip-baselines]``
 """
 
 import argparse
@@ -36,6 +39,16 @@ N_ACTIONS = 1_000
 CONNECTIONS = 16
 GRACE_S = 5.0
 TARGETS = {"p99_ms_at_1000rps": 10.0, "saturation_rps": 3000.0, "inprocess_decisions_per_s": 200_000.0}
+# create_app options compared in the same run (the first is what ``hfrl serve`` runs)
+VARIANTS: dict[str, dict] = {"fast_path": {"fast_path": True}, "fastapi_routes": {"fast_path": False}}
+
+
+def run_hfrl_server(artifact: str, db: str, port: int, variant: str) -> None:
+    """``hfrl serve`` with one of ``VARIANTS``' create_app options."""
+    from hfrl.service import create_app
+    from hfrl.service.server import run_app
+
+    run_app(create_app(artifact, db, **VARIANTS[variant]), host="127.0.0.1", port=port)
 
 
 # ---------------------------------------------------------------------- the calibration baseline
@@ -257,7 +270,14 @@ def _wrk(port: int, duration: float, script: Path) -> dict:
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
     errors = int(non2xx.group(1)) if non2xx else 0
-    return {"tool": "wrk", "rps": rps, "p50_ms": p50, "p99_ms": p99, "non_200": errors}
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"tool": "wrk", "rps": rps, "p50_ms": p50, "p99_ms": p99, "non_200": errors, "requests": requests}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def handler_time_fractions(port: int) -> dict | None:
@@ -280,11 +300,16 @@ def handler_time_fractions(port: int) -> dict | None:
     return {ms: round(int(buckets[le]) / total, 5) for ms, le in bounds}
 
 
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def measure_server(command: list[str], port: int, duration: float, rate: float, folder: Path) -> dict:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_healthy(port, process)
         load_from_subprocess(port, None, 2.0)  # warm-up
+        before = loadavg()
         fixed = load_from_subprocess(port, rate, duration)
         handler = handler_time_fractions(port)
         if handler:
@@ -293,7 +318,13 @@ def measure_server(command: list[str], port: int, duration: float, rate: float, 
         wrk_paced = paced(port, rate, duration, folder)
         if wrk_paced is not None:
             result["fixed_rate_wrk_paced"] = wrk_paced
+        cpu_before = cpu_seconds(process.pid)
         result["saturation"] = saturate(port, duration, folder)
+        # the server's own CPU per request: what a variant costs, whatever else runs on the machine
+        saturation = result["saturation"]
+        cpu = cpu_seconds(process.pid) - cpu_before
+        saturation["server_cpu_us_per_request"] = round(cpu / saturation["requests"] * 1e6)
+        result["loadavg"] = [before, loadavg()]
         return result
     finally:
         process.terminate()
@@ -338,12 +369,27 @@ def inprocess(artifact: Path, folder: Path) -> dict:
     }
 
 
+def summary(runs: list[dict]) -> dict:
+    """The figures the targets are about, one per round."""
+    return {
+        "p99_ms_open_loop": [r["fixed_rate_open_loop"]["p99_ms"] for r in runs],
+        "p99_ms_wrk_paced": [r.get("fixed_rate_wrk_paced", {}).get("p99_ms") for r in runs],
+        "saturation_rps": [r["saturation"]["rps"] for r in runs],
+        "server_cpu_us_per_request": [r["saturation"]["server_cpu_us_per_request"] for r in runs],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=None)
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="Measurements of each hfrl variant, alternating."
+    )
+    parser.add_argument("--skip-baselines", action="store_true", help="Measure the hfrl variants only.")
     parser.add_argument("--load-port", type=int, default=None)
     parser.add_argument("--baseline-server", nargs=4, metavar=("ARTIFACT", "DB", "PORT", "JOURNAL"))
+    parser.add_argument("--hfrl-server", nargs=4, metavar=("ARTIFACT", "DB", "PORT", "VARIANT"))
     parser.add_argument(
         "--nice", type=int, default=0,
         help="Run this benchmark (servers and load generators inherit it) at this niceness; a negative "
@@ -359,25 +405,32 @@ def main() -> None:
         artifact, db, port, journal = args.baseline_server
         run_baseline_server(artifact, db, int(port), journal)
         return
+    if args.hfrl_server:
+        artifact, db, port, variant = args.hfrl_server
+        run_hfrl_server(artifact, db, int(port), variant)
+        return
 
     from hfrl.policies import TabularPolicy
 
     rate = args.rate or 1000.0
-    load_before = os.getloadavg()
+    load_before = loadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         rng = np.random.default_rng(0)
         table = rng.dirichlet(np.full(N_ACTIONS, 0.3), size=N_STATES)
         artifact = TabularPolicy(table, {"name": "bench"}).save(folder / "policy.zip")
         del table
-        port = free_port()
-        hfrl_server = [
-            sys.executable, "-m", "hfrl.service", str(artifact), "--db", str(folder / "hfrl.sqlite"),
-            "--port", str(port),
-        ]
-        served = measure_server(hfrl_server, port, args.duration, rate, folder)
+        served: dict[str, list[dict]] = {variant: [] for variant in VARIANTS}
+        for round_ in range(args.rounds):
+            for variant in VARIANTS:
+                port = free_port()
+                db = folder / f"hfrl-{variant}-{round_}.sqlite"
+                server = [
+                    sys.executable, __file__, "--hfrl-server", str(artifact), str(db), str(port), variant
+                ]
+                served[variant].append(measure_server(server, port, args.duration, rate, folder))
         baselines = {}
-        for journal in ("default", "wal-normal"):
+        for journal in () if args.skip_baselines else ("default", "wal-normal"):
             port = free_port()
             baseline_server = [
                 sys.executable, __file__, "--baseline-server", str(artifact),
@@ -392,29 +445,34 @@ def main() -> None:
         server_stack = "uvicorn+uvloop+httptools"
     except ImportError:
         server_stack = "uvicorn+asyncio+h11"
+    shipped = summary(served[next(iter(VARIANTS))])
     result = {
         "bench": "service",
         "policy": f"{N_STATES}x{N_ACTIONS}",
         "connections": CONNECTIONS,
         "duration_s": args.duration,
+        "rounds": args.rounds,
         "server_stack": server_stack,
         "cpus": os.cpu_count(),
         "niceness": os.nice(0),
-        "loadavg_before": [round(x, 2) for x in load_before],
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "loadavg_before": load_before,
+        "loadavg_after": loadavg(),
+        "hfrl_summary": {variant: summary(runs) for variant, runs in served.items()},
         "hfrl": served,
-        "baseline_fastapi_autocommit": baselines["default"],
-        "baseline_fastapi_autocommit_wal_normal": baselines["wal-normal"],
+        "baseline_fastapi_autocommit": baselines.get("default"),
+        "baseline_fastapi_autocommit_wal_normal": baselines.get("wal-normal"),
         "inprocess": in_process,
         "targets": {
             "p99_ms_at_1000rps": [
                 TARGETS["p99_ms_at_1000rps"],
                 {
-                    "open_loop": served["fixed_rate_open_loop"]["p99_ms"] < 10.0,
-                    "wrk_paced": served.get("fixed_rate_wrk_paced", {}).get("p99_ms", 1e9) < 10.0,
+                    "open_loop": all(p < 10.0 for p in shipped["p99_ms_open_loop"]),
+                    "wrk_paced": all(p is not None and p < 10.0 for p in shipped["p99_ms_wrk_paced"]),
                 },
             ],
-            "saturation_rps": [TARGETS["saturation_rps"], served["saturation"]["rps"] >= 3000.0],
+            "saturation_rps": [
+                TARGETS["saturation_rps"], all(r >= 3000.0 for r in shipped["saturation_rps"])
+            ],
             "inprocess_decisions_per_s": [
                 TARGETS["inprocess_decisions_per_s"], in_process["decide_per_s"] >= 200_000
             ],

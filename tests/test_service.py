@@ -72,7 +72,7 @@ def test_decisions_and_feedback_land_in_the_log(client, tmp_path):
         response = client.post("/v1/feedback", json={"decision_id": decision_id, "reward": float(i)})
         assert response.status_code == 202, response.text
         assert response.json() == {"decision_id": decision_id, "event": "reward", "status": "accepted"}
-    client.app.state.log.flush()
+    client.app.state.service.log.flush()
     frame = read_decision_log(tmp_path / "log.sqlite").set_index("decision_id").loc[ids]
     assert frame["state"].tolist() == [0, 1, 2, 0, 1, 2]
     assert frame["reward"].tolist()[:4] == [0.0, 1.0, 2.0, 3.0]
@@ -83,14 +83,29 @@ def test_decisions_and_feedback_land_in_the_log(client, tmp_path):
 def test_feedback_is_idempotent_and_unknown_is_404(client, tmp_path):
     decision_id = client.post("/v1/decide", json={"state": 2}).json()["decision_id"]
     first = client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 1.0})
-    again = client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 9.0})
+    again = client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 1})  # the same number
     assert (first.status_code, again.status_code) == (202, 202)
-    assert again.json()["status"] == "duplicate"
+    assert (first.json()["status"], again.json()["status"]) == ("accepted", "duplicate")
     click = client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 1, "event": "click"})
     assert click.json()["status"] == "accepted"
     missing = client.post("/v1/feedback", json={"decision_id": "no-such-id", "reward": 1.0})
     assert missing.status_code == 404 and "no-such-id" in missing.json()["detail"]
-    assert client.app.state.log.counts()["feedback_rows"] == 2
+    assert client.app.state.service.log.counts()["feedback_rows"] == 2
+
+
+def test_a_different_reward_for_a_stored_feedback_is_409_naming_both(client, tmp_path):
+    decision_id = client.post("/v1/decide", json={"state": 2}).json()["decision_id"]
+    assert client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 1.5}).status_code == 202
+    conflict = client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 9.25})
+    assert conflict.status_code == 409
+    detail = conflict.json()["detail"]
+    assert "1.5" in detail and "9.25" in detail and decision_id in detail
+    other_event = {"decision_id": decision_id, "reward": 9.25, "event": "click"}
+    assert client.post("/v1/feedback", json=other_event).status_code == 202  # a separate event
+    client.app.state.service.log.flush()
+    frame = read_decision_log(tmp_path / "log.sqlite", event="reward").set_index("decision_id")
+    assert frame.loc[decision_id, "reward"] == 1.5  # the stored reward is kept
+    assert 'hfrl_feedback_total{outcome="conflict"} 1' in client.get("/metrics").text
 
 
 @pytest.mark.parametrize(
@@ -101,6 +116,11 @@ def test_feedback_is_idempotent_and_unknown_is_404(client, tmp_path):
         ({"state": 3}, ["body", "state"]),  # outside [0, 3)
         ({"state": -1}, ["body", "state"]),
         ({"state": "x"}, ["body", "state"]),
+        ({"state": True}, ["body", "state"]),  # strict: no bool, string or float coercion
+        ({"state": "1"}, ["body", "state"]),
+        ({"state": 1.0}, ["body", "state"]),
+        ({"state": 0, "k": True}, ["body", "k"]),
+        ({"state": 2, "k": "2"}, ["body", "k"]),
         ({"state": 0, "k": 4}, ["body", "k"]),
         ({"state": 0, "k": 0}, ["body", "k"]),
         ({"state": 0, "k": 2}, ["body", "k"]),  # state 0 has one action with positive probability
@@ -122,6 +142,9 @@ def test_bad_decide_bodies_are_422_naming_the_field(client, body, loc):
         ({"reward": 1.0}, ["body", "decision_id"]),
         ({"decision_id": "x"}, ["body", "reward"]),
         ({"decision_id": "x", "reward": "lots"}, ["body", "reward"]),
+        ({"decision_id": "x", "reward": "3.5"}, ["body", "reward"]),  # strict: no string or bool coercion
+        ({"decision_id": "x", "reward": True}, ["body", "reward"]),
+        ({"decision_id": 7, "reward": 1.0}, ["body", "decision_id"]),
         ({"decision_id": "", "reward": 1.0}, ["body", "decision_id"]),
         ({"decision_id": "x", "reward": 1.0, "event": ""}, ["body", "event"]),
     ],
@@ -166,8 +189,10 @@ def test_batch_decides_many_with_mixed_k_and_modes(client, tmp_path):
     assert decisions[-1]["actions"] == [2, 1, 0] and decisions[-1]["propensities"] == [1.0] * 3
     bad = client.post("/v1/decide/batch", json={"requests": [{"state": 0}, {"state": 7}]})
     assert bad.status_code == 422 and ["body", "requests", 1, "state"] in locs(bad)
+    coerced = client.post("/v1/decide/batch", json={"requests": [{"state": 0}, {"state": True}]})
+    assert coerced.status_code == 422 and ["body", "requests", 1, "state"] in locs(coerced)
     assert client.post("/v1/decide/batch", json={"requests": []}).status_code == 422
-    client.app.state.log.flush()
+    client.app.state.service.log.flush()
     assert len(read_decision_log(tmp_path / "log.sqlite", all_positions=True)) == 10 + 3
 
 
@@ -182,7 +207,7 @@ def test_contexts_unknown_values_and_items(context_artifact, tmp_path):
         assert missing.status_code == 422 and ["body", "context", "device"] in locs(missing)
         nested = client.post("/v1/decide", json={"context": {"segment": {"x": 1}, "device": "web"}})
         assert nested.status_code == 422
-        client.app.state.log.flush()
+        client.app.state.service.log.flush()
         logged = read_decision_log(tmp_path / "log.sqlite")
         assert '"segment":"new"' in logged["context"].iloc[-1]
 
@@ -263,7 +288,7 @@ def test_openapi_describes_the_interface(client):
     decide = schema["components"]["schemas"]["DecideRequest"]["properties"]
     assert {"state", "context", "k", "mode", "request_id"} <= set(decide)
     feedback = schema["paths"]["/v1/feedback"]["post"]["responses"]
-    assert {"202", "404", "422"} <= set(feedback)
+    assert {"202", "404", "409", "422"} <= set(feedback)
     response = schema["components"]["schemas"]["DecideResponse"]["required"]
     assert {"decision_id", "actions", "propensities", "model_version"} <= set(response)
 
@@ -285,7 +310,7 @@ def test_export_log_command_writes_parquet(client, tmp_path):
     decision_id = client.post("/v1/decide", json={"state": 1}).json()["decision_id"]
     client.post("/v1/decide", json={"state": 2})
     assert client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 2.5}).status_code == 202
-    client.app.state.log.flush()
+    client.app.state.service.log.flush()
     out = tmp_path / "export" / "log.parquet"
     result = CliRunner().invoke(cli, ["export-log", str(tmp_path / "log.sqlite"), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -325,7 +350,7 @@ def test_feedback_for_a_decision_still_in_the_write_queue_is_accepted(client, tm
     blocker.execute("BEGIN IMMEDIATE")  # nothing commits until the blocker lets go
     try:
         decision_id = client.post("/v1/decide", json={"state": 1}).json()["decision_id"]
-        assert client.app.state.log.counts()["decision_rows"] == 0  # answered, not yet on disk
+        assert client.app.state.service.log.counts()["decision_rows"] == 0  # answered, not yet on disk
         release = threading.Timer(0.3, lambda: blocker.execute("ROLLBACK"))
         release.start()
         response = client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 1.0})
@@ -333,13 +358,44 @@ def test_feedback_for_a_decision_still_in_the_write_queue_is_accepted(client, tm
     finally:
         blocker.close()
     assert response.status_code == 202 and response.json()["status"] == "accepted"
-    assert client.app.state.log.counts() == {"decision_rows": 1, "feedback_rows": 1}
+    assert client.app.state.service.log.counts() == {"decision_rows": 1, "feedback_rows": 1}
 
 
 def test_a_rejected_batch_counts_and_logs_nothing(client):
     batch = {"requests": [{"state": 1}, {"state": 0, "k": 2}]}  # the second cannot take 2 actions in state 0
     response = client.post("/v1/decide/batch", json=batch)
     assert response.status_code == 422 and ["body", "requests", 1, "k"] in locs(response)
-    client.app.state.log.flush()
-    assert client.app.state.log.counts()["decision_rows"] == 0
+    client.app.state.service.log.flush()
+    assert client.app.state.service.log.counts()["decision_rows"] == 0
     assert "hfrl_decisions_total{" not in client.get("/metrics").text
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/decide", b"{not json"),
+        ("/v1/decide", b"\xff\xfe{"),  # not UTF-8
+        ("/v1/decide", b""),
+        ("/v1/decide", b'{"state": true}'),
+        ("/v1/decide", b'{"state": 99}'),
+        ("/v1/decide", b'{"state": 0, "k": 2}'),
+        ("/v1/decide", b'{"state": 0, "colour": "red"}'),
+        ("/v1/feedback", b'{"decision_id": "x", "reward": "3.5"}'),
+        ("/v1/feedback", b'{"decision_id": "nope", "reward": 1}'),
+        ("/v1/feedback", b'{"decision_id": "x", "reward": NaN}'),
+    ],
+)
+def test_the_fast_path_answers_exactly_like_the_routes(artifact, tmp_path, path, body):
+    answers = []
+    for fast_path in (True, False):
+        app = create_app(
+            artifact, tmp_path / f"{fast_path}.sqlite", api_key=KEY, require_key=True, fast_path=fast_path
+        )
+        with TestClient(app) as client:
+            answers.append([])
+            for key in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": KEY}):
+                headers = {"content-type": "application/json", **key}
+                response = client.post(path, content=body, headers=headers)
+                answers[-1].append((response.status_code, response.json()))
+    assert answers[0] == answers[1]
+    assert answers[0][2][0] in (400, 404, 422)  # with the key, the body's own error

@@ -181,7 +181,7 @@ def test_feedback_is_idempotent_and_unknown_decisions_are_reported(tmp_path):
     try:
         log.log_decisions([row("d1", 1, 2)])
         first = log.submit_feedback("d1", 1.0)
-        second = log.submit_feedback("d1", 5.0)  # same (decision, event): possibly in the same transaction
+        second = log.submit_feedback("d1", 1.0)  # same (decision, event): possibly in the same transaction
         other_event = log.submit_feedback("d1", 2.0, event="click")
         unknown = log.submit_feedback("nope", 1.0)
         assert [f.result(timeout=10) for f in (first, second, other_event, unknown)] == [
@@ -190,6 +190,28 @@ def test_feedback_is_idempotent_and_unknown_decisions_are_reported(tmp_path):
         assert log.counts() == {"decision_rows": 1, "feedback_rows": 2}
     finally:
         log.close()
+
+
+def test_a_different_reward_for_a_stored_feedback_is_refused_naming_both(tmp_path):
+    from hfrl.service.log import FeedbackConflictError
+
+    path = tmp_path / "log.sqlite"
+    log = DecisionLog(path)
+    try:
+        log.log_decisions([row("d1", 1, 2)])
+        first = log.submit_feedback("d1", 1.0)
+        conflicting = log.submit_feedback("d1", 5.0)  # possibly in the same transaction as the first
+        assert first.result(timeout=10) == "accepted"
+        with pytest.raises(FeedbackConflictError, match=r"reward 1\.0 .*refusing reward 5\.0") as info:
+            conflicting.result(timeout=10)
+        assert (info.value.stored_reward, info.value.reward, info.value.event) == (1.0, 5.0, "reward")
+        assert log.submit_feedback("d1", 1.0).result(timeout=10) == "duplicate"  # the stored one is kept
+        rows_before = log.rows_committed
+        assert log.submit_feedback("d1", 1.0).result(timeout=10) == "duplicate"
+        assert log.rows_committed == rows_before  # a duplicate writes nothing
+    finally:
+        log.close()
+    assert read_decision_log(path)["reward"].tolist() == [1.0]
 
 
 def test_group_commit_shares_transactions(tmp_path):

@@ -133,6 +133,11 @@ def test_kill_9_during_a_feedback_stream_loses_no_acknowledged_feedback(artifact
         with httpx.Client(base_url=base, timeout=10) as client:
             again = client.post("/v1/feedback", json={"decision_id": acknowledged[0], "reward": 1.0})
             assert again.status_code == 202 and again.json()["status"] == "duplicate"
+            changed = client.post("/v1/feedback", json={"decision_id": acknowledged[0], "reward": 0.5})
+            assert changed.status_code == 409  # the reward stored before the crash stands
+            assert "1.0" in changed.json()["detail"] and "0.5" in changed.json()["detail"]
+            coerced = client.post("/v1/feedback", json={"decision_id": acknowledged[0], "reward": "1.0"})
+            assert coerced.status_code == 422 and coerced.json()["detail"][0]["loc"] == ["body", "reward"]
     frame = read_decision_log(db)
     assert frame.loc[frame["decision_id"].isin(acknowledged), "reward"].notna().all()
 

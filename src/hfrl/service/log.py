@@ -15,6 +15,9 @@ Durability contract
 * Ordering: the writer processes items in arrival order, so a decision is always written before
   any feedback that names it; feedback is checked against the decisions table inside the writer's
   transaction, which makes "feedback for a decision still in the queue" succeed instead of 404.
+* One reward per ``(decision_id, event)``: a repeat with the same reward is a ``"duplicate"``
+  (nothing changes); a repeat with a different reward fails with ``FeedbackConflictError`` naming
+  both rewards, and the stored one is kept.
 
 Tables
 ------
@@ -44,7 +47,7 @@ import pandas as pd
 
 from hfrl.data import schema
 
-__all__ = ["DecisionLog", "LogWriterError", "read_decision_log", "write_parquet"]
+__all__ = ["DecisionLog", "FeedbackConflictError", "LogWriterError", "read_decision_log", "write_parquet"]
 
 DEFAULT_EVENT = "reward"
 
@@ -75,6 +78,7 @@ CREATE TABLE IF NOT EXISTS feedback (
 _INSERT_DECISION = "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_FEEDBACK = "INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?)"
 _KNOWN_DECISION = "SELECT 1 FROM decisions WHERE decision_id = ? AND position = 0"
+_STORED_REWARD = "SELECT reward FROM feedback WHERE decision_id = ? AND event = ?"
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
@@ -83,6 +87,23 @@ UNKNOWN = "unknown_decision"
 
 class LogWriterError(RuntimeError):
     """The decision log could not commit (disk full, database locked, writer stopped)."""
+
+
+class FeedbackConflictError(ValueError):
+    """A feedback repeats a stored ``(decision_id, event)`` with a different reward; the stored one is kept.
+
+    ``decision_id``, ``event``, ``stored_reward`` and ``reward`` (the refused one) carry the facts.
+    """
+
+    def __init__(self, decision_id: str, event: str, stored_reward: float, reward: float) -> None:
+        super().__init__(
+            f"decision {decision_id!r} already has reward {stored_reward!r} for event {event!r}; "
+            f"refusing reward {reward!r} (a repeat must carry the same reward)"
+        )
+        self.decision_id = decision_id
+        self.event = event
+        self.stored_reward = stored_reward
+        self.reward = reward
 
 
 @dataclass(slots=True)
@@ -156,8 +177,10 @@ class DecisionLog:
     ) -> Future[str]:
         """Queue a feedback row; the future resolves after its transaction commits.
 
-        The result is ``"accepted"``, ``"duplicate"`` (the same decision and event were stored
-        before; nothing changes) or ``"unknown_decision"``.
+        The result is ``"accepted"``, ``"duplicate"`` (the same decision, event and reward were
+        stored before; nothing changes) or ``"unknown_decision"``. A different reward for a stored
+        decision and event sets ``FeedbackConflictError`` on the future (after the commit of its
+        transaction, like every outcome).
         """
         self._check_open()
         done: Future[str] = Future()
@@ -165,7 +188,7 @@ class DecisionLog:
         return done
 
     async def feedback(self, decision_id: str, reward: float, event: str = DEFAULT_EVENT) -> str:
-        """``submit_feedback`` for the event loop: returns once the row is committed."""
+        """``submit_feedback`` for the event loop: returns (or raises) once the row is committed."""
         return await asyncio.wrap_future(self.submit_feedback(decision_id, reward, event))
 
     def flush(self, timeout: float = 30.0) -> None:
@@ -223,7 +246,7 @@ class DecisionLog:
         self._connection.close()
 
     def _commit(self, batch: list[Any]) -> None:
-        outcomes: list[tuple[Future[str], str]] = []
+        outcomes: list[tuple[Future[str], str | FeedbackConflictError]] = []
         n_rows = 0
         connection = self._connection
         try:
@@ -237,8 +260,11 @@ class DecisionLog:
                     cursor = connection.execute(
                         _INSERT_FEEDBACK, (item.decision_id, item.event, item.reward, item.timestamp)
                     )
-                    outcomes.append((item.done, ACCEPTED if cursor.rowcount == 1 else DUPLICATE))
-                    n_rows += 1
+                    if cursor.rowcount == 1:
+                        outcomes.append((item.done, ACCEPTED))
+                        n_rows += 1
+                    else:
+                        outcomes.append((item.done, self._repeat_outcome(item)))
                 elif isinstance(item, Future):
                     outcomes.append((item, "flushed"))
                 else:
@@ -261,7 +287,17 @@ class DecisionLog:
         self.commits += 1
         self.rows_committed += n_rows
         for done, outcome in outcomes:
-            done.set_result(outcome)
+            if isinstance(outcome, FeedbackConflictError):
+                done.set_exception(outcome)
+            else:
+                done.set_result(outcome)
+
+    def _repeat_outcome(self, item: _Feedback) -> str | FeedbackConflictError:
+        """A stored ``(decision_id, event)`` again: a duplicate when the reward is the same."""
+        (stored,) = self._connection.execute(_STORED_REWARD, (item.decision_id, item.event)).fetchone()
+        if stored == item.reward:
+            return DUPLICATE
+        return FeedbackConflictError(item.decision_id, item.event, stored, item.reward)
 
 
 # ---------------------------------------------------------------------- reading back

@@ -8,10 +8,11 @@ import os
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 from hfrl.service.app import API_KEY_ENV, DEFAULT_MAX_BODY_BYTES, create_app
 
-__all__ = ["main", "read_api_key", "serve"]
+__all__ = ["main", "read_api_key", "run_app", "serve"]
 
 
 def read_api_key(api_key_file: str | PathLike[str] | None = None) -> str | None:
@@ -49,14 +50,19 @@ def serve(
     log_level: str = "warning",
 ) -> None:
     """Load ``artifact`` and serve it on ``host:port`` until SIGINT/SIGTERM (then drain the log)."""
-    import uvicorn
-
     key = read_api_key(api_key_file)
     if require_key and key is None:
         raise ValueError(f"--require-key needs a key: set {API_KEY_ENV} or pass --api-key-file")
     app = create_app(
         artifact, db, api_key=key, require_key=require_key, max_body_bytes=max_body_bytes, seed=seed
     )
+    run_app(app, host=host, port=port, log_level=log_level)
+
+
+def run_app(app: Any, *, host: str, port: int, log_level: str = "warning") -> None:
+    """Run a built app under uvicorn until SIGINT/SIGTERM; the app's lifespan drains the log."""
+    import uvicorn
+
     # the model, FastAPI and pandas are long-lived: keep them out of the collector's full passes,
     # which otherwise pause the event loop for tens of milliseconds on a large heap
     gc.collect()

@@ -1,0 +1,156 @@
+"""The service's request and response bodies (pydantic models; they define the OpenAPI schema).
+
+Request fields are strict: ids, counts and rewards must be JSON numbers of the right kind (``true``,
+``"1"`` or ``"3.5"`` are refused with a 422 naming the field instead of being coerced), and unknown
+fields are refused too.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+
+from hfrl.service.log import DEFAULT_EVENT
+
+__all__ = [
+    "MAX_BATCH",
+    "DecideBatchRequest",
+    "DecideBatchResponse",
+    "DecideRequest",
+    "DecideResponse",
+    "ErrorResponse",
+    "FeedbackRequest",
+    "FeedbackResponse",
+    "HealthResponse",
+    "ModelResponse",
+    "ReloadRequest",
+    "ReloadResponse",
+    "json_response",
+]
+
+MAX_BATCH = 10_000
+
+ContextValue = str | int | float | bool | None
+
+
+# ---------------------------------------------------------------------- requests
+class DecideRequest(BaseModel):
+    """One decision: give ``state`` (an integer id) or ``context`` (raw values the artifact encodes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: Annotated[
+        int | None, Strict(), Field(ge=0, description="Integer state id in [0, n_states).")
+    ] = None
+    context: Annotated[
+        dict[str, ContextValue] | None,
+        Field(description="Raw context values keyed by the artifact's state_encoder columns."),
+    ] = None
+    k: Annotated[
+        int, Strict(), Field(ge=1, le=10_000, description="How many distinct actions to return.")
+    ] = 1
+    mode: Annotated[
+        Literal["explore", "exploit"],
+        Field(description="explore: sample from the policy; exploit: the top k (propensity 1.0)."),
+    ] = "explore"
+    request_id: Annotated[str | None, Field(max_length=200, description="Caller's id, logged as is.")] = None
+
+    @model_validator(mode="after")
+    def _state_or_context(self) -> DecideRequest:
+        if (self.state is None) == (self.context is None):
+            raise ValueError("give exactly one of 'state' (an integer id) or 'context' (an object)")
+        return self
+
+
+class DecideBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requests: Annotated[list[DecideRequest], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision_id: Annotated[str, Field(min_length=1, max_length=200)]
+    reward: Annotated[
+        float, Strict(), Field(allow_inf_nan=False, description="The observed outcome (a finite number).")
+    ]
+    event: Annotated[
+        str,
+        Field(
+            min_length=1, max_length=100,
+            description="Outcome kind; (decision_id, event) holds one reward: an identical repeat is a "
+            "duplicate, a different reward a 409.",
+        ),
+    ] = DEFAULT_EVENT
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    artifact: Annotated[
+        str | None,
+        Field(max_length=4096, description="Artifact path on the server; default: reload the same."),
+    ] = None
+
+
+# ---------------------------------------------------------------------- responses
+class DecideResponse(BaseModel):
+    decision_id: str
+    actions: list[int] = Field(description="Chosen action ids, slot 0 first.")
+    propensities: list[float] = Field(
+        description="Logged propensity per slot: explore, the probability of the action at its slot given "
+        "the earlier picks (slot 0: pi(a|s)); exploit, 1.0 (deterministic top-k)."
+    )
+    model_version: str
+    state: int = Field(description="The state id decided for (the encoded context, if one was sent).")
+    items: list[str] | None = Field(None, description="Raw item ids when the artifact has an action_encoder.")
+
+
+class DecideBatchResponse(BaseModel):
+    decisions: list[DecideResponse]
+
+
+class FeedbackResponse(BaseModel):
+    decision_id: str
+    event: str
+    status: Literal["accepted", "duplicate"] = Field(
+        description="duplicate: this (decision_id, event) was stored before with the same reward."
+    )
+
+
+class ModelResponse(BaseModel):
+    name: str
+    model_version: str
+    n_states: int
+    n_actions: int
+    context_columns: list[str] | None
+    unknown_state: int | None
+    has_item_ids: bool
+    artifact: str | None
+    loaded_at: float
+
+
+class ReloadResponse(BaseModel):
+    model_version: str
+    previous_version: str
+    artifact: str | None
+
+
+class HealthResponse(BaseModel):
+    status: str
+    model_version: str
+    log_queue: int
+
+
+class ErrorResponse(BaseModel):
+    detail: Any
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    """A JSON response rendered by orjson (numpy scalars and arrays included)."""
+    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(body, status_code, media_type="application/json")
