@@ -1,8 +1,10 @@
-"""TabularPolicy: a probability table pi(a|s) over integer states and actions.
+"""Policies: anything that gives action probabilities for a batch of contexts.
 
-Everything hfrl learns, blends, evaluates and serves is a ``TabularPolicy``: a dense
-``(n_states, n_actions)`` array whose rows are distributions. Sampling precomputes one flat
-cumulative table so that a batch of decisions is a single vectorised binary search.
+``Policy`` is the protocol every consumer (blend, evaluate, tune, compare, the service, the report)
+relies on: probabilities for a batch of contexts, the probability of given actions, sampling with
+propensities, top-k and save. ``TabularPolicy`` is one implementation, a dense ``(n_states,
+n_actions)`` table whose contexts are state ids; sampling precomputes one flat cumulative table so
+that a batch of decisions is a single vectorised binary search.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import zipfile
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from hfrl.errors import ArtifactError
 
-__all__ = ["ArtifactError", "TabularPolicy", "check_distribution_table", "resolve_rng"]
+__all__ = ["ArtifactError", "Policy", "TabularPolicy", "check_distribution_table", "resolve_rng"]
 
 ARTIFACT_FORMAT = "hfrl.tabular_policy"
 ARTIFACT_VERSION = 1
@@ -66,8 +68,36 @@ def check_distribution_table(table: Any, name: str = "probabilities") -> np.ndar
     return array
 
 
+@runtime_checkable
+class Policy(Protocol):
+    """A stochastic policy pi(a|x) over ``n_actions`` actions, for batches of contexts ``x``.
+
+    What a context is belongs to the implementation: a state id for ``TabularPolicy``, a row of
+    features (a DataFrame holding the context columns, or an array in their order) for contextual
+    policies. Every method takes a batch of ``n`` contexts.
+    """
+
+    n_actions: int
+
+    def probabilities(self, contexts: Any) -> np.ndarray:
+        """Action probabilities, shape ``(n, n_actions)``; rows are distributions."""
+
+    def action_probabilities(self, contexts: Any, actions: Any) -> np.ndarray:
+        """pi(actions[i] | contexts[i]), shape ``(n,)``."""
+
+    def sample(self, contexts: Any, random_state: int | np.random.Generator | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """One action per context drawn from the policy, with its probability (the propensity)."""
+
+    def top_k(self, contexts: Any, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` most probable actions per context, ``(n, k)``, with their probabilities."""
+
+    def save(self, path: str | PathLike[str]) -> Path:
+        """Write a checksummed artifact that ``hfrl serve`` loads."""
+
+
 class TabularPolicy:
-    """A stochastic policy pi(a|s) stored as a dense table.
+    """A stochastic policy pi(a|s) stored as a dense table (a ``Policy`` whose contexts are state ids).
 
     Parameters
     ----------

@@ -3,7 +3,8 @@
 ``evaluate`` (IPS, clipped IPS, SNIPS, DM, DR, Switch-DR, each a one-line formula in
 ``hfrl.ope.estimators``; intervals in ``hfrl.ope.inference``; weight and support diagnostics),
 ``evaluate_sessions`` (per-decision importance sampling for multi-step sessions) and ``compare``
-(the deployment verdict: does a candidate beat the logging policy, paired on the same rows). Pass a
+(the deployment verdict: does a candidate beat the logging policy, paired on the same rows), and
+``confidence_sequence`` (anytime-valid bounds for users who look again as logs arrive). Pass a
 validated ``hfrl.data.Logs`` to evaluate several policies on one pass over the rows.
 """
 
@@ -12,6 +13,7 @@ from hfrl.ope.estimators import DEFAULT_ESTIMATORS, ESTIMATORS
 from hfrl.ope.evaluate import DEFAULT_INTERVALS, evaluate
 from hfrl.ope.inference import INTERVALS
 from hfrl.ope.reward_model import fit_reward_model
+from hfrl.ope.sequences import confidence_sequence
 from hfrl.ope.sessions import SESSION_ESTIMATORS, evaluate_sessions
 from hfrl.ope.support import SupportWarning
 
@@ -24,6 +26,7 @@ __all__ = [
     "Comparison",
     "SupportWarning",
     "compare",
+    "confidence_sequence",
     "evaluate",
     "evaluate_sessions",
     "fit_reward_model",
