@@ -316,7 +316,9 @@ class Logs:
         if self.has(P):
             sums.update(PROPENSITY_SUMS)
         sums.update(extra)
-        frame = self.backend.group_sums(self.source, [S, A], sums)
+        frame = self.backend.group_sums(self.source, [S, A] if self.has(S) else [A], sums)
+        if S not in frame.columns:  # ranking logs without contexts: one state
+            frame.insert(0, S, 0)
         values = frame[list(sums)].to_numpy()
         if not np.isfinite(values).all():
             bad = [k for k in sums if not np.isfinite(frame[k].to_numpy()).all()]
@@ -385,13 +387,15 @@ def as_logs(
 
 
 def _refuse_text(backend: Backend, logs: LogSource, ranges: pd.DataFrame, name: str | None,
-                 columns: Iterable[str] = (S, A, R, P, schema.NEXT_STATE, schema.POSITION, schema.WEIGHT)
+                 columns: Iterable[str] = (S, A, R, P, schema.NEXT_STATE, schema.POSITION, schema.WEIGHT,
+                                           schema.CASCADE_PROPENSITY, schema.SLATE_PROPENSITY)
                  ) -> None:
     """Ids and numbers stored as text are refused (order and sums would be wrong), though each parses."""
     for column in columns:
         if column not in ranges.index or ranges.loc[column, "kind"] != "other":
             continue
-        what = "numbers" if column in (R, P, schema.WEIGHT) else "integer ids"
+        numbers = (R, P, schema.WEIGHT, schema.CASCADE_PROPENSITY, schema.SLATE_PROPENSITY)
+        what = "numbers" if column in numbers else "integer ids"
         value = backend.value_at(logs, column, 0)
         raise LogValidationError(
             f"column {column!r} holds {what} stored as text (row 0 has {format_value(value)}); store "
@@ -405,7 +409,7 @@ def _proof(ranges: pd.DataFrame, columns: list[str], n_rows: int, n_states: int 
     def span(column: str) -> tuple[float, float]:
         return float(ranges.loc[column, "min"]), float(ranges.loc[column, "max"])
 
-    max_state = span(S)[1]
+    max_state = span(S)[1] if S in ranges.index else 0.0  # ranking logs may have no state: one context
     if schema.NEXT_STATE in ranges.index and math.isfinite(ranges.loc[schema.NEXT_STATE, "max"]):
         max_state = max(max_state, span(schema.NEXT_STATE)[1])
     observed = span(R) if R in ranges.index else (0.0, 0.0)
