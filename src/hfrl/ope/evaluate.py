@@ -42,7 +42,8 @@ __all__ = ["DEFAULT_INTERVALS", "Prepared", "check_estimators", "evaluate", "pre
 
 # the interval each estimator reports by default (``interval="auto"``); see bench/bench_intervals.py
 DEFAULT_INTERVALS = {"ips": "empirical_likelihood", "snips": "empirical_likelihood",
-                     "dr": "normal", "dm": "normal", "clipped_ips": "normal", "switch_dr": "normal"}
+                     "dr": "empirical_likelihood", "dm": "normal", "clipped_ips": "normal",
+                     "switch_dr": "normal"}
 # from this effective sample size on, "auto" takes the normal interval: the likelihood's small-sample
 # shape no longer shows (the two agree to about 1% of the width) and the normal one costs no pass
 LARGE_SAMPLE_ESS = 20_000.0
@@ -107,6 +108,11 @@ class Prepared:
     @property
     def reward_range(self) -> tuple[float, float]:
         return self.logs.reward_range
+
+    @property
+    def model_range(self) -> tuple[float, float]:
+        """The smallest and largest value of the reward model (what it predicts for a new row)."""
+        return float(self.model.table.min()), float(self.model.table.max())
 
     def target(self, policy: np.ndarray) -> Target:
         """The policy (a table, or one row per logged row) read at the units."""
@@ -243,13 +249,14 @@ class Terms:
         return [one, self.term, self.normalizer or one, self.influence, self.weight]
 
 
-def unseen_rows(estimator: Estimator, max_weight: float | np.ndarray, reward_range: tuple[float, float]
-                ) -> tuple[np.ndarray, np.ndarray]:
+def unseen_rows(estimator: Estimator, max_weight: float | np.ndarray, reward_range: tuple[float, float],
+                model_range: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Extreme rows never seen, as ``(weights, terms)`` of shape ``(n_corners, *max_weight.shape)``.
 
-    An unseen row has weight between 0 and ``max_weight`` and a reward, model value ``v`` and model
-    prediction ``q`` anywhere in the reward range; every term is multilinear in these, so its
-    extremes for a given weight are at the corners. The weights listed are 0, ``max_weight`` and a
+    An unseen row has weight between 0 and ``max_weight``, a reward anywhere in the reward range, and
+    a model value ``v`` and prediction ``q`` anywhere in ``model_range`` (the fitted model's range;
+    the reward range when None); every term is multilinear in these, so its extremes for a given
+    weight are at the corners. The weights listed are 0, ``max_weight`` and a
     thresholded estimator's threshold (below ``max_weight``).
     """
     top = np.asarray(max_weight, dtype=np.float64)
@@ -257,14 +264,14 @@ def unseen_rows(estimator: Estimator, max_weight: float | np.ndarray, reward_ran
     weights = [np.zeros_like(top), top] + ([np.minimum(top, threshold)] if threshold is not None else [])
     corner_w, corner_t = [], []
     for w in weights:
-        corners = itertools.product(reward_range, repeat=3)
-        values = [estimator.term(_corner(w, r, q, v)) for r, q, v in corners]
+        corners = itertools.product(reward_range, model_range or reward_range, model_range or reward_range)
+        values = [estimator.term(corner_inputs(w, r, q, v)) for r, q, v in corners]
         corner_w += [w, w]
         corner_t += [np.minimum.reduce(values), np.maximum.reduce(values)]
     return np.stack(corner_w), np.stack(corner_t)
 
 
-def _corner(w: np.ndarray, r: float, q: float, v: float) -> RowInputs:
+def corner_inputs(w: np.ndarray, r: float, q: float, v: float) -> RowInputs:
     def full(value: float) -> np.ndarray:
         return np.full(w.shape, value, dtype=np.float64)
 
@@ -306,11 +313,12 @@ def atom_rows(prepared: Prepared, estimator: Estimator, policy: np.ndarray
 
 
 def likelihood_interval(rows: tuple[np.ndarray, np.ndarray, np.ndarray], estimator: Estimator,
-                        max_weight: float, reward_range: tuple[float, float], level: float
-                        ) -> tuple[float, float]:
-    """The empirical-likelihood bounds for atoms ``rows`` = ``(weight, term, count)``."""
+                        max_weight: float, reward_range: tuple[float, float], level: float,
+                        model_range: tuple[float, float] | None = None) -> tuple[float, float]:
+    """The empirical-likelihood bounds for atoms ``rows`` = ``(weight, term, count)``; the unseen rows
+    it allows take the model's values within ``model_range`` (see ``unseen_rows``)."""
     weight, term, count = merge_rows(*rows)
-    corners = unseen_rows(estimator, max_weight, reward_range)
+    corners = unseen_rows(estimator, max_weight, reward_range, model_range)
     return empirical_likelihood_interval(weight, term, count, (corners[0].ravel(), corners[1].ravel()), level,
                                          reward_range)
 
@@ -341,7 +349,7 @@ def run_estimator(estimator: Estimator, prepared: Prepared, policy: np.ndarray, 
         interval = auto_interval(estimator.name, float(sums.ess()))
     if interval == "empirical_likelihood":
         low, high = likelihood_interval(atom_rows(prepared, estimator, policy), estimator, max_weight,
-                                        prepared.reward_range, level)
+                                        prepared.reward_range, level, prepared.model_range)
     else:
         low, high = moment_interval(interval, sums, estimator, max_weight, prepared.reward_range, level)
     weight = estimator.weight(target.inputs(np.zeros(target.units.n_units)))
@@ -429,7 +437,7 @@ def evaluate(
         Where the group sums run; None picks memory for a DataFrame and DuckDB for a path.
     interval : {"auto", "normal", "empirical_likelihood", "bernstein"}
         How the bounds are made (``hfrl.ope.inference``); ``"auto"`` takes each estimator's default
-        (``DEFAULT_INTERVALS``: empirical likelihood for IPS and SNIPS, calibrated at small samples
+        (``DEFAULT_INTERVALS``: empirical likelihood for IPS, SNIPS and DR, calibrated at small samples
         and rare rewards, up to an effective sample size of ``LARGE_SAMPLE_ESS``, normal beyond;
         ``"bernstein"`` is guaranteed and wider).
     reward_range : (low, high), optional
