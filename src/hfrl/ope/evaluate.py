@@ -36,7 +36,7 @@ from hfrl.ope.reward_model import RewardModel
 from hfrl.ope.support import Support, known_support, warn_support
 from hfrl.ope.targets import RowInputs, Target, policy_table
 from hfrl.ope.units import Affine, Units, affine
-from hfrl.policies import TabularPolicy, resolve_rng
+from hfrl.policies import Policy, TabularPolicy, resolve_rng
 
 __all__ = ["DEFAULT_INTERVALS", "Prepared", "check_estimators", "evaluate", "prepare"]
 
@@ -413,6 +413,7 @@ def evaluate(
     propensity_prior: float = 1.0,
     clip_threshold: float = 10.0,
     switch_threshold: float = 10.0,
+    context_columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Estimate a target policy's value from logged bandit feedback, with intervals and diagnostics.
 
@@ -421,9 +422,11 @@ def evaluate(
     logs : DataFrame, path/glob of CSV/Parquet files, or ``hfrl.data.Logs``
         Columns ``state``, ``action``, ``reward`` and (for all but ``dm``) ``propensity``. Pass a
         ``Logs`` to evaluate several policies on one pass over the rows.
-    policy : TabularPolicy or array of shape (n_rows, n_actions)
-        The target policy, read at each row's state (a TabularPolicy; never expanded to rows), or
-        one distribution per logged row (then the rows are read into memory).
+    policy : TabularPolicy, contextual ``hfrl.policies.Policy``, or array of shape (n_rows, n_actions)
+        The target policy, read at each row's state (a TabularPolicy; never expanded to rows), at
+        each row's ``context_columns`` (a contextual policy: scored batch by batch, see
+        ``hfrl.ope.contextual``), or one distribution per logged row (then the rows are read into
+        memory).
     estimators : str or sequence of str
         Any of ``"ips"``, ``"clipped_ips"``, ``"snips"``, ``"dm"``, ``"dr"``, ``"switch_dr"``.
     level : float
@@ -454,6 +457,11 @@ def evaluate(
         Pseudo-counts of the reward model's shrinkage and of the estimated propensities.
     clip_threshold, switch_threshold : float
         Weight cap of ``clipped_ips``; weight above which ``switch_dr`` drops the correction.
+    context_columns : sequence of str, optional
+        The feature columns a contextual policy reads (required for one). Its DM/DR reward model is
+        a ridge regression per action on them, cross-fitted over two folds of rows, unless
+        ``reward_model`` (an object with ``predict(contexts) -> (n, n_actions)``, fitted on another
+        split) is given.
 
     Returns
     -------
@@ -500,8 +508,15 @@ def evaluate(
         raise ValueError(f"n_bootstrap must be 0 or an integer >= 2, got {n_bootstrap!r}")
     clip_threshold = _positive(clip_threshold, "clip_threshold")
     switch_threshold = _positive(switch_threshold, "switch_threshold")
-    table, row_level = policy_table(policy)
     chosen = [make_estimator(n, clip_threshold, switch_threshold) for n in names]
+    if is_contextual(policy):
+        if n_bootstrap:
+            raise ValueError("n_bootstrap is not available for contextual policies; use the intervals")
+        if propensity != "logged":
+            raise ValueError("a contextual policy needs logged propensities (propensity='logged')")
+        return evaluate_contextual(logs, policy, chosen, methods, level, backend, context_columns,
+                                   reward_model, reward_range)
+    table, row_level = policy_table(policy)
     prepared = prepare(
         logs, None if row_level else table.shape[0], table.shape[1],
         needs_propensity=any(e.uses_propensity for e in chosen), propensity=propensity, backend=backend,
@@ -532,3 +547,53 @@ def evaluate(
     if n_bootstrap:
         frame = frame.join(bootstrap_columns(prepared, chosen, table, int(n_bootstrap), random_state, level))
     return frame
+
+
+def is_contextual(policy: Any) -> bool:
+    """Whether ``policy`` is a ``Policy`` over feature rows (not a table, not a per-row array)."""
+    return isinstance(policy, Policy) and not isinstance(policy, TabularPolicy)
+
+
+def evaluate_contextual(logs: Any, policy: Any, estimators: Sequence[Estimator], methods: dict[str, str],
+                        level: float, backend: Any, context_columns: Sequence[str] | None,
+                        reward_model: Any, reward_range: tuple[float, float] | None) -> pd.DataFrame:
+    """``evaluate`` for a contextual policy: one streaming pass (``hfrl.ope.contextual``)."""
+    from hfrl.ope.contextual import ContextualPass
+
+    if not context_columns:
+        raise ValueError("a contextual policy needs context_columns=[...]: the feature columns it reads")
+    needed = [schema.ACTION, schema.REWARD, *context_columns]
+    if any(e.uses_propensity for e in estimators):
+        needed.append(schema.PROPENSITY)
+    hints = {schema.PROPENSITY: PROPENSITY_HINT.format(needed="the estimators")}
+    validated = as_logs(logs, backend, required=needed, hints=hints, reward_range=reward_range,
+                        n_actions=policy.n_actions)
+    scored = ContextualPass(validated, [policy], estimators, context_columns, policy.n_actions, reward_model)
+    model_range = (scored.model_min, scored.model_max)
+    rows = []
+    for estimator in estimators:
+        ratio = estimator.normalizer(corner_inputs(np.ones(1), 0.0, 0.0, 0.0)) is not None
+        sums = Sums(scored.gram[estimator.name], ratio)
+        method = methods[estimator.name]
+        if method == "auto":
+            method = auto_interval(estimator.name, float(sums.ess()))
+        max_weight = float(scored.max_weight[0])
+        if method == "empirical_likelihood":
+            (weight, term), count = scored.pooled(estimator.name)
+            low, high = likelihood_interval((weight, term, count), estimator, max_weight,
+                                            validated.reward_range, level, model_range)
+        else:
+            low, high = moment_interval(method, sums, estimator, max_weight, validated.reward_range, level)
+        rows.append({
+            "estimate": float(sums.estimate()), "std_error": float(sums.std_error()),
+            "ci_low": float(low), "ci_high": float(high),
+            "interval": method + (" (variance only)" if estimator.name == "dm" else ""),
+            "ess": float(sums.ess()) if estimator.uses_propensity else float(scored.n_rows),
+            "max_weight": scored.logged_weight if estimator.uses_propensity else float("nan"),
+            "clipped_share": float("nan"), "n_rows": scored.n_rows, "support_violation_share": float("nan"),
+            "unobserved_share": float("nan"),
+            "propensity_source": "logged" if estimator.uses_propensity else "not used",
+            "reward_model": scored.description if estimator.uses_model else "not used", "level": level,
+        })
+    return pd.DataFrame(rows, index=pd.Index([e.name for e in estimators], name="estimator"))
+
