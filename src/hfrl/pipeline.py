@@ -1155,9 +1155,28 @@ def _metrics(
         "policies": {label: dict(row) for label, row in evaluation.summary_rows.items()},
         "verdict": _verdict_fields(evaluation.verdict),
         "verdicts": {label: _verdict_fields(v) for label, v in evaluation.verdicts.items()},
+        "outcome": _outcome(evaluation, truth_key if source.env is not None else None),
         "estimators": evaluation.estimate_rows,
         "data": _data_section(source, splits, counts),
     }
+
+
+def _outcome(evaluation: _Evaluation, truth_key: str | None) -> str:
+    """One sentence: does pi' beat both of its parents, pi alone and HF alone, paired on the test rows
+    (and, from a simulator, in exact value)? Said plainly when it does not."""
+    parents = {key: POLICY_LABELS[key] for key in ("pi", "hf")}
+    verdicts = {key: evaluation.verdicts[label].verdict for key, label in parents.items()}
+    beats = all(v == "ship" for v in verdicts.values())
+    text = ("pi' beats both of its parents on the test rows" if beats else
+            "pi' does not beat both of its parents on the test rows")
+    text += f" (against pi alone: {verdicts['pi']}; against HF alone: {verdicts['hf']})"
+    if truth_key is not None:
+        rows = evaluation.summary_rows
+        exact = {key: float(rows[POLICY_LABELS[key]][truth_key]) for key in ("pi_prime", "pi", "hf")}
+        better = exact["pi_prime"] > max(exact["pi"], exact["hf"]) + 1e-9 * abs(exact["pi_prime"])
+        text += (f"; in exact value pi' {'beats' if better else 'does not beat'} both: "
+                 f"{exact['pi_prime']:.4g} against {exact['pi']:.4g} for pi and {exact['hf']:.4g} for HF")
+    return text + "."
 
 
 def _verdict_fields(verdict: Any) -> dict[str, Any]:
