@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from hfrl.backends import Backend
-from hfrl.blending import BLEND_METHODS, as_table, blend
+from hfrl.blending import BLEND_METHODS, BlendedPolicy, as_table, blend
 from hfrl.data import Logs, as_logs, load_logs, schema
 from hfrl.ope import Comparison, compare, evaluate
 from hfrl.ope.estimators import ESTIMATORS, Estimator, make_estimator
@@ -33,6 +34,9 @@ from hfrl.ope.evaluate import (
     Terms,
     atom_rows,
     auto_interval,
+    contextual_logs,
+    corner_inputs,
+    is_contextual,
     likelihood_interval,
     moment_interval,
     prepare,
@@ -64,8 +68,8 @@ class AlphaTuning:
         The chosen alpha.
     curve : DataFrame
         ``alpha``, ``estimate``, ``std_error``, ``ci_low``, ``ci_high`` for every alpha tried.
-    policy : TabularPolicy
-        The blended policy at the chosen alpha.
+    policy : TabularPolicy or BlendedPolicy
+        The blended policy at the chosen alpha (a ``BlendedPolicy`` for contextual policies).
     evaluation : DataFrame
         ``hfrl.ope.evaluate``'s row for the blended policy, with a column ``rows`` saying which
         rows it was made on: ``"test"`` (``test_logs``, an honest estimate) or ``"selection"``
@@ -96,7 +100,7 @@ class AlphaTuning:
 
     alpha: float
     curve: pd.DataFrame
-    policy: TabularPolicy
+    policy: TabularPolicy | BlendedPolicy
     evaluation: pd.DataFrame
     estimator: str
     criterion: str
@@ -216,13 +220,18 @@ class _Curve:
                  method: str, interval: str, level: float, fast: bool = True) -> None:
         self.prepared, self.estimator, self.pi, self.hf = prepared, estimator, pi, hf
         self.method, self.level = method, level
+        self.reward_range, self.model_range = prepared.reward_range, prepared.model_range
         self.closed_form = fast and method == "linear" and estimator.linear_in_target
         self.gram, self.ratio = _end_gram(prepared, estimator, pi, hf)
-        if interval == "auto":  # one method along the curve: the smaller end's sample decides
-            ends = _linear_sums(self.gram, self.ratio, np.array([0.0, 1.0]))
-            interval = auto_interval(estimator.name, float(ends.ess().min()))
-        self.interval = interval
+        self.interval = self._resolve(interval)
         self._pooled: tuple[list[np.ndarray], np.ndarray] | None = None
+
+    def _resolve(self, interval: str) -> str:
+        """One interval method along the curve: for ``"auto"``, the smaller end's sample decides."""
+        if interval != "auto":
+            return interval
+        ends = _linear_sums(self.gram, self.ratio, np.array([0.0, 1.0]))
+        return auto_interval(self.estimator.name, float(ends.ess().min()))
 
     def __call__(self, alpha: np.ndarray) -> tuple[np.ndarray, ...]:
         alpha = np.atleast_1d(np.asarray(alpha, dtype=np.float64))
@@ -234,7 +243,7 @@ class _Curve:
             low, high = self._likelihood(alpha, max_weight)
         else:
             low, high = moment_interval(self.interval, sums, self.estimator, max_weight,
-                                        self.prepared.reward_range, self.level)
+                                        self.reward_range, self.level)
         return sums.estimate(), sums.std_error(), low, high
 
     def at_tables(self, tables: list[np.ndarray]) -> tuple[np.ndarray, ...]:
@@ -243,12 +252,13 @@ class _Curve:
         max_weight = np.array([self.prepared.max_weight(t) for t in tables])
         if self.interval == "empirical_likelihood":
             rows = [atom_rows(self.prepared, self.estimator, t) for t in tables]
-            bounds = [likelihood_interval(r, self.estimator, float(m), self.prepared.reward_range, self.level)
+            bounds = [likelihood_interval(r, self.estimator, float(m), self.reward_range, self.level,
+                                          self.model_range)
                       for r, m in zip(rows, max_weight, strict=True)]
             low, high = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
         else:
             low, high = moment_interval(self.interval, sums, self.estimator, max_weight,
-                                        self.prepared.reward_range, self.level)
+                                        self.reward_range, self.level)
         return sums.estimate(), sums.std_error(), low, high
 
     def _linear_max_weight(self, alpha: np.ndarray) -> np.ndarray:
@@ -269,9 +279,64 @@ class _Curve:
             self._pooled = pool_rows([*ends[0][:2], *ends[1][:2]], ends[0][2])
         (w0, t0, w1, t1), count = self._pooled
         rows = [((1 - a) * w0 + a * w1, (1 - a) * t0 + a * t1, count) for a in alpha]
-        bounds = [likelihood_interval(r, self.estimator, float(m), self.prepared.reward_range, self.level)
+        bounds = [likelihood_interval(r, self.estimator, float(m), self.reward_range, self.level,
+                                      self.model_range)
                   for r, m in zip(rows, max_weight, strict=True)]
         return np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
+
+
+class _ContextualCurve(_Curve):
+    """``_Curve`` for a contextual pi and HF (``hfrl.policies.Policy`` over feature rows).
+
+    One streaming pass (``hfrl.ope.contextual.ContextualPass``) scores both end policies on every
+    logged row; their Gram matrix and pooled atoms then give the linear blend at any alpha, as for
+    tables. The largest weight of the blend is bounded by ``(1 - a) max_pi + a max_hf`` (the largest
+    weight of each end policy over the rows), a bound the likelihood's unseen rows may use.
+    """
+
+    ORDER = [0, 1, 5, 2, 6, 3, 7, 4, 8]  # the pass's (1, four of pi, four of HF) interleaved for _mixing
+
+    def __init__(self, scored: Any, estimator: Estimator, interval: str, level: float,
+                 reward_range: tuple[float, float]) -> None:
+        self.estimator, self.method, self.level = estimator, "linear", level
+        self.reward_range, self.model_range = reward_range, (scored.model_min, scored.model_max)
+        self.closed_form = True
+        self.gram = scored.gram[estimator.name][np.ix_(self.ORDER, self.ORDER)]
+        self.ratio = estimator.normalizer(corner_inputs(np.ones(1), 0.0, 0.0, 0.0)) is not None
+        self.ends_max_weight = scored.max_weight
+        self.interval = self._resolve(interval)
+        self._pooled = scored.pooled(estimator.name)
+
+    def _linear_max_weight(self, alpha: np.ndarray) -> np.ndarray:
+        return (1.0 - alpha) * self.ends_max_weight[0] + alpha * self.ends_max_weight[1]
+
+
+def _contextual_curve(policy: Any, hf: Any, logs: Any, estimator: Estimator, method: str, interval: str,
+                      level: float, backend: Any, context_columns: Any, options: dict[str, Any]
+                      ) -> tuple[_ContextualCurve, Logs]:
+    """The curve of a contextual pi blended with a contextual HF, and the validated logs."""
+    from hfrl.ope.contextual import ContextualPass
+
+    if not (is_contextual(policy) and is_contextual(hf)):
+        raise ValueError(
+            "policy and hf must both be contextual (hfrl.policies.Policy over feature rows, e.g. a "
+            "learner's policy_ and hfrl.frequencies.SegmentFrequency) or both tables")
+    if method != "linear" or not estimator.linear_in_target:
+        raise ValueError(
+            f"contextual policies are tuned with the linear blend and ips, snips, dm or dr (got method "
+            f"{method!r}, estimator {estimator.name!r}); evaluate other blends one alpha at a time with "
+            "hfrl.ope.evaluate(logs, BlendedPolicy(policy, hf, alpha), context_columns=...)")
+    unknown = sorted(set(options) - {"reward_model", "reward_range"})
+    if unknown:
+        raise ValueError(f"option(s) {unknown} do not apply to contextual policies (reward_model and "
+                         "reward_range do)")
+    if policy.n_actions != hf.n_actions:
+        raise ValueError(f"policy has {policy.n_actions} actions but hf has {hf.n_actions}")
+    validated = contextual_logs(logs, [estimator], backend, context_columns, options.get("reward_range"),
+                                policy.n_actions)
+    scored = ContextualPass(validated, [policy, hf], [estimator], context_columns, policy.n_actions,
+                            options.get("reward_model"))
+    return _ContextualCurve(scored, estimator, interval, level, validated.reward_range), validated
 
 
 def alpha_curve(
@@ -286,6 +351,7 @@ def alpha_curve(
     *,
     fast: bool = True,
     interval: str = "auto",
+    context_columns: Sequence[str] | None = None,
     **evaluate_options: Any,
 ) -> pd.DataFrame:
     """The estimated value of the blend at each alpha, with standard errors and intervals.
@@ -293,7 +359,9 @@ def alpha_curve(
     ``fast=True`` (the default) uses the closed form for the linear blend and the ips/snips/dm/dr
     estimators (about two evaluations) and otherwise evaluates each alpha on logs prepared once;
     ``fast=False`` is the brute force: ``blend`` then ``hfrl.ope.evaluate`` at each alpha. The
-    intervals are ``hfrl.ope.evaluate``'s (``interval``, default per estimator).
+    intervals are ``hfrl.ope.evaluate``'s (``interval``, default per estimator). A contextual
+    ``policy`` and ``hf`` (``hfrl.policies.Policy`` over feature rows) need ``context_columns``:
+    both are scored in one streaming pass over the logs (linear blend; ips, snips, dm or dr).
 
     Examples
     --------
@@ -304,9 +372,14 @@ def alpha_curve(
     >>> curve["estimate"].tolist()
     [1.0, 0.75, 0.5]
     """
-    name, grid, pi, table, level = _check_curve(estimator, alphas, method, level, policy, hf)
+    name, grid, level = _check_curve(estimator, alphas, method, level)
     chosen = _estimator(name, evaluate_options)
     kind = resolve_interval(interval, name)
+    if is_contextual(policy) or is_contextual(hf):
+        curve, _ = _contextual_curve(policy, hf, logs, chosen, method, kind, level, backend, context_columns,
+                                     evaluate_options)
+        return _curve_frame(grid, curve(grid))
+    pi, table = _tables(policy, hf)
     if not fast:
         rows = [evaluate(logs, blend(pi, table, float(a), method), (name,), level=level, backend=backend,
                          interval=kind, clip_threshold=getattr(chosen, "threshold", 10.0),
@@ -325,15 +398,13 @@ def _curve_frame(grid: np.ndarray, values: tuple[np.ndarray, ...]) -> pd.DataFra
                          "ci_low": low, "ci_high": high})
 
 
-def _check_curve(estimator: Any, alphas: Any, method: str, level: float, policy: Any, hf: Any
-                 ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, float]:
+def _check_curve(estimator: Any, alphas: Any, method: str, level: float) -> tuple[str, np.ndarray, float]:
     name = str(estimator).lower()
     if name not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if method not in BLEND_METHODS:
         raise ValueError(f"method must be one of {BLEND_METHODS}, got {method!r}")
-    pi, table = _tables(policy, hf)
-    return name, _alphas(alphas), pi, table, check_level(level)
+    return name, _alphas(alphas), check_level(level)
 
 
 def _estimator(name: str, options: dict[str, Any]) -> Estimator:
@@ -375,16 +446,17 @@ def tune_alpha(
     gamma: float | None = None,
     safety_logs: Any = None,
     per_state: bool = False,
+    context_columns: Sequence[str] | None = None,
     **evaluate_options: Any,
 ) -> AlphaTuning:
     """Choose the alpha of ``pi' = blend(policy, hf, alpha, method)`` from logged data.
 
     Parameters
     ----------
-    policy : TabularPolicy or (n_states, n_actions) array
+    policy : TabularPolicy, (n_states, n_actions) array, or contextual ``hfrl.policies.Policy``
         The learned policy pi (fit on the training split).
-    hf : fitted HistoricalFrequency, TabularPolicy or array
-        The historical frequency (fit on the training split).
+    hf : fitted HistoricalFrequency, TabularPolicy, array, or ``SegmentFrequency``
+        The historical frequency (fit on the training split); contextual when ``policy`` is.
     logs : DataFrame, path or ``hfrl.data.Logs``
         The selection (validation) split, with ``state``, ``action``, ``reward``, ``propensity``
         (the reward objective) or session logs (the return objective: ``session_id``,
@@ -420,6 +492,10 @@ def tune_alpha(
         Count-aware alpha per state, ``kappa / (n_s + kappa)`` with ``n_s`` the rows HF was fit on
         in state ``s`` (``hf.impressions_``; for an HF given as a table, the rows of ``logs``), and
         ``kappa`` chosen on ``logs`` from 0 (pi wherever there is history) to infinity (HF).
+    context_columns : sequence of str, optional
+        The feature columns contextual policies read; the chosen policy is then a
+        ``hfrl.blending.BlendedPolicy`` (computed per batch of users, never materialised).
+        Contextual policies are tuned on the one-step reward with one alpha.
     **evaluate_options
         Passed to the one-step estimators (``propensity``, ``reward_model``, ``reward_range``, ...).
 
@@ -453,12 +529,18 @@ def tune_alpha(
         raise ValueError(f"per_state must be True or False, got {per_state!r}")
     if per_state and not (isinstance(alphas, str) and alphas == "auto"):
         raise ValueError("per_state=True chooses kappa on its own grid; leave alphas='auto'")
-    pi, table = _tables(policy, hf)
     level = check_level(level)
     options = dict(evaluate_options)
-    if objective == "return":
-        scorer: _Scorer = _ReturnScorer.open(estimator, interval, gamma, options, logs, pi.shape, backend,
-                                             level)
+    contextual = is_contextual(policy) or is_contextual(hf)
+    pi, table = (None, None) if contextual else _tables(policy, hf)
+    if contextual:
+        if objective != "reward" or per_state:
+            raise ValueError("contextual policies are tuned on the one-step reward with one alpha "
+                             "(objective='reward', per_state=False)")
+        scorer: _Scorer = _ContextualScorer.open(estimator, interval, options, logs, policy, hf, method,
+                                                 backend, level, context_columns)
+    elif objective == "return":
+        scorer = _ReturnScorer.open(estimator, interval, gamma, options, logs, pi.shape, backend, level)
     else:
         scorer = _RewardScorer.open(estimator, interval, options, logs, pi, table, method, backend, level)
     check_leakage(hf, scorer.logs, allow_leak)
@@ -466,13 +548,10 @@ def tune_alpha(
     if counts is not None:
         kappa, curve, chosen_alpha, best = _tune_kappa(scorer, pi, table, method, counts, criterion)
     else:
-        grid = _alphas(alphas)
-        kappa, curve = None, _curve_frame(grid, scorer.curve(pi, table, method, grid))
-        best = _best(curve, criterion)
-        chosen_alpha = float(grid[best])
-        if isinstance(alphas, str) and criterion == "lower_bound" and scorer.refinable:
-            chosen_alpha = _refine(scorer.curve_at, grid, best, chosen_alpha)
-    blended = blend(pi, table, chosen_alpha, method)
+        kappa = None
+        curve, chosen_alpha, best = _tune_one_alpha(scorer, pi, table, method, alphas, criterion)
+    blended: Any = (BlendedPolicy(policy, hf, chosen_alpha) if contextual
+                    else blend(pi, table, chosen_alpha, method))
     alpha = float(chosen_alpha) if np.ndim(chosen_alpha) == 0 else float(curve["alpha"].iloc[best])
     held_out = test_logs is not None
     evaluation = scorer.evaluate(test_logs if held_out else scorer.logs, blended)
@@ -480,12 +559,25 @@ def tune_alpha(
     result = AlphaTuning(alpha, curve, blended, evaluation, scorer.name, criterion, level, method,
                          not held_out, objective=objective, gamma=getattr(scorer, "gamma", None),
                          alpha_per_state=None if kappa is None else np.asarray(chosen_alpha),
-                         kappa=kappa, parents=(pi, table, counts))
+                         kappa=kappa, parents=None if contextual else (pi, table, counts))
     result.reason = _why(result, best, scorer)
     if safety_logs is not None:
         result.safety = scorer.safety_test(safety_logs, blended)
         result.passed_safety, result.safety_reason = _safety_outcome(result.safety, level)
     return result
+
+
+def _tune_one_alpha(scorer: _Scorer, pi: Any, hf: Any, method: str, alphas: Any, criterion: str
+                    ) -> tuple[pd.DataFrame, float, int]:
+    """The curve over the alphas and its best point ``(curve, alpha, index)``; with "auto" alphas and
+    the lower-bound criterion on a closed-form curve, refined between the best point's neighbours."""
+    grid = _alphas(alphas)
+    curve = _curve_frame(grid, scorer.curve(pi, hf, method, grid))
+    best = _best(curve, criterion)
+    chosen = float(grid[best])
+    if isinstance(alphas, str) and criterion == "lower_bound" and scorer.refinable:
+        chosen = _refine(scorer.curve_at, grid, best, chosen)
+    return curve, chosen, best
 
 
 class _Scorer:
@@ -554,6 +646,37 @@ class _RewardScorer(_Scorer):
 
     def describe(self) -> str:
         return f"estimated value per decision ({self.name.upper()})"
+
+
+class _ContextualScorer(_RewardScorer):
+    """The one-step value of contextual policies (``hfrl.policies.Policy`` over feature rows): one
+    streaming pass scores pi and HF together, and the linear blend's curve is closed-form."""
+
+    @classmethod
+    def open(cls, estimator: Any, interval: str, options: dict[str, Any], logs: Any,  # type: ignore[override]
+             policy: Any, hf: Any, method: str, backend: Any, level: float, context_columns: Any
+             ) -> _ContextualScorer:
+        self = cls()
+        self.name = str(estimator).lower()
+        if self.name not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        self.chosen = _estimator(self.name, options)
+        self.kind = resolve_interval(interval, self.name)
+        self.options, self.backend, self.level = options, backend, level
+        self.context_columns = context_columns
+        self.curve_at, self.logs = _contextual_curve(policy, hf, logs, self.chosen, method, self.kind, level,
+                                                     backend, context_columns, options)
+        self.refinable = True
+        return self
+
+    def evaluate(self, logs: Any, policy: Any) -> pd.DataFrame:
+        return evaluate(logs, policy, (self.name,), level=self.level, backend=self.backend,
+                        interval=self.kind, context_columns=self.context_columns, **self.options)
+
+    def safety_test(self, logs: Any, policy: Any) -> Comparison:
+        paired = self.name if self.name in ("snips", "dr", "ips") else "snips"
+        return compare(policy, logs, "logging", level=2 * self.level - 1, estimator=paired,
+                       backend=self.backend, context_columns=self.context_columns, **self.options)
 
 
 class _ReturnScorer(_Scorer):
