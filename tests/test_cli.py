@@ -247,6 +247,9 @@ def test_demo_writes_report_metrics_and_prints_the_table(tmp_path):
         assert (out / "artifacts" / f"{name}.hfrl").is_file()
     for label in ("logging policy", "HF only", "pi only", "pi' (tuned)", "optimal", "true value"):
         assert label in result.stdout
+    assert set(metrics["true_value"]) == set(metrics["policies"])
+    for line in (metrics["tuning"]["reason"], metrics["tuning"]["safety_reason"], metrics["outcome"]):
+        assert line in result.stdout
 
 
 # ---------------------------------------------------------------------------- errors and exit codes

@@ -104,6 +104,24 @@ def test_report_is_self_contained_and_has_every_section(tmp_path):
     assert "Deployment verdict for pi' against the logging policy: ship" in page
 
 
+def test_report_tells_why_this_alpha_and_whether_pi_prime_beats_both_parents(tmp_path):
+    run = make_run_folder(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["tuning"].update(objective="return", reason="alpha = 0.4 has the highest estimated return")
+    metrics["verdicts"] = {"pi only": {"verdict": "ship", "difference": 0.2, "ci_low": 0.1, "ci_high": 0.3},
+                           "HF only": {"verdict": "no evidence", "difference": 0.0, "ci_low": -0.1,
+                                       "ci_high": 0.1}}
+    metrics["outcome"] = "pi' does not beat both of its parents on the test rows"
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    curve = pd.read_csv(run / "curves" / "alpha_curve.csv")
+    curve.assign(true_value=curve["estimate"] + 0.01).to_csv(run / "curves" / "alpha_curve.csv", index=False)
+    page = build_report(run)
+    assert "Why this alpha: alpha = 0.4 has the highest estimated return" in page
+    assert "pi&#x27; does not beat both of its parents" in page
+    assert "exact value (known in simulation)" in page and "Discounted return of a session" in page
+    assert "<td>HF only</td><td>no evidence</td>" in page
+
+
 def test_busiest_states_order_the_heatmaps(tmp_path):
     run_dir = make_run_folder(tmp_path)
     counts = np.zeros(30)

@@ -676,14 +676,19 @@ def _print_summary(result: Any, as_json: bool) -> None:
     _stdout_console().print(table)
     if simulated:
         typer.echo(
-            "value = expected reward per decision at the test split's states; true value is exact "
-            "(simulator); true return = exact discounted session return (env.policy_value)."
+            f"{metrics['evaluation'].get('summary', 'estimate: value per decision')}; true value = "
+            "exact expected reward per decision at the test split's states; true return = exact "
+            "discounted session return (env.policy_value)."
         )
     verdict = metrics.get("verdict")
     if verdict:
         typer.echo(
             f"verdict for pi' vs the logging policy: {verdict['verdict']} ({verdict['reason']})"
         )
+    tuning = metrics["tuning"]
+    for line in (tuning.get("reason"), tuning.get("safety_reason"), metrics.get("outcome")):
+        if line:
+            typer.echo(line)
     for note in metrics.get("warnings", []):
         typer.echo(f"warning: {note}", err=True)
     typer.echo(f"run folder: {result.out_dir}  report: {result.out_dir / 'report.html'}")

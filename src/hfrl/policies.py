@@ -32,13 +32,22 @@ from hfrl.rankings import (
 )
 
 __all__ = [
+    "DEFAULT_EXPLORATION",
     "ArtifactError",
     "Policy",
     "RankingPolicy",
     "TabularPolicy",
     "check_distribution_table",
+    "default_min_propensity",
     "resolve_rng",
 ]
+
+#: The exploration every policy artifact hfrl writes for serving keeps unless told otherwise: each
+#: action has probability at least ``DEFAULT_EXPLORATION / n_actions`` (0.005 with 10 actions), so
+#: that a deterministic policy becomes 95% itself and 5% uniform. Served decisions then carry real
+#: propensities and their log can evaluate the next policy (importance weights at most
+#: ``n_actions / DEFAULT_EXPLORATION``). Pass ``min_propensity=0`` to serve a policy as it is.
+DEFAULT_EXPLORATION = 0.05
 
 ARTIFACT_FORMAT = "hfrl.tabular_policy"
 ARTIFACT_VERSION = 1
@@ -50,6 +59,19 @@ def resolve_rng(random_state: int | np.random.Generator | None) -> np.random.Gen
     if isinstance(random_state, np.random.Generator):
         return random_state
     return np.random.default_rng(random_state)
+
+
+def default_min_propensity(n_actions: int) -> float:
+    """The default exploration floor of a served policy over ``n_actions`` actions.
+
+    Examples
+    --------
+    >>> default_min_propensity(10)
+    0.005
+    """
+    if isinstance(n_actions, bool) or not isinstance(n_actions, int | np.integer) or n_actions < 1:
+        raise ValueError(f"n_actions must be a positive integer, got {n_actions!r}")
+    return DEFAULT_EXPLORATION / int(n_actions)
 
 
 def check_distribution_table(table: Any, name: str = "probabilities") -> np.ndarray:

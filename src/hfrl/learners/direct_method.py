@@ -28,6 +28,13 @@ class DirectMethodLearner(OfflineLearner):
     conservative : bool, default False
         Choose only among actions logged at least ``min_count`` times in the state.
     min_count : float, default 1
+    policy : {"greedy", "softmax", "epsilon_greedy"}, default "greedy"
+        What ``policy_`` serves from ``action_values_``; the two stochastic kinds keep every
+        (allowed) action possible, so the decisions they log can evaluate other policies.
+    policy_epsilon : float, default 0.1
+        Uniform share of ``policy="epsilon_greedy"``, in [0, 1].
+    policy_temperature : float, default 1.0
+        Temperature of ``policy="softmax"`` (> 0), in the units of ``action_values_``.
 
     Attributes
     ----------
@@ -50,10 +57,12 @@ class DirectMethodLearner(OfflineLearner):
     _param_names = ("shrinkage", "conservative", "min_count")
 
     def __init__(self, shrinkage: float = 1.0, *, conservative: bool = False,
-                 min_count: float = 1) -> None:
+                 min_count: float = 1, policy: str = "greedy", policy_epsilon: float = 0.1,
+                 policy_temperature: float = 1.0) -> None:
         self.shrinkage = shrinkage
         self.conservative = conservative
         self.min_count = min_count
+        self._set_policy_params(policy, policy_epsilon, policy_temperature)
 
     def fit(self, logs: Any, n_states: int | None = None,
             n_actions: int | None = None) -> DirectMethodLearner:

@@ -64,6 +64,8 @@ def _read_curve(folder: Path, name: str, columns: tuple[str, ...]) -> pd.DataFra
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise ArtifactError(f"{path}: row {row} has a missing or non-numeric value in {list(columns)}")
+    if name == "alpha_curve" and "true_value" in frame.columns:  # the exact value, from a simulator
+        values["true_value"] = pd.to_numeric(frame["true_value"], errors="coerce")
     return values
 
 
@@ -173,15 +175,22 @@ def _alpha_curve(run: RunFolder) -> str:
         go.Scatter(x=curve["alpha"], y=curve["estimate"], mode="lines", name="estimate",
                    line={"color": "rgb(31,119,180)"}),
     ])
+    if "true_value" in curve.columns and curve["true_value"].notna().any():
+        figure.add_trace(go.Scatter(x=curve["alpha"], y=curve["true_value"], mode="lines",
+                                    name="exact value (known in simulation)",
+                                    line={"color": "black", "dash": "dot"}))
     alpha = run.metrics.get("alpha")
     if alpha is not None:
         figure.add_vline(x=float(alpha), line_dash="dash", line_color="crimson",
                          annotation_text=f"chosen alpha = {float(alpha):.3g}",
                          annotation_position="top right" if float(alpha) < 0.5 else "top left")
     estimator = tuning.get("estimator", "")
-    figure.update_layout(title=f"Value of pi' by alpha ({estimator.upper()} on validation)",
-                         xaxis_title="alpha (weight on HF)", yaxis_title="estimated value")
-    return _figure_html(figure, "plot-alpha-curve")
+    what = "discounted return" if tuning.get("objective") == "return" else "value per decision"
+    figure.update_layout(title=f"{what.capitalize()} of pi' by alpha ({estimator.upper()} on validation)",
+                         xaxis_title="alpha (weight on HF)", yaxis_title=f"estimated {what}")
+    reason = tuning.get("reason")
+    why = f"<p class='note'>Why this alpha: {html.escape(str(reason))}</p>" if reason else ""
+    return _figure_html(figure, "plot-alpha-curve") + why
 
 
 def _heatmap_axes(run: RunFolder) -> tuple[np.ndarray, np.ndarray]:
@@ -333,8 +342,11 @@ def _headline(run: RunFolder) -> str:
         return ""
     rows = [[label, v.get("estimate"), v.get("ci_low"), v.get("ci_high"), v.get("true_value"),
              v.get("true_return")] for label, v in policies.items()]
-    estimator = run.metrics.get("tuning", {}).get("estimator", "")
-    page = (f"<p>Value per decision on the evaluation split by {html.escape(estimator.upper())}, "
+    tuning = run.metrics.get("tuning", {})
+    estimator = tuning.get("estimator", "")
+    what = ("Discounted return of a session" if tuning.get("objective") == "return"
+            else "Value per decision")
+    page = (f"<p>{what} on the evaluation split by {html.escape(estimator.upper())}, "
             "with the exact truth where the data come from a simulator.</p>"
             + _table(["policy", "estimate", "CI low", "CI high", "true value", "true return"], rows))
     verdict = run.metrics.get("verdict")
@@ -344,7 +356,25 @@ def _headline(run: RunFolder) -> str:
                  f"{_fmt(verdict.get('difference'))} "
                  f"[{_fmt(verdict.get('ci_low'))}, {_fmt(verdict.get('ci_high'))}]; "
                  f"{html.escape(str(verdict.get('reason', '')))}</p>")
-    return page
+    if tuning.get("reason"):
+        page += f"<p>Why this alpha: {html.escape(str(tuning['reason']))}</p>"
+    if tuning.get("safety_reason"):
+        safety = html.escape(str(tuning["safety_reason"]))
+        page += f"<p>Safety test on rows alpha was not chosen on: {safety}</p>"
+    if run.metrics.get("outcome"):
+        page += f"<p><b>{html.escape(str(run.metrics['outcome']))}</b></p>"
+    return page + _alternatives(run.metrics.get("verdicts"))
+
+
+def _alternatives(verdicts: Any) -> str:
+    """pi' against each alternative (the logging policy, pi alone, HF alone), paired on the same rows."""
+    if not isinstance(verdicts, dict) or not verdicts:
+        return ""
+    rows = [[label, v.get("verdict"), v.get("difference"), v.get("ci_low"), v.get("ci_high")]
+            for label, v in verdicts.items() if isinstance(v, dict)]
+    return ("<p>pi' against every alternative, paired on the same test rows (does the blend beat both "
+            "of its parents?):</p>"
+            + _table(["pi' against", "verdict", "difference", "CI low", "CI high"], rows))
 
 
 _CSS = """
