@@ -218,7 +218,7 @@ class RunningSequence:
         outside = ~((terms >= low) & (terms <= high))  # also catches NaN
         if outside.any():
             first = int(np.flatnonzero(outside)[0])
-            raise ValueError(f"term {terms[first]!r} (at {first}) is outside the declared range "
+            raise ValueError(f"term {float(terms[first])!r} (at {first}) is outside the declared range "
                              f"[{low}, {high}]")
         totals = self.total + np.cumsum(terms)
         counts = self.n + np.arange(terms.size, dtype=np.float64)  # terms before each new one

@@ -23,6 +23,7 @@ import asyncio
 import hmac
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -126,6 +127,7 @@ class ServiceState:
             self.experiment_monitor = ExperimentMonitor(self.experiment, self.settings)
         self.candidates: list[CandidateMonitor] = []
         self.refresh_settings = refresh or RefreshSettings()
+        self._poll_lock = threading.Lock()
 
     # ------------------------------------------------------------------ access
     def check_key(self, given: str | None) -> None:
@@ -294,10 +296,11 @@ class ServiceState:
 
     def poll_monitors(self) -> None:
         """Read the feedback that arrived and update every monitor (blocking: run it in a thread)."""
-        if self.experiment_monitor is not None:
-            self.experiment_monitor.poll(self.log)
-        for candidate in list(self.candidates):
-            candidate.poll(self.log)
+        with self._poll_lock:  # one reader at a time moves the monitors' cursors
+            if self.experiment_monitor is not None:
+                self.experiment_monitor.poll(self.log)
+            for candidate in list(self.candidates):
+                candidate.poll(self.log)
 
     def conclude(self, decision: str, how: str) -> dict[str, Any]:
         """End the experiment: ``promote`` serves the challenger to everyone, ``rollback`` the champion.
@@ -314,6 +317,8 @@ class ServiceState:
             self.model = experiment.challenger  # the swap: one reference assignment on the event loop
             self.loaded_at = time.time()
         self.experiment = None
+        if monitor.difference.state != decision:
+            monitor.difference.state, monitor.difference.reason = decision, f"concluded by the {how}"
         monitor.concluded = {"decision": decision, "how": how, "at": time.time(),
                              "previous_version": previous.version, "model_version": self.model.version}
         self.metrics.observe_conclusion(decision, how)
