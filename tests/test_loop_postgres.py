@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -111,12 +112,16 @@ def test_both_replicas_report_the_same_experiment_from_the_shared_log(tmp_path, 
     with running_server(champion, database, tmp_path, *extra) as (first, _), \
             running_server(champion, database, tmp_path, *extra) as (second, _):
         for decider, receiver in ((first, second), (second, first)):  # decide on one, feed back to the other
-            body = {"requests": [{"state": int(s)} for s in rng.integers(0, 4, 600)]}
-            for decision in httpx.post(f"{decider}/v1/decide/batch", json=body).json()["decisions"]:
-                reward = float(rng.random() < CLICK_RATE[decision["state"], decision["actions"][0]])
-                feedback = {"decision_id": decision["decision_id"], "reward": reward}
-                assert httpx.post(f"{receiver}/v1/feedback", json=feedback).status_code == 202
-                sent += 1
+            body = {"requests": [{"state": int(s)} for s in rng.integers(0, 4, 300)]}
+            decided = httpx.post(f"{decider}/v1/decide/batch", json=body).json()["decisions"]
+            clicks = rng.random(len(decided)) < [CLICK_RATE[d["state"], d["actions"][0]] for d in decided]
+            bodies = [{"decision_id": d["decision_id"], "reward": float(click)}
+                      for d, click in zip(decided, clicks, strict=True)]
+            with httpx.Client(base_url=receiver, timeout=30) as client, ThreadPoolExecutor(8) as pool:
+                codes = list(pool.map(lambda feedback: client.post("/v1/feedback", json=feedback).status_code,
+                                      bodies))
+            assert codes == [202] * len(bodies)
+            sent += len(bodies)
         deadline = time.monotonic() + 30
         while True:  # each replica's monitor reads the shared log after its lag (1 s)
             reports = [httpx.get(f"{base}/v1/experiment").json() for base in (first, second)]
