@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_learners.py
 	$(BIN)/python bench/bench_ope.py
 	$(BIN)/python bench/bench_service.py
+	$(BIN)/python bench/bench_loop.py
 	$(BIN)/python bench/bench_cli.py
 	@if [ -d "$(OBD)" ]; then $(BIN)/python bench/bench_obd.py --data $(OBD); \
 	  else echo "skipping bench_obd: no data at $(OBD) (hfrl datasets obd --out DIR; make bench OBD=DIR)"; fi

@@ -17,7 +17,7 @@
     refresh time, the time to the swap, and the failed requests during it (target 0).
 
 Prints one JSON line. Usage: ``python bench/bench_loop.py [--streams 500] [--refresh-rows 10000000]
-[--duration 5] [--skip-http]``. Needs PostgreSQL (``apt-get install postgresql``) and psycopg for (c).
+[--duration 5] [--parts abcd]``. Needs PostgreSQL (``apt-get install postgresql``) and psycopg for (c).
 """
 
 from __future__ import annotations
@@ -151,6 +151,20 @@ def _stop(processes: list[subprocess.Popen]) -> None:
             process.wait()
 
 
+def _decide_statuses(ports: list[int]) -> dict[str, int]:
+    """``/v1/decide`` answers by HTTP status, summed over the servers (their own /metrics)."""
+    import re
+
+    import httpx
+
+    counts: dict[str, int] = {}
+    for port in ports:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        for status, n in re.findall(r'hfrl_requests_total\{route="/v1/decide",status="(\d+)"\} (\d+)', text):
+            counts[status] = counts.get(status, 0) + int(n)
+    return counts
+
+
 def _measure(ports: list[int], rate: float, duration: float, folder: Path) -> dict:
     """p99 at ``rate`` split evenly over the ports, then saturation with wrk on every port at once."""
     with ThreadPoolExecutor(len(ports)) as pool:
@@ -166,6 +180,7 @@ def _measure(ports: list[int], rate: float, duration: float, folder: Path) -> di
         "saturation_rps": round(sum(run["rps"] for run in saturated), 1),
         "saturation_p99_ms": max(run["p99_ms"] for run in saturated),
         "saturation_non_200": sum(run["non_200"] for run in saturated),
+        "decide_statuses_seen_by_servers": _decide_statuses(ports),
     }
 
 
@@ -266,18 +281,20 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--refresh-rows", type=int, default=10_000_000)
-    parser.add_argument("--skip-http", action="store_true", help="Only (a) and (b).")
+    parser.add_argument("--parts", default="abcd", help="Which of (a)+(b) 'ab', (c) 'c', (d) 'd' to run.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     result: dict = {"bench": "loop", "loadavg_before": bench_service.loadavg(), "targets": TARGETS}
-    result.update(monitoring(args.streams, args.horizon, args.batch, args.power_streams, args.power_horizon,
-                             args.seed))
-    if not args.skip_http:
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
+    if "a" in args.parts or "b" in args.parts:
+        result.update(monitoring(args.streams, args.horizon, args.batch, args.power_streams,
+                                 args.power_horizon, args.seed))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if "c" in args.parts:
             artifact = TabularPolicy(np.random.default_rng(args.seed).dirichlet(
                 np.ones(N_ACTIONS), N_STATES)).save(folder / "policy.zip")
             result["replicas"] = replicas(artifact, args.rate, args.duration, folder)
+        if "d" in args.parts:
             result["refresh"] = refresh_under_load(args.refresh_rows, folder, args.seed)
     result["loadavg_after"] = bench_service.loadavg()
     print(json.dumps(result))

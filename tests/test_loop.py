@@ -292,6 +292,22 @@ def test_refresh_command_rebuilds_the_blend_and_carries_its_recipe(tmp_path):
     assert artifact_version(tmp_path / "again.zip") != artifact_version(tuned)
 
 
+def test_serve_refuses_bad_experiment_settings_before_listening(artifacts, tmp_path):
+    from typer.testing import CliRunner
+
+    from hfrl.cli import app as cli
+
+    runner = CliRunner()
+    base = ["serve", str(artifacts[0]), "--db", str(tmp_path / "log.sqlite"),
+            "--challenger", str(artifacts[1])]
+    bad_range = runner.invoke(cli, [*base, "--reward-range", "1"])
+    assert bad_range.exit_code == 1
+    assert "--reward-range expects LOW,HIGH (two numbers), got '1'" in bad_range.output
+    bad_share = runner.invoke(cli, [*base, "--traffic", "1.5"])
+    assert bad_share.exit_code == 1
+    assert "traffic must be a share strictly between 0 and 1, got 1.5" in bad_share.output
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
