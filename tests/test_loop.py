@@ -85,6 +85,7 @@ def test_the_split_logs_the_mixture_propensity_and_the_deciding_policy(artifacts
         first = [table[s, a0] for table in (CHAMPION, CHALLENGER)]
         mix = lambda pair: (1 - traffic) * pair[0] + traffic * pair[1]  # noqa: E731
         assert decision["propensities"] == pytest.approx([mix(first), mix(joint) / mix(first)])
+        assert decision["slate_propensity"] == pytest.approx(mix(joint))  # the list's probability as served
     for decision in exploits:  # two deterministic rules: the share of the arms that give this slate
         s = decision["state"]
         tops = [list(np.argsort(-table[s], kind="stable")[:2]) for table in (CHAMPION, CHALLENGER)]

@@ -834,7 +834,10 @@ def export_log(
     ),
     out: str = typer.Option(..., "--out", help="Parquet file to write."),
     event: str | None = typer.Option(None, "--event", help="Reward from this feedback event only."),
-    all_positions: bool = typer.Option(False, "--all-positions", help="Also the slots k>1 of each decision."),
+    all_positions: bool = typer.Option(
+        False, "--all-positions",
+        help="Also the slots k>1 of each decision, with cascade_propensity and slate_propensity.",
+    ),
     missing_reward: float | None = typer.Option(
         None, "--missing-reward", help="Reward of decisions without feedback (default: null)."
     ),

@@ -184,10 +184,12 @@ class ServiceState:
                 other = model if arm else experiment.challenger
                 mine, theirs = out.propensities, other.rule_probabilities(out.states, out.actions, mode)
                 champion, challenger = (theirs, mine) if arm else (mine, theirs)
-                propensities = mixture(champion, challenger, experiment.traffic).tolist()
+                logged = mixture(champion, challenger, experiment.traffic)
                 champion_list, challenger_list = champion.tolist(), challenger.tolist()
             else:
-                propensities = out.propensities.tolist()
+                logged = out.propensities
+            propensities = logged.tolist()
+            slate_propensities = logged.prod(axis=1).tolist()  # the list's probability as served
             actions = out.actions.tolist()
             probabilities = out.policy_probabilities.tolist()
             items = deciding.item_labels(out.actions)
@@ -211,6 +213,7 @@ class ServiceState:
                     "decision_id": decision_id,
                     "actions": actions[row],
                     "propensities": propensities[row],
+                    "slate_propensity": slate_propensities[row],
                     "model_version": deciding.version,
                     "state": state,
                     "items": items[row] if items is not None else None,
