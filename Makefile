@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev,spark]"
 	@touch $(STAMP)
 
-# Chromium (report test) and a JDK (Spark tests), installed only when absent.
+# Chromium (report test), a JDK (Spark tests) and PostgreSQL (decision log replicas; the tests run a
+# throwaway cluster with its initdb/pg_ctl), installed only when absent.
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  { echo "installing chromium"; (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
@@ -21,6 +22,9 @@ system-deps:
 	@command -v java >/dev/null 2>&1 || \
 	  { echo "installing a JDK"; (apt-get update -qq && apt-get install -y -qq default-jdk-headless >/dev/null) || \
 	    (sudo apt-get update -qq && sudo apt-get install -y -qq default-jdk-headless >/dev/null); }
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { echo "installing postgresql"; (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null) || \
+	    (sudo apt-get update -qq && sudo apt-get install -y -qq postgresql >/dev/null); }
 
 demo: $(STAMP)
 	$(BIN)/hfrl demo --out demo-out --seed 0
@@ -39,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_learners.py
 	$(BIN)/python bench/bench_ope.py
 	$(BIN)/python bench/bench_service.py
+	$(BIN)/python bench/bench_loop.py
 	$(BIN)/python bench/bench_cli.py
 	@if [ -d "$(OBD)" ]; then $(BIN)/python bench/bench_obd.py --data $(OBD); \
 	  else echo "skipping bench_obd: no data at $(OBD) (hfrl datasets obd --out DIR; make bench OBD=DIR)"; fi

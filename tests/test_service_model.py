@@ -18,6 +18,7 @@ from hfrl.data import CategoryEncoder
 from hfrl.errors import ArtifactError
 from hfrl.policies import TabularPolicy
 from hfrl.service import DecisionLog, ServedModel, artifact_version, read_decision_log, write_parquet
+from hfrl.service.log import QueuedDecisions
 
 TABLE = np.array([[0.5, 0.3, 0.2, 0.0], [0.1, 0.1, 0.1, 0.7], [0.25, 0.25, 0.25, 0.25]])
 
@@ -279,7 +280,8 @@ def test_a_failed_commit_fails_its_waiters_and_the_writer_recovers(tmp_path):
         blocker.execute("BEGIN IMMEDIATE")  # the writer waits on its next transaction...
         log.log_decisions([row("first", 0, 0)])
         time.sleep(0.2)
-        log._queue.put([("bad-row-with-too-few-columns",)])  # ...while these two queue up together
+        # ...while these two queue up together
+        log._queue.put(QueuedDecisions([("bad-row-with-too-few-columns",)]))
         waiting = log.submit_feedback("ok", 1.0)
         blocker.execute("ROLLBACK")
         blocker.close()

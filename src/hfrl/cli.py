@@ -764,7 +764,10 @@ def datasets_obd(
 @app.command()
 def serve(
     artifact: str = typer.Argument(..., help="Policy artifact to serve (saved with TabularPolicy.save)."),
-    db: str = typer.Option("decisions.sqlite", "--db", help="SQLite decision log (created when absent)."),
+    db: str = typer.Option(
+        "decisions.sqlite", "--db",
+        help="Decision log: a SQLite file (created when absent) or a postgresql:// URL shared by replicas.",
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
     api_key_file: str | None = typer.Option(
@@ -773,24 +776,67 @@ def serve(
     require_key: bool = typer.Option(False, "--require-key", help="Require the API key on every endpoint."),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="Larger bodies get 413."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the sampling generator."),
+    challenger: str | None = typer.Option(
+        None, "--challenger", help="Serve this artifact to a share of decisions next to ARTIFACT (champion)."
+    ),
+    traffic: float = typer.Option(0.1, "--traffic", help="The challenger's share of decisions, in (0, 1)."),
+    auto: bool = typer.Option(
+        False, "--auto", help="Promote or roll back by itself once the confidence sequence concludes."
+    ),
+    reward_range: str = typer.Option(
+        "0,1", "--reward-range", help="LOW,HIGH of monitored rewards (the sequences rest on it)."
+    ),
+    level: float = typer.Option(0.95, "--level", min=0.5, max=0.999, help="Confidence sequence level."),
+    guardrail_floor: float | None = typer.Option(
+        None, "--guardrail-floor", help="Roll back once the challenger's value is confidently below this."
+    ),
+    event: str = typer.Option("reward", "--event", help="The feedback event the monitors read."),
+    candidate: list[str] = typer.Option(
+        None, "--candidate", help="Watch this artifact off-policy against the champion (repeatable)."
+    ),
+    refresh_every: float | None = typer.Option(
+        None, "--refresh-every", help="Refresh the champion from the logs every this many seconds."
+    ),
+    refresh_logs: list[str] = typer.Option(
+        None, "--refresh-logs", help="Logs read by refresh besides the decision log (repeatable)."
+    ),
+    refresh_out: str | None = typer.Option(
+        None, "--refresh-out", help="Where refresh writes (default ARTIFACT's name + .refreshed.zip)."
+    ),
+    pi: str | None = typer.Option(None, "--pi", help="Refresh: the learned policy, if ARTIFACT lacks it."),
+    hf: str | None = typer.Option(None, "--hf", help="Refresh: the HF artifact, for HF's settings."),
+    half_life: str | None = typer.Option(None, "--half-life", help="Refresh: HF half-life ('7D', seconds)."),
+    retune: bool = typer.Option(False, "--retune", help="Refresh: re-tune alpha by its lower bound."),
 ) -> None:
-    """Serve a policy over HTTP (decide, feedback, reload, metrics), logging every decision to --db."""
+    """Serve a policy over HTTP (decide, feedback, reload, metrics), logging every decision to --db;
+    optionally next to a challenger, watching candidates, and refreshing HF from the logs."""
     from hfrl.errors import HfrlError
+    from hfrl.service.log import LogWriterError
+    from hfrl.service.monitor import MonitorSettings
+    from hfrl.service.refresh import RefreshSettings
+    from hfrl.service.server import parse_reward_range
     from hfrl.service.server import serve as run
 
     try:
+        monitor = MonitorSettings(level=level, reward_range=parse_reward_range(reward_range), event=event,
+                                  guardrail_floor=guardrail_floor)
+        refresh = RefreshSettings(tuple(refresh_logs or ()), refresh_every, refresh_out, pi, hf, half_life,
+                                  retune)
         run(
             artifact, db, host=host, port=port, api_key_file=api_key_file, require_key=require_key,
-            max_body_bytes=max_body_bytes, seed=seed,
+            max_body_bytes=max_body_bytes, seed=seed, challenger=challenger, traffic=traffic, auto=auto,
+            monitor=monitor, candidates=candidate or (), refresh=refresh,
         )
-    except (HfrlError, ValueError) as exc:
+    except (HfrlError, ValueError, LogWriterError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
 
 
 @app.command("export-log")
 def export_log(
-    db: str = typer.Argument(..., help="Decision log database written by hfrl serve."),
+    db: str = typer.Argument(
+        ..., help="Decision log written by hfrl serve: a SQLite file or a postgresql:// URL."
+    ),
     out: str = typer.Option(..., "--out", help="Parquet file to write."),
     event: str | None = typer.Option(None, "--event", help="Reward from this feedback event only."),
     all_positions: bool = typer.Option(
@@ -811,6 +857,52 @@ def export_log(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"wrote {rows} decisions to {out}")
+
+
+@app.command()
+def refresh(
+    artifact: Path = typer.Argument(..., help="A blended artifact (from hfrl tune, or refreshed before)."),
+    logs: list[str] = typer.Option(
+        ..., "--logs",
+        help="Logs to recompute HF from: decision logs (.sqlite, postgresql://), CSV/Parquet (repeatable).",
+    ),
+    out: Path = typer.Option(..., "--out", help="Where to write the refreshed artifact."),
+    pi: Path = typer.Option(None, "--pi", help="The learned policy pi, when ARTIFACT does not carry it."),
+    hf: Path = typer.Option(
+        None, "--hf", help="The HF artifact (for its settings), when ARTIFACT does not carry them."
+    ),
+    half_life: str = typer.Option(None, "--half-life", help="Override HF's half-life ('7D', or seconds)."),
+    retune: bool = typer.Option(False, "--retune", help="Re-tune alpha by its lower confidence bound."),
+    level: float = typer.Option(0.95, "--level", min=0.5, max=0.999, help="Level of that lower bound."),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+) -> None:
+    """Recompute HF from recent logs and rebuild pi' = (1 - alpha) pi + alpha HF (alpha kept or re-tuned)."""
+    from hfrl.errors import HfrlError
+    from hfrl.service.model import artifact_version
+    from hfrl.service.refresh import refresh_artifact
+
+    life: Any = half_life
+    if half_life is not None:
+        try:
+            life = float(half_life)
+        except ValueError:
+            life = half_life
+    try:
+        result = refresh_artifact(artifact, logs, out, pi=pi, hf=hf, half_life=life, retune=retune,
+                                  level=level)
+    except (HfrlError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    summary = {
+        "out": str(result.path), "model_version": artifact_version(result.path), "alpha": result.alpha,
+        "previous_alpha": result.previous_alpha, "rows": result.rows, "seconds": round(result.seconds, 3),
+        "note": result.note,
+    }
+    if as_json:
+        _print_json(summary)
+        return
+    typer.echo(f"refreshed HF from {result.rows:,} rows; alpha {result.alpha:.3g} ({result.note}); "
+               f"model {summary['model_version']} written to {result.path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -259,10 +259,31 @@ class ServedModel:
         order = np.argsort(-np.take_along_axis(keys, part, axis=1), axis=1)
         actions = np.take_along_axis(part, order, axis=1).astype(np.int64)
         probs = table[states[:, None], actions]
-        taken_before = np.cumsum(probs, axis=1) - probs
-        remaining = np.clip(1.0 - taken_before, np.finfo(np.float64).tiny, None)
-        propensities = np.minimum(probs / remaining, 1.0)
-        return Decisions(states, actions, propensities, probs)
+        return Decisions(states, actions, _sequential(probs), probs)
+
+    def rule_probabilities(self, states: np.ndarray, actions: np.ndarray, mode: str) -> np.ndarray:
+        """The probability of each slot of ``actions`` (n, k) given the earlier slots, under this
+        model's rule in ``mode``: what ``decide`` logs as the propensity when this model decided.
+
+        For a slate another model chose it is 0 from the first slot this model's rule could not
+        have produced (exploit: the first slot that leaves this model's top k).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hfrl.policies import TabularPolicy
+        >>> model = ServedModel(TabularPolicy(np.array([[0.5, 0.25, 0.25]])), version="v1")
+        >>> model.rule_probabilities(np.array([0]), np.array([[1, 0]]), "explore").tolist()
+        [[0.25, 0.6666666666666666]]
+        >>> model.rule_probabilities(np.array([0]), np.array([[0, 2]]), "exploit").tolist()
+        [[1.0, 0.0]]
+        """
+        states = np.asarray(states, dtype=np.int64)
+        actions = np.asarray(actions, dtype=np.int64)
+        if mode == EXPLOIT:
+            top, _ = self.policy.top_k(states, actions.shape[1])
+            return np.cumprod(top == actions, axis=1).astype(np.float64)
+        return _sequential(self.policy.table_[states[:, None], actions])
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/model`` reports."""
@@ -278,3 +299,10 @@ class ServedModel:
             "has_item_ids": self.action_encoder is not None,
             "artifact": self.path,
         }
+
+
+def _sequential(probs: np.ndarray) -> np.ndarray:
+    """Slot probabilities of sampling without replacement: pi(a_j|s) / (1 - sum_{i<j} pi(a_i|s))."""
+    taken_before = np.cumsum(probs, axis=1) - probs
+    remaining = np.clip(1.0 - taken_before, np.finfo(np.float64).tiny, None)
+    return np.minimum(probs / remaining, 1.0)
