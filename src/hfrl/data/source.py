@@ -461,9 +461,10 @@ def _refuse_huge_tables(backend: Backend, logs: LogSource, proof: LogProof, n_st
     other = proof.n_states if label == "action" else proof.n_actions
     limit = max(MAX_TABLE_CELLS // other, 1)
     candidates = [A] if label == "action" else [c for c in (S, schema.NEXT_STATE) if c in proof.columns]
-    rules = [Rule(column, f"a dense {label} id below {limit:,}: ids index tables of n_states x n_actions "
-                  f"cells (at most {MAX_TABLE_CELLS:,}); map raw ids to 0..n-1 with hfrl.data.CategoryEncoder",
-                  f"finite(cast_double({column})) * (cast_double({column}) >= {limit})") for column in candidates]
+    expected = (f"a dense {label} id below {limit:,}: ids index tables of n_states x n_actions cells (at "
+                f"most {MAX_TABLE_CELLS:,}); map raw ids to 0..n-1 with hfrl.data.CategoryEncoder")
+    rules = [Rule(column, expected, f"finite(cast_double({column})) * (cast_double({column}) >= {limit})")
+             for column in candidates]
     totals = backend.group_sums(logs, [], {f"rule{i}": r.bad for i, r in enumerate(rules)}).iloc[0]
     rule, count = max(((r, int(round(float(totals[f"rule{i}"])))) for i, r in enumerate(rules)),
                       key=lambda pair: pair[1])
