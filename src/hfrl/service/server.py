@@ -48,18 +48,23 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     seed: int | None = None,
     log_level: str = "warning",
+    access_log: bool = False,
 ) -> None:
-    """Load ``artifact`` and serve it on ``host:port`` until SIGINT/SIGTERM (then drain the log)."""
+    """Load ``artifact`` and serve it on ``host:port`` until SIGINT/SIGTERM (then drain the log).
+
+    ``log_level`` is uvicorn's (``"info"`` logs the start, the URL and the stop); ``access_log``
+    logs every request at level info.
+    """
     key = read_api_key(api_key_file)
     if require_key and key is None:
         raise ValueError(f"--require-key needs a key: set {API_KEY_ENV} or pass --api-key-file")
     app = create_app(
         artifact, db, api_key=key, require_key=require_key, max_body_bytes=max_body_bytes, seed=seed
     )
-    run_app(app, host=host, port=port, log_level=log_level)
+    run_app(app, host=host, port=port, log_level=log_level, access_log=access_log)
 
 
-def run_app(app: Any, *, host: str, port: int, log_level: str = "warning") -> None:
+def run_app(app: Any, *, host: str, port: int, log_level: str = "warning", access_log: bool = False) -> None:
     """Run a built app under uvicorn until SIGINT/SIGTERM; the app's lifespan drains the log."""
     import uvicorn
 
@@ -68,7 +73,7 @@ def run_app(app: Any, *, host: str, port: int, log_level: str = "warning") -> No
     gc.collect()
     gc.freeze()
     uvicorn.run(
-        app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=10
+        app, host=host, port=port, log_level=log_level, access_log=access_log, timeout_graceful_shutdown=10
     )
 
 
