@@ -196,6 +196,10 @@ def alpha_sentence(alpha: float, criterion: str, estimator: str, level: float,
     alpha = 0.6 (pi' = 0.4 pi + 0.6 HF) has the highest lower 95% bound of the SNIPS value on the
     validation split: 1.7 [1.35, 2.1], against 1.5 [1, 2.1] for pi alone (alpha = 0) and
     1.8 [1.3, 2.3] for HF alone (alpha = 1).
+    >>> curve[0]["estimate"] = float("nan")  # pi puts no mass on a logged action
+    >>> print(alpha_sentence(1.0, "estimate", "snips", 0.95, curve))
+    alpha = 1 (pi' = HF (the historical frequency alone)) has the highest SNIPS estimate of the value
+    on the validation split: 1.8 [1.3, 2.3], against no evidence for pi alone (alpha = 0).
     """
     name = estimator.upper()
     goal = (f"the highest lower {level:.0%} bound of the {name} value" if criterion == "lower_bound"
@@ -209,6 +213,8 @@ def alpha_sentence(alpha: float, criterion: str, estimator: str, level: float,
         return min(points, key=lambda p: abs(float(p["alpha"]) - a))
 
     def shown(point: Mapping[str, Any]) -> str:
+        if _finite(point.get("estimate")) is None:
+            return "no evidence"
         return f"{number(point.get('estimate'))} {interval(point.get('ci_low'), point.get('ci_high'))}"
 
     chosen, pi_end, hf_end = at(alpha), at(0.0), at(1.0)
