@@ -250,7 +250,12 @@ def test_read_decision_log_is_in_the_log_schema(tmp_path):
     assert np.isnan(frame["reward"].tolist()[1])
     assert str(frame["timestamp"].dtype).startswith("datetime64") and frame["timestamp"].dt.tz is not None
     assert read_decision_log(path, event="click")["reward"].tolist()[0] == 0.5
-    assert len(read_decision_log(path, all_positions=True)) == 3
+    slots = read_decision_log(path, all_positions=True)
+    assert len(slots) == 3
+    b_slots = slots[slots["decision_id"] == "b"]
+    first, second = b_slots["propensity"].tolist()
+    assert b_slots["cascade_propensity"].tolist() == pytest.approx([first, first * second])
+    assert b_slots["slate_propensity"].tolist() == pytest.approx([first * second] * 2)
     assert read_decision_log(path, missing_reward=0.0)["reward"].tolist() == [1.5, 0.0]
     out = tmp_path / "log.parquet"
     assert write_parquet(path, out) == 2

@@ -1170,7 +1170,10 @@ def export_log(
     db: str = typer.Argument(..., metavar="DB", help="Decision log database written by hfrl serve."),
     out: str = typer.Option(..., "--out", help="Parquet file to write."),
     event: str | None = typer.Option(None, "--event", help="Reward from this feedback event only."),
-    all_positions: bool = typer.Option(False, "--all-positions", help="Also the slots k>1 of each decision."),
+    all_positions: bool = typer.Option(
+        False, "--all-positions",
+        help="Also the slots k>1 of each decision, with cascade_propensity and slate_propensity.",
+    ),
     missing_reward: float | None = typer.Option(
         None, "--missing-reward", help="Reward of decisions without feedback (default: null)."
     ),

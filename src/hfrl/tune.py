@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from hfrl.backends import Backend
-from hfrl.blending import BLEND_METHODS, as_table, blend
+from hfrl.blending import BLEND_METHODS, BlendedPolicy, as_table, blend
 from hfrl.data import Logs, load_logs, schema
 from hfrl.ope import compare, evaluate
 from hfrl.ope.estimators import ESTIMATORS, Estimator, make_estimator
@@ -33,6 +34,9 @@ from hfrl.ope.evaluate import (
     Terms,
     atom_rows,
     auto_interval,
+    contextual_logs,
+    corner_inputs,
+    is_contextual,
     likelihood_interval,
     moment_interval,
     prepare,
@@ -60,8 +64,8 @@ class AlphaTuning:
         The chosen alpha.
     curve : DataFrame
         ``alpha``, ``estimate``, ``std_error``, ``ci_low``, ``ci_high`` for every alpha tried.
-    policy : TabularPolicy
-        The blended policy at the chosen alpha.
+    policy : TabularPolicy or BlendedPolicy
+        The blended policy at the chosen alpha (a ``BlendedPolicy`` for contextual policies).
     evaluation : DataFrame
         ``hfrl.ope.evaluate``'s row for the blended policy, with a column ``rows`` saying which
         rows it was made on: ``"test"`` (``test_logs``, an honest estimate) or ``"selection"``
@@ -75,7 +79,7 @@ class AlphaTuning:
 
     alpha: float
     curve: pd.DataFrame
-    policy: TabularPolicy
+    policy: TabularPolicy | BlendedPolicy
     evaluation: pd.DataFrame
     estimator: str
     criterion: str
@@ -166,13 +170,18 @@ class _Curve:
                  method: str, interval: str, level: float, fast: bool = True) -> None:
         self.prepared, self.estimator, self.pi, self.hf = prepared, estimator, pi, hf
         self.method, self.level = method, level
+        self.reward_range, self.model_range = prepared.reward_range, prepared.model_range
         self.closed_form = fast and method == "linear" and estimator.linear_in_target
         self.gram, self.ratio = _end_gram(prepared, estimator, pi, hf)
-        if interval == "auto":  # one method along the curve: the smaller end's sample decides
-            ends = _linear_sums(self.gram, self.ratio, np.array([0.0, 1.0]))
-            interval = auto_interval(estimator.name, float(ends.ess().min()))
-        self.interval = interval
+        self.interval = self._resolve(interval)
         self._pooled: tuple[list[np.ndarray], np.ndarray] | None = None
+
+    def _resolve(self, interval: str) -> str:
+        """One interval method along the curve: for ``"auto"``, the smaller end's sample decides."""
+        if interval != "auto":
+            return interval
+        ends = _linear_sums(self.gram, self.ratio, np.array([0.0, 1.0]))
+        return auto_interval(self.estimator.name, float(ends.ess().min()))
 
     def __call__(self, alpha: np.ndarray) -> tuple[np.ndarray, ...]:
         alpha = np.atleast_1d(np.asarray(alpha, dtype=np.float64))
@@ -188,7 +197,7 @@ class _Curve:
             low, high = self._likelihood(alpha, tables, max_weight)
         else:
             low, high = moment_interval(self.interval, sums, self.estimator, max_weight,
-                                        self.prepared.reward_range, self.level)
+                                        self.reward_range, self.level)
         return sums.estimate(), sums.std_error(), low, high
 
     def _linear_max_weight(self, alpha: np.ndarray) -> np.ndarray:
@@ -213,9 +222,64 @@ class _Curve:
             rows = [((1 - a) * w0 + a * w1, (1 - a) * t0 + a * t1, count) for a in alpha]
         else:
             rows = [atom_rows(self.prepared, self.estimator, t) for t in tables]
-        bounds = [likelihood_interval(r, self.estimator, float(m), self.prepared.reward_range, self.level)
+        bounds = [likelihood_interval(r, self.estimator, float(m), self.reward_range, self.level,
+                                      self.model_range)
                   for r, m in zip(rows, max_weight, strict=True)]
         return np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
+
+
+class _ContextualCurve(_Curve):
+    """``_Curve`` for a contextual pi and HF (``hfrl.policies.Policy`` over feature rows).
+
+    One streaming pass (``hfrl.ope.contextual.ContextualPass``) scores both end policies on every
+    logged row; their Gram matrix and pooled atoms then give the linear blend at any alpha, as for
+    tables. The largest weight of the blend is bounded by ``(1 - a) max_pi + a max_hf`` (the largest
+    weight of each end policy over the rows), a bound the likelihood's unseen rows may use.
+    """
+
+    ORDER = [0, 1, 5, 2, 6, 3, 7, 4, 8]  # the pass's (1, four of pi, four of HF) interleaved for _mixing
+
+    def __init__(self, scored: Any, estimator: Estimator, interval: str, level: float,
+                 reward_range: tuple[float, float]) -> None:
+        self.estimator, self.method, self.level = estimator, "linear", level
+        self.reward_range, self.model_range = reward_range, (scored.model_min, scored.model_max)
+        self.closed_form = True
+        self.gram = scored.gram[estimator.name][np.ix_(self.ORDER, self.ORDER)]
+        self.ratio = estimator.normalizer(corner_inputs(np.ones(1), 0.0, 0.0, 0.0)) is not None
+        self.ends_max_weight = scored.max_weight
+        self.interval = self._resolve(interval)
+        self._pooled = scored.pooled(estimator.name)
+
+    def _linear_max_weight(self, alpha: np.ndarray) -> np.ndarray:
+        return (1.0 - alpha) * self.ends_max_weight[0] + alpha * self.ends_max_weight[1]
+
+
+def _contextual_curve(policy: Any, hf: Any, logs: Any, estimator: Estimator, method: str, interval: str,
+                      level: float, backend: Any, context_columns: Any, options: dict[str, Any]
+                      ) -> tuple[_ContextualCurve, Logs]:
+    """The curve of a contextual pi blended with a contextual HF, and the validated logs."""
+    from hfrl.ope.contextual import ContextualPass
+
+    if not (is_contextual(policy) and is_contextual(hf)):
+        raise ValueError(
+            "policy and hf must both be contextual (hfrl.policies.Policy over feature rows, e.g. a "
+            "learner's policy_ and hfrl.frequencies.SegmentFrequency) or both tables")
+    if method != "linear" or not estimator.linear_in_target:
+        raise ValueError(
+            f"contextual policies are tuned with the linear blend and ips, snips, dm or dr (got method "
+            f"{method!r}, estimator {estimator.name!r}); evaluate other blends one alpha at a time with "
+            "hfrl.ope.evaluate(logs, BlendedPolicy(policy, hf, alpha), context_columns=...)")
+    unknown = sorted(set(options) - {"reward_model", "reward_range"})
+    if unknown:
+        raise ValueError(f"option(s) {unknown} do not apply to contextual policies (reward_model and "
+                         "reward_range do)")
+    if policy.n_actions != hf.n_actions:
+        raise ValueError(f"policy has {policy.n_actions} actions but hf has {hf.n_actions}")
+    validated = contextual_logs(logs, [estimator], backend, context_columns, options.get("reward_range"),
+                                policy.n_actions)
+    scored = ContextualPass(validated, [policy, hf], [estimator], context_columns, policy.n_actions,
+                            options.get("reward_model"))
+    return _ContextualCurve(scored, estimator, interval, level, validated.reward_range), validated
 
 
 def alpha_curve(
@@ -230,6 +294,7 @@ def alpha_curve(
     *,
     fast: bool = True,
     interval: str = "auto",
+    context_columns: Sequence[str] | None = None,
     **evaluate_options: Any,
 ) -> pd.DataFrame:
     """The estimated value of the blend at each alpha, with standard errors and intervals.
@@ -237,7 +302,9 @@ def alpha_curve(
     ``fast=True`` (the default) uses the closed form for the linear blend and the ips/snips/dm/dr
     estimators (about two evaluations) and otherwise evaluates each alpha on logs prepared once;
     ``fast=False`` is the brute force: ``blend`` then ``hfrl.ope.evaluate`` at each alpha. The
-    intervals are ``hfrl.ope.evaluate``'s (``interval``, default per estimator).
+    intervals are ``hfrl.ope.evaluate``'s (``interval``, default per estimator). A contextual
+    ``policy`` and ``hf`` (``hfrl.policies.Policy`` over feature rows) need ``context_columns``:
+    both are scored in one streaming pass over the logs (linear blend; ips, snips, dm or dr).
 
     Examples
     --------
@@ -248,9 +315,14 @@ def alpha_curve(
     >>> curve["estimate"].tolist()
     [1.0, 0.75, 0.5]
     """
-    name, grid, pi, table, level = _check_curve(estimator, alphas, method, level, policy, hf)
+    name, grid, level = _check_curve(estimator, alphas, method, level)
     chosen = _estimator(name, evaluate_options)
     kind = resolve_interval(interval, name)
+    if is_contextual(policy) or is_contextual(hf):
+        curve, _ = _contextual_curve(policy, hf, logs, chosen, method, kind, level, backend, context_columns,
+                                     evaluate_options)
+        return _curve_frame(grid, curve(grid))
+    pi, table = _tables(policy, hf)
     if not fast:
         rows = [evaluate(logs, blend(pi, table, float(a), method), (name,), level=level, backend=backend,
                          interval=kind, clip_threshold=getattr(chosen, "threshold", 10.0),
@@ -269,15 +341,13 @@ def _curve_frame(grid: np.ndarray, values: tuple[np.ndarray, ...]) -> pd.DataFra
                          "ci_low": low, "ci_high": high})
 
 
-def _check_curve(estimator: Any, alphas: Any, method: str, level: float, policy: Any, hf: Any
-                 ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, float]:
+def _check_curve(estimator: Any, alphas: Any, method: str, level: float) -> tuple[str, np.ndarray, float]:
     name = str(estimator).lower()
     if name not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if method not in BLEND_METHODS:
         raise ValueError(f"method must be one of {BLEND_METHODS}, got {method!r}")
-    pi, table = _tables(policy, hf)
-    return name, _alphas(alphas), pi, table, check_level(level)
+    return name, _alphas(alphas), check_level(level)
 
 
 def _estimator(name: str, options: dict[str, Any]) -> Estimator:
@@ -315,16 +385,17 @@ def tune_alpha(
     allow_leak: bool = False,
     test_logs: Any = None,
     interval: str = "auto",
+    context_columns: Sequence[str] | None = None,
     **evaluate_options: Any,
 ) -> AlphaTuning:
     """Choose the alpha of ``pi' = blend(policy, hf, alpha, method)`` from logged data.
 
     Parameters
     ----------
-    policy : TabularPolicy or (n_states, n_actions) array
+    policy : TabularPolicy, (n_states, n_actions) array, or contextual ``hfrl.policies.Policy``
         The learned policy pi (fit on the training split).
-    hf : fitted HistoricalFrequency, TabularPolicy or array
-        The historical frequency (fit on the training split).
+    hf : fitted HistoricalFrequency, TabularPolicy, array, or ``SegmentFrequency``
+        The historical frequency (fit on the training split); contextual when ``policy`` is.
     logs : DataFrame, path or ``hfrl.data.Logs``
         The selection (validation) split, with ``state``, ``action``, ``reward``, ``propensity``.
     estimator : {"snips", "ips", "dr", "dm", "clipped_ips", "switch_dr"}
@@ -343,6 +414,9 @@ def tune_alpha(
         them it is reported on ``logs``, marked ``rows="selection"`` and ``optimistic=True``.
     interval : {"auto", "normal", "empirical_likelihood", "bernstein"}
         As in ``hfrl.ope.evaluate``; the lower-bound criterion uses these bounds.
+    context_columns : sequence of str, optional
+        The feature columns contextual policies read; the chosen policy is then a
+        ``hfrl.blending.BlendedPolicy`` (computed per batch of users, never materialised).
     **evaluate_options
         Passed to the estimators (``propensity``, ``reward_model``, ``reward_range``, ...).
 
@@ -366,26 +440,37 @@ def tune_alpha(
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-    name, grid, pi, table, level = _check_curve(estimator, alphas, method, level, policy, hf)
+    name, grid, level = _check_curve(estimator, alphas, method, level)
     options = dict(evaluate_options)
     chosen = _estimator(name, options)
     kind = resolve_interval(interval, name)
-    prepared = prepare(logs, pi.shape[0], pi.shape[1], needs_propensity=chosen.uses_propensity,
-                       backend=backend, **options)
-    check_leakage(hf, prepared.logs, allow_leak)
-    curve_at = _Curve(prepared, chosen, pi, table, method, kind, level)
+    contextual = is_contextual(policy) or is_contextual(hf)
+    if contextual:
+        curve_at, selection = _contextual_curve(policy, hf, logs, chosen, method, kind, level, backend,
+                                                context_columns, options)
+    else:
+        pi, table = _tables(policy, hf)
+        prepared = prepare(logs, pi.shape[0], pi.shape[1], needs_propensity=chosen.uses_propensity,
+                           backend=backend, **options)
+        curve_at, selection = _Curve(prepared, chosen, pi, table, method, kind, level), prepared.logs
+    check_leakage(hf, selection, allow_leak)
     curve = _curve_frame(grid, curve_at(grid))
     score = curve["estimate" if criterion == "estimate" else "ci_low"].to_numpy()
     best = int(np.nanargmax(score)) if np.isfinite(score).any() else 0
     alpha = float(grid[best])
     if isinstance(alphas, str) and curve_at.closed_form and criterion == "lower_bound":
         alpha = _refine(curve_at, grid, best, alpha)
-    blended = blend(pi, table, alpha, method)
-    thresholds = {"clip_threshold": getattr(chosen, "threshold", 10.0),
-                  "switch_threshold": getattr(chosen, "threshold", 10.0)}
     held_out = test_logs is not None
-    evaluation = evaluate(test_logs if held_out else prepared.logs, blended, (name,), level=level,
-                          backend=backend, interval=kind, **thresholds, **options)
+    if contextual:
+        blended: Any = BlendedPolicy(policy, hf, alpha)
+        evaluation = evaluate(test_logs if held_out else selection, blended, (name,), level=level,
+                              backend=backend, interval=kind, context_columns=context_columns, **options)
+    else:
+        blended = blend(pi, table, alpha, method)
+        thresholds = {"clip_threshold": getattr(chosen, "threshold", 10.0),
+                      "switch_threshold": getattr(chosen, "threshold", 10.0)}
+        evaluation = evaluate(test_logs if held_out else selection, blended, (name,), level=level,
+                              backend=backend, interval=kind, **thresholds, **options)
     evaluation["rows"] = "test" if held_out else "selection"
     return AlphaTuning(alpha, curve, blended, evaluation, name, criterion, level, method, not held_out)
 

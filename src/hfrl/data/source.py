@@ -12,7 +12,7 @@ the first two into the third, once.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from hfrl.backends import Backend, get_backend
-from hfrl.backends.files import LogSource, is_path, read_frame
+from hfrl.backends.files import LogSource, is_path, read_batches, read_frame
 from hfrl.data import schema
 from hfrl.data.cells import PROPENSITY_SUMS, STANDARD_SUMS, Atoms, CellStatistics
 from hfrl.data.validation import (
@@ -329,7 +329,9 @@ class Logs:
         if self.has(P):
             sums.update(PROPENSITY_SUMS)
         sums.update(extra)
-        frame = self.backend.group_sums(self.source, [S, A], sums)
+        frame = self.backend.group_sums(self.source, [S, A] if self.has(S) else [A], sums)
+        if S not in frame.columns:  # ranking logs without contexts: one state
+            frame.insert(0, S, 0)
         values = frame[list(sums)].to_numpy()
         if not np.isfinite(values).all():
             bad = [k for k in sums if not np.isfinite(frame[k].to_numpy()).all()]
@@ -369,6 +371,21 @@ class Logs:
         else:
             frame = read_frame(self.source, wanted)
         return canonical(frame)
+
+
+    def batches(self, columns: Iterable[str], batch_rows: int = 1 << 16) -> Iterator[pd.DataFrame]:
+        """The rows in order, ``batch_rows`` at a time (canonical dtypes), for work that needs rows
+        but not all of them at once (scoring a contextual policy on a file larger than memory)."""
+        from hfrl.data.validation import canonical
+
+        wanted = list(columns)
+        self.require(*wanted)
+        if isinstance(self.source, pd.DataFrame):
+            for start in range(0, len(self.source), batch_rows):
+                yield canonical(self.source[wanted].iloc[start:start + batch_rows])
+        else:
+            for batch in read_batches(self.source, wanted, batch_rows):
+                yield canonical(batch)
 
 
 def as_logs(
@@ -472,13 +489,14 @@ def _refuse_huge_tables(backend: Backend, logs: LogSource, proof: LogProof, n_st
 
 
 def _refuse_text(backend: Backend, logs: LogSource, ranges: pd.DataFrame, name: str | None,
-                 columns: Iterable[str] = (S, A, R, P, schema.NEXT_STATE, schema.POSITION, schema.WEIGHT)
+                 columns: Iterable[str] = (S, A, R, P, schema.NEXT_STATE, schema.POSITION, schema.WEIGHT,
+                                           schema.CASCADE_PROPENSITY, schema.SLATE_PROPENSITY)
                  ) -> None:
     """Ids and numbers stored as text are refused (order and sums would be wrong), though each parses."""
     for column in columns:
         if column not in ranges.index or ranges.loc[column, "kind"] != "other":
             continue
-        numbers = column in (R, P, schema.WEIGHT)
+        numbers = column in (R, P, schema.WEIGHT, schema.CASCADE_PROPENSITY, schema.SLATE_PROPENSITY)
         value = backend.value_at(logs, column, 0)
         advice = "" if numbers else " (raw categories become ids with hfrl.data.CategoryEncoder)"
         raise LogValidationError(
@@ -493,7 +511,7 @@ def _proof(ranges: pd.DataFrame, columns: list[str], n_rows: int, n_states: int 
     def span(column: str) -> tuple[float, float]:
         return float(ranges.loc[column, "min"]), float(ranges.loc[column, "max"])
 
-    max_state = span(S)[1]
+    max_state = span(S)[1] if S in ranges.index else 0.0  # contextual logs may have no state column
     if schema.NEXT_STATE in ranges.index and math.isfinite(ranges.loc[schema.NEXT_STATE, "max"]):
         max_state = max(max_state, span(schema.NEXT_STATE)[1])
     observed = span(R) if R in ranges.index else (0.0, 0.0)

@@ -1,6 +1,7 @@
 """Gymnasium environments with exact ground truth, log simulation and simulators fitted to logs.
 
-``import hfrl.envs`` registers ``hfrl/Recommendation-v0`` and ``hfrl/AdPlacement-v0`` with
+``import hfrl.envs`` registers ``hfrl/Recommendation-v0``, ``hfrl/AdPlacement-v0`` and
+``hfrl/SlatePage-v0`` (slates with a position or cascade click model, ``hfrl.envs.slates``) with
 Gymnasium (``gymnasium.make("hfrl.envs:hfrl/Recommendation-v0")`` imports this module itself).
 Every env is a :class:`TabularMDPEnv`: besides ``reset``/``step`` and the vectorised batch API
 (``reset_batch``, ``step_batch``) for many independent users at once -- one sampler behind both --
@@ -24,18 +25,23 @@ from hfrl.envs.fitted import fit_env
 from hfrl.envs.logs import collect_logs, logging_policy
 from hfrl.envs.recommendation import RecommendationEnv
 from hfrl.envs.shifts import SHIFT_KINDS, shift
+from hfrl.envs.slates import CLICK_MODELS, SlateEnv, collect_slate_logs, slate_policy_value
 from hfrl.envs.tabular import TabularMDPEnv
 
 __all__ = [
+    "CLICK_MODELS",
     "SHIFT_KINDS",
     "AdPlacementEnv",
     "RecommendationEnv",
+    "SlateEnv",
     "TabularMDPEnv",
     "collect_logs",
+    "collect_slate_logs",
     "exact",
     "fit_env",
     "logging_policy",
     "shift",
+    "slate_policy_value",
 ]
 
 # The time limit of Recommendation-v0 is a TimeLimit wrapper, not part of the exact truth: see
@@ -45,6 +51,7 @@ RECOMMENDATION_MAX_STEPS = 1000
 _REGISTRATIONS = {
     "hfrl/Recommendation-v0": ("hfrl.envs.recommendation:RecommendationEnv", RECOMMENDATION_MAX_STEPS),
     "hfrl/AdPlacement-v0": ("hfrl.envs.ad_placement:AdPlacementEnv", None),
+    "hfrl/SlatePage-v0": ("hfrl.envs.slates:SlateEnv", None),
 }
 
 for _env_id, (_entry_point, _limit) in _REGISTRATIONS.items():

@@ -17,6 +17,7 @@ from hfrl.ope.inference import INTERVALS
 from hfrl.ope.reward_model import fit_reward_model
 from hfrl.ope.sequences import confidence_sequence
 from hfrl.ope.sessions import SESSION_ESTIMATORS, evaluate_sessions
+from hfrl.ope.slates import SLATE_ESTIMATORS, evaluate_slates
 from hfrl.ope.support import SupportWarning
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "ESTIMATORS",
     "INTERVALS",
     "SESSION_ESTIMATORS",
+    "SLATE_ESTIMATORS",
     "Comparison",
     "NoEvidenceError",
     "SupportWarning",
@@ -32,6 +34,7 @@ __all__ = [
     "confidence_sequence",
     "evaluate",
     "evaluate_sessions",
+    "evaluate_slates",
     "fit_reward_model",
     "missing_evidence",
     "require_evidence",

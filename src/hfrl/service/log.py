@@ -324,7 +324,10 @@ def read_decision_log(
         the rewards of all its feedback events.
     all_positions : bool
         Also return the slots ``position >= 1`` of k > 1 decisions (propensity: probability at that
-        slot given the earlier picks); each carries its decision's reward.
+        slot given the earlier picks); each carries its decision's reward. Adds the ranking log
+        schema's ``cascade_propensity`` (the product of the slot propensities up to this slot: the
+        probability of the list's items at positions 0..position) and ``slate_propensity`` (of the
+        whole list).
     missing_reward : float, optional
         The reward of decisions without feedback. By default it stays NaN (null), which
         ``validate_logs`` rejects: choose explicitly, e.g. 0.0 when silence means no click, or drop
@@ -374,6 +377,10 @@ def read_decision_log(
     frame[schema.TIMESTAMP] = pd.to_datetime(frame[schema.TIMESTAMP], unit="s", utc=True)
     for column in (schema.STATE, schema.ACTION, schema.POSITION, "k"):
         frame[column] = frame[column].astype("int64")
+    if all_positions:  # rows are ordered by position within each decision
+        by_decision = frame.groupby("decision_id", sort=False)[schema.PROPENSITY]
+        frame[schema.CASCADE_PROPENSITY] = by_decision.cumprod()
+        frame[schema.SLATE_PROPENSITY] = by_decision.transform("prod")
     return frame
 
 

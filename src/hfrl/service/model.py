@@ -13,7 +13,9 @@ Propensities recorded (the contract the decision log keeps)
     trick, which has exactly that distribution). The propensity at slot ``j`` is the probability of
     that item at that slot given the earlier picks, pi(a_j|s) / (1 - sum_{i<j} pi(a_i|s)); slot 0's
     propensity is therefore pi(a_0|s). ``policy_probabilities`` carries the marginal first-pick
-    probability pi(a_j|s) of every slot.
+    probability pi(a_j|s) of every slot. The product of the slot propensities up to slot ``j`` is
+    the probability of the list's first ``j + 1`` items (the cascade propensity of the ranking log
+    schema), and over all slots the probability of the whole list (its slate propensity).
 ``exploit``
     the ``k`` most probable actions (ties to the lower id), a deterministic rule, so every slot's
     propensity is 1.0; ``policy_probabilities`` again carries pi(a_j|s).

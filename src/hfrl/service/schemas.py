@@ -105,6 +105,10 @@ class DecideResponse(BaseModel):
         description="Logged propensity per slot: explore, the probability of the action at its slot given "
         "the earlier picks (slot 0: pi(a|s)); exploit, 1.0 (deterministic top-k)."
     )
+    slate_propensity: float = Field(
+        description="The probability of the whole ordered list, the product of the slot propensities: "
+        "explore, its Plackett-Luce probability under pi(.|s); exploit, 1.0."
+    )
     model_version: str
     state: int = Field(description="The state id decided for (the encoded context, if one was sent).")
     items: list[str] | None = Field(None, description="Raw item ids when the artifact has an action_encoder.")

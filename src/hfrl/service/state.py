@@ -123,6 +123,7 @@ class ServiceState:
             self.metrics.observe_decisions(out.actions, mode)
             actions = out.actions.tolist()
             propensities = out.propensities.tolist()
+            slate_propensities = out.propensities.prod(axis=1).tolist()
             probabilities = out.policy_probabilities.tolist()
             items = model.item_labels(out.actions)
             for row, i in enumerate(members):
@@ -142,6 +143,7 @@ class ServiceState:
                     "decision_id": decision_id,
                     "actions": actions[row],
                     "propensities": propensities[row],
+                    "slate_propensity": slate_propensities[row],
                     "model_version": model.version,
                     "state": state,
                     "items": items[row] if items is not None else None,
