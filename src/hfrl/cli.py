@@ -1182,7 +1182,7 @@ def export_log(
     from hfrl.service.log import write_parquet
 
     if not Path(db).is_file():
-        raise FileNotFoundError(2, "no such file", db)
+        raise ValueError(f"{db}: no decision log database there (no such file)")
     _check_decision_log(db)
     rows = write_parquet(db, out, event=event, all_positions=all_positions, missing_reward=missing_reward)
     typer.echo(f"wrote {rows:,} decisions to {out}")
