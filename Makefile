@@ -2,7 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The demo needs hfrl and its runtime dependencies only; tests, lint and benchmarks add the dev
+# extras and Spark (the Spark backend's tests).
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test lint system-deps bench clean
 OBD ?= ../shared/data/obd
@@ -10,8 +13,12 @@ OBD ?= ../shared/data/obd
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,spark]"
+	$(BIN)/python -m pip install -q -e .
 	@touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[dev,spark]"
+	@touch $(DEV_STAMP)
 
 # Chromium (report test), a JDK (Spark tests) and PostgreSQL (decision log replicas; the tests run a
 # throwaway cluster with its initdb/pg_ctl), installed only when absent.
@@ -29,16 +36,16 @@ system-deps:
 demo: $(STAMP)
 	$(BIN)/hfrl demo --out demo-out --seed 0
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests $(wildcard bench)
 	$(BIN)/lint-imports
 
-test: $(STAMP) system-deps lint
+test: $(DEV_STAMP) system-deps lint
 	HFRL_REQUIRE_SYSTEM_DEPS=1 $(BIN)/python -m pytest src tests
 
 # Every benchmark in turn; each prints one JSON line (figures go to bench/RESULTS.md by hand).
 # bench_scale generates 100M rows of Parquet under bench/data/ on first use (about 2 GB of disk).
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python bench/bench_frequencies.py
 	$(BIN)/python bench/bench_learners.py
 	$(BIN)/python bench/bench_ope.py

@@ -211,6 +211,37 @@ def test_log_file_source_with_an_offline_learner(tmp_path):
     assert not (result.out_dir / "curves" / "learning_curve.csv").exists()  # offline: no curve
 
 
+def test_log_file_source_with_its_own_column_names_and_the_conservative_learner(tmp_path):
+    env = make_env("recommendation")
+    _, logs = simulate_logs(env, "uniform", 6000, seed=4)
+    renamed = {"action": "item_id", "reward": "click", "propensity": "propensity_score"}
+    logs.rename(columns=renamed).to_csv(tmp_path / "obd_like.csv", index=False)
+    (tmp_path / "pipeline.toml").write_text(
+        'seed = 0\n[source]\ntype = "logs"\npath = "obd_like.csv"\n'
+        'columns = { action = "item_id", reward = "click", propensity = "propensity_score" }\n'
+        '[learner]\nname = "conservative"\noptions = { learner = "direct_method", min_count = 3 }\n'
+    )
+    result = run_pipeline(load_config(tmp_path / "pipeline.toml"), tmp_path / "run")
+    test = logs.iloc[int(0.75 * len(logs)):]
+    assert result.summary.loc[POLICY_LABELS["logging"], "estimate"] == pytest.approx(test["reward"].mean())
+    pi = TabularPolicy.load(result.out_dir / "artifacts" / "pi.hfrl")
+    train = logs.iloc[: int(0.5 * len(logs))]
+    counts = pd.crosstab(train["state"], train["action"]).reindex(
+        index=range(pi.n_states), columns=range(pi.n_actions), fill_value=0).to_numpy()
+    rare = counts < 3
+    assert rare.any() and np.all(pi.table_[rare & (counts.sum(axis=1, keepdims=True) > 0)] == 0.0)
+
+
+@pytest.mark.parametrize("learner", ["ucb1", "linucb"])
+def test_bandit_learners_run_from_a_pipeline_file(tmp_path, learner):
+    config = small(load_config(EXAMPLES / "recommendation.toml"), tmp_path / "run", n_steps=4000)
+    config["learner"] = {**config["learner"], "name": learner, "options": {}}
+    result = run_pipeline(resolve_config(config))
+    pi = TabularPolicy.load(result.out_dir / "artifacts" / "pi.hfrl")
+    assert (pi.n_states, pi.n_actions) == (20, 10)
+    assert 0.0 < result.summary.loc[POLICY_LABELS["pi"], "true_return"]
+
+
 def test_warnings_are_recorded_not_lost(recommendation_run):
     _, result = recommendation_run
     metrics = json.loads((result.out_dir / "metrics.json").read_text())
@@ -286,6 +317,11 @@ def test_demo_config_is_the_documented_flow():
         ({"source": {"simulator_shift": {}}, "learner": {"name": "direct_method"}},
          "source.simulator_shift: only an online learner learns in a simulator"),
         ({"output": {"min_propensity": 2}}, "output.min_propensity: expected a value in"),
+        ({"source": {"type": "logs", "path": "x.csv", "columns": {"acton": "item_id"}},
+          "learner": {"name": "direct_method"}}, "source.columns: unknown schema column(s) ['acton']"),
+        ({"source": {"type": "logs", "path": "x.csv", "columns": {"action": 3}},
+          "learner": {"name": "direct_method"}}, "source.columns: expected a table of schema column"),
+        ({"learner": {"name": "ucb2"}}, "learner.name: expected one of"),
     ],
 )
 def test_bad_configs_are_refused_naming_the_key(config, message):

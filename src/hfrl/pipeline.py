@@ -15,8 +15,10 @@ keys or wrong types with a message naming the key.
     and ``simulator_shift`` (optional ``{kind, strength, seed}``): the online learner then learns
     in ``hfrl.envs.shift(env, strength, kind, seed)`` -- a simulator that is wrong by that much --
     while the logs and the truth come from ``env``, the real shop (``seed`` defaults to the run's).
-    ``type = "logs"``: ``path`` to a CSV/Parquet file or glob, optional ``n_states`` and
-    ``n_actions`` (default: the largest id + 1). ``backend`` (``"memory"``, ``"duckdb"``,
+    ``type = "logs"``: ``path`` to a CSV/Parquet file or glob (relative to the pipeline file's
+    folder), optional ``n_states`` and ``n_actions`` (default: the largest id + 1) and ``columns``,
+    a table from schema columns to the file's own names (``columns = { action = "item_id",
+    reward = "click", propensity = "propensity_score" }``). ``backend`` (``"memory"``, ``"duckdb"``,
     ``"spark"``) for the aggregations. The pipeline reads the rows into memory to split them; for
     logs larger than memory, split them first and use ``hfrl frequencies/tune/evaluate --backend``.
 ``[split]``
@@ -25,9 +27,13 @@ keys or wrong types with a message naming the key.
 ``[frequencies]``
     ``kind``, ``prior_strength`` and any other ``HistoricalFrequency`` keyword in ``options``.
 ``[learner]``
-    ``name``: online ``"q_learning"``, ``"sarsa"``, ``"expected_sarsa"`` (simulator only,
-    ``n_steps`` transitions) or offline ``"fitted_q_iteration"``, ``"direct_method"``, ``"ips"``
-    (fit on the training split); ``gamma``; constructor keywords in ``options``.
+    ``name``: online ``"q_learning"``, ``"sarsa"``, ``"expected_sarsa"`` and the bandits
+    ``"epsilon_greedy"``, ``"ucb1"``, ``"thompson_sampling"``, ``"linucb"`` (simulator only,
+    ``n_steps`` transitions; LinUCB's ``features`` default to one indicator per state, or name a
+    ``.npy``/``.csv`` file of one row per state) or offline ``"fitted_q_iteration"``,
+    ``"direct_method"``, ``"ips"``, ``"conservative"`` (fit on the training split; the conservative
+    learner restricts ``options.learner``, default ``"fitted_q_iteration"``, to actions logged at
+    least ``options.min_count`` times in a state); ``gamma``; constructor keywords in ``options``.
 ``[tuning]``
     ``objective`` (``"auto"``: the discounted return when the learner optimises one -- the online
     learners and fitted Q iteration -- and the logs are sessions, else the one-step ``"reward"``;
@@ -114,11 +120,20 @@ class ConfigError(HfrlError):
 
 
 ENVS = {"recommendation": "RecommendationEnv", "ad_placement": "AdPlacementEnv"}
-ONLINE_LEARNERS = {"q_learning": "QLearning", "sarsa": "Sarsa", "expected_sarsa": "ExpectedSarsa"}
+ONLINE_LEARNERS = {
+    "q_learning": "QLearning",
+    "sarsa": "Sarsa",
+    "expected_sarsa": "ExpectedSarsa",
+    "epsilon_greedy": "EpsilonGreedy",
+    "ucb1": "UCB1",
+    "thompson_sampling": "ThompsonSampling",
+    "linucb": "LinUCB",
+}
 OFFLINE_LEARNERS = {
     "fitted_q_iteration": "FittedQIteration",
     "direct_method": "DirectMethodLearner",
     "ips": "IPSLearner",
+    "conservative": "ConservativeLearner",
 }
 LEARNERS = {**ONLINE_LEARNERS, **OFFLINE_LEARNERS}
 LOGGING_POLICIES = ("uniform", "popularity", "epsilon_greedy")
@@ -146,6 +161,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "path": None,
         "n_states": None,
         "n_actions": None,
+        "columns": {},
         "backend": None,
     },
     "split": {"by": "time", "fractions": [0.5, 0.25, 0.25]},
@@ -211,7 +227,7 @@ def _merge(where: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) ->
     for key, value in given.items():
         if key == "simulator_shift" and value is not None:
             out[key] = _merge(f"{where}.{key}" if where else key, SHIFT_DEFAULTS, value)
-        elif isinstance(defaults[key], dict) and key not in ("env_options", "options"):
+        elif isinstance(defaults[key], dict) and key not in ("env_options", "options", "columns"):
             out[key] = _merge(f"{where}.{key}" if where else key, defaults[key], value)
         else:
             out[key] = value
@@ -300,6 +316,14 @@ def _check_source(src: dict[str, Any], where: _Where) -> None:
         for key in ("n_states", "n_actions"):
             if src[key] is not None:
                 _check_number(where(f"source.{key}"), src[key], 1, 10**9, integer=True)
+        columns = src["columns"]
+        if not isinstance(columns, Mapping) or not all(isinstance(v, str) and v for v in columns.values()):
+            raise _fail(where("source.columns"),
+                        f"expected a table of schema column = stored column name, got {columns!r}")
+        unknown = sorted(set(columns) - set(schema.REQUIRED_COLUMNS + schema.OPTIONAL_COLUMNS))
+        if unknown:
+            raise _fail(where("source.columns"), f"unknown schema column(s) {unknown}; expected some of "
+                        f"{list(schema.REQUIRED_COLUMNS + schema.OPTIONAL_COLUMNS)}")
     if src["backend"] is not None:
         src["backend"] = _check_choice(where("source.backend"), src["backend"], ("memory", "duckdb", "spark"))
 
@@ -472,9 +496,19 @@ def simulate_logs(
 
 
 def make_learner(
-    name: str, gamma: float = 0.9, seed: int | None = None, options: Mapping[str, Any] | None = None
+    name: str,
+    gamma: float = 0.9,
+    seed: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    *,
+    n_states: int | None = None,
 ) -> Any:
     """Build a learner by its pipeline name, passing ``gamma`` and ``seed`` where it takes them.
+
+    ``"conservative"`` wraps the offline learner named by ``options["learner"]`` (default
+    ``"fitted_q_iteration"``; the other options but ``min_count`` go to it). ``"linucb"`` takes
+    ``features`` as an array or a ``.npy``/``.csv`` file of one row per state; without them, one
+    indicator feature per state when ``n_states`` is given (a separate linear model per state).
 
     Examples
     --------
@@ -482,12 +516,24 @@ def make_learner(
     0.8
     >>> type(make_learner("fitted-q-iteration")).__name__
     'FittedQIteration'
+    >>> make_learner("conservative", options={"learner": "direct-method", "min_count": 5}).min_count
+    5
+    >>> make_learner("linucb", n_states=3).features.shape
+    (3, 3)
     """
     import hfrl.learners
 
     name = _check_choice("learner", name, LEARNERS)
     options = dict(options or {})
-
+    if name == "conservative":
+        base = options.pop("learner", "fitted_q_iteration")
+        min_count = options.pop("min_count", 1)
+        if _check_choice("learner.options.learner", base, OFFLINE_LEARNERS) == "conservative":
+            raise ConfigError("learner.options.learner of 'conservative': name the learner to restrict, "
+                              f"one of {sorted(set(OFFLINE_LEARNERS) - {'conservative'})}")
+        return hfrl.learners.ConservativeLearner(make_learner(base, gamma, seed, options), min_count)
+    if name == "linucb":
+        options["features"] = _linucb_features(options.get("features"), n_states)
     cls = getattr(hfrl.learners, LEARNERS[name])
     accepted = inspect.signature(cls).parameters
     kwargs = {k: v for k, v in (("gamma", gamma), ("random_state", seed)) if k in accepted}
@@ -496,6 +542,52 @@ def make_learner(
         return cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"learner.options of {name!r}: {exc}") from None
+
+
+def _linucb_features(features: Any, n_states: int | None) -> Any:
+    """LinUCB's per-state features: as given, read from a file, or one indicator per state."""
+    if features is None:
+        return None if n_states is None else np.eye(n_states)
+    if isinstance(features, str):
+        path = Path(features)
+        try:
+            if path.suffix.lower() == ".npy":
+                return np.load(path, allow_pickle=False)
+            return np.loadtxt(path, delimiter=",", ndmin=2)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"learner.options.features: cannot read {features} ({exc})") from None
+    return np.asarray(features, dtype=np.float64)
+
+
+class CountedSteps:
+    """An env that reports every step it takes to ``advance(n)`` (a progress bar's), else unchanged.
+
+    The learners step ``env`` one decision at a time (``step``) or ``env.unwrapped`` in batches
+    (``step_batch``); this wrapper is its own ``unwrapped``, so both pass through it.
+    """
+
+    def __init__(self, env: Any, advance: Callable[[int], None]) -> None:
+        self._env = env
+        self._base = getattr(env, "unwrapped", env)
+        self._advance = advance
+
+    @property
+    def unwrapped(self) -> CountedSteps:
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+    def reset(self, *args: Any, **kwargs: Any) -> Any:
+        return self._env.reset(*args, **kwargs)
+
+    def step(self, action: Any) -> Any:
+        self._advance(1)
+        return self._env.step(action)
+
+    def step_batch(self, states: Any, actions: Any, rng: Any) -> Any:
+        self._advance(len(states))
+        return self._base.step_batch(states, actions, rng)
 
 
 def true_values(env: Any, policy: TabularPolicy, states: np.ndarray, gamma: float) -> tuple[float, float]:
@@ -737,14 +829,13 @@ def _simulate_source(source: Mapping[str, Any], gamma: float, seed: int, run_see
 
 
 def _read_source(source: Mapping[str, Any], say: ProgressCallback) -> _Source:
-    """Read a log file into memory (the pipeline splits it there); id ranges default to the largest id + 1."""
-    from hfrl.data import load_logs
-
+    """Read a log file into memory (the pipeline splits it there); id ranges default to the largest id + 1
+    (of ``state`` and ``next_state`` for the states)."""
     say(f"loading {source['path']}")
-    logs = load_logs(source["path"], n_states=source["n_states"], n_actions=source["n_actions"])
-    n_states = source["n_states"] or int(logs[schema.STATE].max()) + 1
-    n_actions = source["n_actions"] or int(logs[schema.ACTION].max()) + 1
-    return _Source(logs, n_states, n_actions, f"logs {source['path']}")
+    opened = Logs.open(source["path"], "memory", n_states=source["n_states"], n_actions=source["n_actions"],
+                       columns=source["columns"] or None)
+    logs = opened.frame()
+    return _Source(logs, opened.n_states, opened.n_actions, f"logs {source['path']}")
 
 
 @dataclass(frozen=True)
@@ -795,11 +886,18 @@ def _train_learner(
 ) -> Any:
     """Train the learner of ``[learner]``: an online one interacts with the simulator for ``n_steps``,
     an offline one fits the training split only. Returns the fitted learner (``policy_`` is pi)."""
-    model = make_learner(learner["name"], float(learner["gamma"]), seed, learner["options"])
+    model = make_learner(learner["name"], float(learner["gamma"]), seed, learner["options"],
+                         n_states=source.n_states)
     if learner["name"] in ONLINE_LEARNERS:
         where = "" if source.simulator is source.env else " in the shifted simulator"
-        say(f"training {type(model).__name__} online{where} for {learner['n_steps']:,} steps")
-        model.fit(source.simulator, n_steps=learner["n_steps"])
+        description = f"training {type(model).__name__} online{where} for {learner['n_steps']:,} steps"
+        steps = getattr(say, "steps", None)  # a progress display that can count steps
+        if steps is None:
+            say(description)
+        env = source.simulator
+        if steps is not None:
+            env = CountedSteps(env, steps(description, learner["n_steps"]))
+        model.fit(env, n_steps=learner["n_steps"])
     else:
         say(f"training {type(model).__name__} offline on {train.n_rows:,} rows")
         model.fit(train, n_states=source.n_states, n_actions=source.n_actions)
@@ -1104,6 +1202,8 @@ def _summary_row(chosen: Mapping[str, Any], truth: float | None, ret: float | No
 # ---------------------------------------------------------------------------- stages: the run folder
 VERDICT_FIELDS = (
     "verdict",
+    "candidate_value",
+    "baseline_value",
     "difference",
     "std_error",
     "ci_low",

@@ -75,11 +75,13 @@ def serve(
     monitor: MonitorSettings | None = None,
     candidates: Sequence[str | PathLike[str]] = (),
     refresh: RefreshSettings | None = None,
+    access_log: bool = False,
 ) -> None:
     """Load ``artifact`` and serve it on ``host:port`` until SIGINT/SIGTERM (then drain the log).
 
     ``db`` is a SQLite file or a ``postgresql://`` URL; ``challenger`` ... ``refresh`` are
-    ``create_app``'s experiment, monitoring and refresh settings.
+    ``create_app``'s experiment, monitoring and refresh settings. ``log_level`` is uvicorn's
+    (``"info"`` logs the start, the URL and the stop); ``access_log`` logs every request at level info.
     """
     key = read_api_key(api_key_file)
     if require_key and key is None:
@@ -89,10 +91,10 @@ def serve(
         challenger=challenger, traffic=traffic, auto=auto, monitor=monitor, candidates=candidates,
         refresh=refresh,
     )
-    run_app(app, host=host, port=port, log_level=log_level)
+    run_app(app, host=host, port=port, log_level=log_level, access_log=access_log)
 
 
-def run_app(app: Any, *, host: str, port: int, log_level: str = "warning") -> None:
+def run_app(app: Any, *, host: str, port: int, log_level: str = "warning", access_log: bool = False) -> None:
     """Run a built app under uvicorn until SIGINT/SIGTERM; the app's lifespan drains the log."""
     import uvicorn
 
@@ -101,7 +103,7 @@ def run_app(app: Any, *, host: str, port: int, log_level: str = "warning") -> No
     gc.collect()
     gc.freeze()
     uvicorn.run(
-        app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=10
+        app, host=host, port=port, log_level=log_level, access_log=access_log, timeout_graceful_shutdown=10
     )
 
 
