@@ -352,6 +352,92 @@ def learning_section(random_logs, bts_logs, policies, seed) -> tuple[dict, dict[
     return out, {**learned, "_test": test}  # type: ignore[dict-item]
 
 
+# --- 3b. users described by features: a contextual learner and HF by segment ---------------------
+
+
+def context_frame(logs: pd.DataFrame, train: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Numeric context columns: one-hot user features (levels seen in training), one-hot position,
+    and the 80 user-item affinities."""
+    blocks, names = [], []
+    for column in [*USER_FEATURE_COLUMNS, "position"]:
+        levels = sorted(train[column].astype(str).unique())
+        values = logs[column].astype(str).to_numpy()
+        for i, level in enumerate(levels):
+            blocks.append((values == level).astype(np.float64))
+            names.append(f"{column}={i}")
+    affinities = [c for c in logs.columns if c.startswith("user-item_affinity_")]
+    frame = pd.DataFrame(dict(zip(names, blocks, strict=True)), index=logs.index)
+    frame[affinities] = logs[affinities].to_numpy(np.float64)
+    return frame, [*names, *affinities]
+
+
+def contextual_section(data: Path, seed: int) -> dict:
+    """The contextual chain on the held-back days: DM on features, HF by k-means segment, the tuned
+    blend, each evaluated (SNIPS, IPS, DR) and compared with the logging policy on the test split."""
+    from hfrl.blending import BlendedPolicy
+    from hfrl.frequencies import SegmentFrequency
+    from hfrl.learners import DirectMethodLearner
+    from hfrl.ope import compare, evaluate
+    from hfrl.tune import tune_alpha
+
+    logs = load_obd(data, "random", state_columns=STATE_COLUMNS, include_user_features=True,
+                    include_affinities=True)
+    (train, valid, test), split_method = time_splits(logs)
+    n_actions = int(logs.attrs["n_actions"])
+    parts = []
+    for part in (train, valid, test):
+        features, columns = context_frame(part, train)
+        parts.append(pd.concat([part[["action", "reward", "propensity", "timestamp"]], features], axis=1))
+    train, valid, test = parts
+    start = time.perf_counter()
+    learner = DirectMethodLearner(ridge=10.0, policy="softmax", policy_temperature=0.01)
+    pi = learner.fit(train, context_columns=columns, n_actions=n_actions).policy_
+    hf = SegmentFrequency(columns, n_segments=20, random_state=seed, prior_strength=1.0).fit(
+        train, n_actions=n_actions)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tuned = tune_alpha(pi, hf, valid, "snips", criterion="lower_bound", test_logs=test,
+                           context_columns=columns)
+    tune_seconds = time.perf_counter() - start
+    out: dict = {"split": split_method, "rows": [len(train), len(valid), len(test)],
+                 "n_context_columns": len(columns), "fit_seconds": round(fit_seconds, 2),
+                 "tune_seconds": round(tune_seconds, 2), "alpha": float(tuned.alpha), "test": {}}
+    policies = {"pi (DM on features, softmax)": pi, "HF by segment (k-means, 20)": hf,
+                "pi' (tuned)": BlendedPolicy(pi, hf, tuned.alpha)}
+    for name, policy in policies.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = evaluate(test, policy, ("snips", "ips", "dr"), context_columns=columns)
+            verdict = compare(policy, test, "logging", estimator="snips", context_columns=columns)
+        row = result.loc["snips"]
+        out["test"][name] = {"estimate": float(row["estimate"]), "ci_low": float(row["ci_low"]),
+                             "ci_high": float(row["ci_high"]), "ess": float(row["ess"]),
+                             "ips": float(result.loc["ips", "estimate"]),
+                             "dr": float(result.loc["dr", "estimate"]), "verdict": verdict.verdict,
+                             "difference": verdict.difference, "diff_ci": [verdict.ci_low, verdict.ci_high]}
+    out["logging (on-policy mean)"] = mean_ci(test["reward"].to_numpy())
+    return out
+
+
+def contextual_markdown(section: dict | None) -> list[str]:
+    if not section:
+        return []
+    lines = ["", "### Users described by features: contextual DM, HF by segment, the tuned blend", "",
+             f"Split: {section['split']}; rows {section['rows']}; {section['n_context_columns']} context "
+             f"columns (one-hot user features and position, 80 affinities). Fit {section['fit_seconds']} s, "
+             f"tune {section['tune_seconds']} s; alpha by the SNIPS lower bound = {section['alpha']:.3g}. "
+             f"Logging policy on the test days: {pct(section['logging (on-policy mean)']['estimate'])}.", "",
+             "| policy (test split) | SNIPS | 95% CI | ESS | IPS | DR | vs logging | difference 95% CI |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, row in section["test"].items():
+        lines.append(f"| {name} | {pct(row['estimate'])} | {pct(row['ci_low'])} .. {pct(row['ci_high'])} | "
+                     f"{row['ess']:.0f} | {pct(row['ips'])} | {pct(row['dr'])} | {row['verdict']} | "
+                     f"{pct(row['diff_ci'][0])} .. {pct(row['diff_ci'][1])} |")
+    return lines
+
+
 # --- 4. which estimator to trust: a replica fitted to the logs --------------------------------------
 
 
@@ -571,6 +657,7 @@ def markdown(figures: dict) -> str:
     if coarse:
         lines += learning_markdown(coarse, "position only")
         lines += verdict_markdown(figures.get("verdicts_position_only"), "position only")
+    lines += contextual_markdown(figures.get("contextual"))
     return "\n".join(lines)
 
 
@@ -610,6 +697,11 @@ def summary(figures: dict) -> dict:
             name: [v["verdict"], round(v["difference"], 5), round(v["ci_low"], 5), round(v["ci_high"], 5)]
             for name, v in figures.get(key, {}).items()
         }
+    contextual = figures.get("contextual")
+    if contextual:
+        out["contextual"] = {"alpha": contextual["alpha"], **{
+            name: [v["verdict"], round(v["estimate"], 5), round(v["ci_low"], 5), round(v["ci_high"], 5)]
+            for name, v in contextual["test"].items()}}
     out["seconds"] = figures["seconds"]
     return out
 
@@ -621,9 +713,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=50,
                         help="time load_obd vs pandas on the random file repeated this many times (0: skip)")
+    parser.add_argument("--contextual-only", action="store_true",
+                        help="run only the contextual section (users described by features)")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
+    if args.contextual_only:
+        section = contextual_section(args.data, args.seed)
+        print(json.dumps({"bench": "obd", "contextual": section}, default=float, separators=(",", ":")))
+        print("\n".join(contextual_markdown(section)))
+        return 0
     figures: dict = {"bench": "obd", "machine": f"{platform.machine()}, python {sys.version.split()[0]}"}
     random_logs, bts_logs, figures["load"] = load_section(args.data)
     if args.scale > 0:
@@ -661,6 +760,7 @@ def main(argv: list[str] | None = None) -> int:
         name: verdict_section(coarse_test, policy, estimator) for name, policy in coarse_learned.items()
         if name.startswith("blend")
     }
+    figures["contextual"] = contextual_section(args.data, args.seed)
     figures["seconds"] = round(time.perf_counter() - start, 2)
     print(json.dumps(summary(figures), default=float, separators=(",", ":")))
     print()
