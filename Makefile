@@ -10,7 +10,7 @@ OBD ?= ../shared/data/obd
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,spark]"
+	$(BIN)/python -m pip install -q -e ".[dev,spark,torch]"
 	@touch $(STAMP)
 
 # Chromium (report test) and a JDK (Spark tests), installed only when absent.

@@ -1,8 +1,10 @@
 """Gymnasium environments with exact ground truth, log simulation and simulators fitted to logs.
 
-``import hfrl.envs`` registers ``hfrl/Recommendation-v0`` and ``hfrl/AdPlacement-v0`` with
-Gymnasium (``gymnasium.make("hfrl.envs:hfrl/Recommendation-v0")`` imports this module itself).
-Every env is a :class:`TabularMDPEnv`: besides ``reset``/``step`` and the vectorised batch API
+``import hfrl.envs`` registers ``hfrl/Recommendation-v0``, ``hfrl/AdPlacement-v0`` and
+``hfrl/ContextualRecommendation-v0`` (users as feature vectors, items as embeddings; see
+:class:`ContextualRecommendationEnv`) with Gymnasium
+(``gymnasium.make("hfrl.envs:hfrl/Recommendation-v0")`` imports this module itself).
+Every tabular env is a :class:`TabularMDPEnv`: besides ``reset``/``step`` and the vectorised batch API
 (``reset_batch``, ``step_batch``) for many independent users at once -- one sampler behind both --
 it exposes its exact model (``reward_matrix``, ``transition_matrix``, ``initial_distribution``,
 ``expected_reward``). The exact truth of a model (``policy_value``, ``q_values``, ``optimal_q``,
@@ -20,6 +22,7 @@ import gymnasium as gym
 
 from hfrl.envs import exact
 from hfrl.envs.ad_placement import AdPlacementEnv
+from hfrl.envs.contextual_recommendation import ContextualRecommendationEnv, MonteCarloReturn
 from hfrl.envs.fitted import fit_env
 from hfrl.envs.logs import collect_logs, logging_policy
 from hfrl.envs.recommendation import RecommendationEnv
@@ -29,6 +32,8 @@ from hfrl.envs.tabular import TabularMDPEnv
 __all__ = [
     "SHIFT_KINDS",
     "AdPlacementEnv",
+    "ContextualRecommendationEnv",
+    "MonteCarloReturn",
     "RecommendationEnv",
     "TabularMDPEnv",
     "collect_logs",
@@ -45,6 +50,8 @@ RECOMMENDATION_MAX_STEPS = 1000
 _REGISTRATIONS = {
     "hfrl/Recommendation-v0": ("hfrl.envs.recommendation:RecommendationEnv", RECOMMENDATION_MAX_STEPS),
     "hfrl/AdPlacement-v0": ("hfrl.envs.ad_placement:AdPlacementEnv", None),
+    "hfrl/ContextualRecommendation-v0": ("hfrl.envs.contextual_recommendation:ContextualRecommendationEnv",
+                                         RECOMMENDATION_MAX_STEPS),
 }
 
 for _env_id, (_entry_point, _limit) in _REGISTRATIONS.items():
