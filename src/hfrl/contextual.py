@@ -121,8 +121,8 @@ class ContextualPolicy:
         if not finite.all():
             row, column = (int(i) for i in np.argwhere(~finite)[0])
             name = self.context_columns[column] if self.context_columns else f"feature {column}"
-            raise ValueError(f"context {name!r}: row {row} has {array[row, column]!r}, expected a finite "
-                             f"number; {int((~finite).any(axis=1).sum())} rows have one")
+            raise ValueError(f"context {name!r}: row {row} has {float(array[row, column])!r}, expected a "
+                             f"finite number; {int((~finite).any(axis=1).sum())} rows have one")
         return array
 
     def _named_features(self, contexts: Any) -> np.ndarray:

@@ -66,7 +66,7 @@ def contextual_rows(logs: Any, context_columns: Any, n_actions: int | None = Non
     if not finite.all():
         row, column = (int(i) for i in np.argwhere(~finite)[0])
         raise ValueError(f"{logs.describe()}context column {columns[column]!r}: row {row} has "
-                         f"{features[row, column]!r}, expected a finite number; "
+                         f"{float(features[row, column])!r}, expected a finite number; "
                          f"{int((~finite[:, column]).sum())} rows have one")
     return ContextualRows(
         features=features,
