@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from hfrl.policies import TabularPolicy, check_distribution_table
+from hfrl.policies import Policy, TabularPolicy, check_distribution_table, resolve_rng
 
-__all__ = ["BLEND_METHODS", "as_table", "blend", "blend_q", "count_based_alpha"]
+__all__ = ["BLEND_METHODS", "BlendedPolicy", "as_table", "blend", "blend_q", "count_based_alpha"]
 
 BLEND_METHODS = ("linear", "geometric")
 
@@ -63,15 +63,17 @@ def count_based_alpha(alpha: float, state_counts: Any, kappa: float) -> np.ndarr
     return alpha * n / (n + kappa)
 
 
-def blend(policy: Any, hf: Any, alpha: Any, method: str = "linear") -> TabularPolicy:
+def blend(policy: Any, hf: Any, alpha: Any, method: str = "linear") -> TabularPolicy | BlendedPolicy:
     """Blend a learned policy toward the historical frequency.
 
     Parameters
     ----------
-    policy : TabularPolicy or array of shape (n_states, n_actions)
+    policy : TabularPolicy, array of shape (n_states, n_actions), or a contextual ``Policy``
         The learned policy pi.
-    hf : HistoricalFrequency (fitted), TabularPolicy or array of the same shape
-        The historical frequency HF.
+    hf : HistoricalFrequency (fitted), TabularPolicy, array of the same shape, or a contextual
+        ``Policy`` (e.g. HF by segment, ``hfrl.frequencies.SegmentFrequency``)
+        The historical frequency HF. When either is contextual the result is a ``BlendedPolicy``
+        computing ``(1 - alpha) pi(.|x) + alpha HF(.|x)`` on the fly (linear, one alpha).
     alpha : float in [0, 1] or array of shape (n_states,)
         Weight on HF; 0 gives pi, 1 gives HF.
     method : {"linear", "geometric"}
@@ -93,6 +95,10 @@ def blend(policy: Any, hf: Any, alpha: Any, method: str = "linear") -> TabularPo
     >>> blend(pi, hf, 0.25).table_.tolist()
     [[0.75, 0.25], [0.6, 0.4]]
     """
+    if _contextual(policy) or _contextual(hf):
+        if method != "linear" or np.ndim(alpha) != 0:
+            raise ValueError("a contextual blend is linear with one alpha (method='linear', a float)")
+        return BlendedPolicy(policy, hf, float(alpha))
     pi_table = as_table(policy, "policy")
     hf_table = as_table(hf, "hf")
     if pi_table.shape != hf_table.shape:
@@ -141,3 +147,64 @@ def blend_q(q_values: Any, hf: Any, alpha: float) -> np.ndarray:
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     return q + alpha * (hf_table - q)
+
+
+def _contextual(policy: Any) -> bool:
+    return isinstance(policy, Policy) and not isinstance(policy, TabularPolicy)
+
+
+class BlendedPolicy:
+    """``pi'(.|x) = (1 - alpha) pi(.|x) + alpha HF(.|x)`` for contextual policies, computed on the fly
+    for each batch of contexts (never materialised per user). A ``Policy``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hfrl.policies import TabularPolicy
+    >>> pi, hf = TabularPolicy(np.array([[1.0, 0.0]])), TabularPolicy(np.array([[0.0, 1.0]]))
+    >>> BlendedPolicy(pi, hf, 0.25).probabilities([0]).tolist()
+    [[0.75, 0.25]]
+    """
+
+    def __init__(self, policy: Any, hf: Any, alpha: float) -> None:
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+        if policy.n_actions != hf.n_actions:
+            raise ValueError(f"policy has {policy.n_actions} actions but hf has {hf.n_actions}")
+        self.policy, self.hf, self.alpha = policy, hf, float(alpha)
+        self.n_actions = policy.n_actions
+        self.metadata = {"blend_method": "linear", "alpha": self.alpha}
+
+    def probabilities(self, contexts: Any) -> np.ndarray:
+        pi = np.asarray(self.policy.probabilities(contexts), dtype=np.float64)
+        return pi + self.alpha * (np.asarray(self.hf.probabilities(contexts), dtype=np.float64) - pi)
+
+    def action_probabilities(self, contexts: Any, actions: Any) -> np.ndarray:
+        pi = np.asarray(self.policy.action_probabilities(contexts, actions), dtype=np.float64)
+        return pi + self.alpha * (np.asarray(self.hf.action_probabilities(contexts, actions)) - pi)
+
+    def sample(self, contexts: Any, random_state: int | np.random.Generator | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        probabilities = self.probabilities(contexts)
+        draws = resolve_rng(random_state).random(len(probabilities))
+        above = (draws[:, None] > probabilities.cumsum(axis=1)).sum(axis=1)
+        actions = np.minimum(above, self.n_actions - 1)
+        return actions, probabilities[np.arange(len(actions)), actions]
+
+    def top_k(self, contexts: Any, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        probabilities = self.probabilities(contexts)
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        return order, np.take_along_axis(probabilities, order, axis=1)
+
+    def save(self, path: Any) -> Any:
+        """Save both parts and alpha in one folder (``pi/``, ``hf/``, ``blend.json``)."""
+        import json
+        from pathlib import Path
+
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.policy.save(folder / "pi.hfrl")
+        self.hf.save(folder / "hf.hfrl")
+        settings = {"format": "hfrl.blended_policy", "alpha": self.alpha}
+        (folder / "blend.json").write_text(json.dumps(settings))
+        return folder

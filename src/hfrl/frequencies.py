@@ -30,6 +30,7 @@ from hfrl.errors import LogValidationError, NotFittedError
 
 __all__ = [
     "HistoricalFrequency",
+    "SegmentFrequency",
     "decay_expression",
     "fit_beta_binomial_prior",
     "rate_table",
@@ -624,3 +625,121 @@ class HistoricalFrequency:
         info.update(metadata or {})
         return TabularPolicy(self.probabilities_, metadata=info)
 
+
+class SegmentFrequency:
+    """Historical frequency for users described by features: HF by segment, a contextual ``Policy``.
+
+    A user's segment is the value of ``segment_column`` when the logs have one, else the nearest of
+    ``n_segments`` k-means centres (scikit-learn, ``random_state``) fitted on the standardised
+    ``context_columns``. Within segments it is ``HistoricalFrequency`` (``hf_options``: kind,
+    prior_strength, ...), with the same smoothing toward the global row; a segment never seen gets
+    the global row. ``probabilities(contexts)`` maps each context to its segment's row.
+
+    Parameters
+    ----------
+    context_columns : sequence of str
+        The feature columns (what ``probabilities`` reads, as a DataFrame or an array in this order).
+    n_segments : int, default 20
+    segment_column : str, optional
+        An integer segment id per row, used instead of k-means (``probabilities`` then reads it).
+    random_state : int, optional
+    **hf_options
+        Passed to ``HistoricalFrequency``.
+
+    Attributes
+    ----------
+    hf_ : HistoricalFrequency
+        Fitted with the segment as its state.
+    centres_ : ndarray (n_segments, n_features), or None with ``segment_column``
+    n_actions : int
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> logs = pd.DataFrame({"x": [0.0, 0.1, 5.0, 5.1], "action": [0, 0, 1, 1], "reward": 1.0})
+    >>> hf = SegmentFrequency(["x"], n_segments=2, random_state=0, prior_strength=0)
+    >>> hf.fit(logs, n_actions=2).probabilities(np.array([[0.05], [4.9]])).tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
+    """
+
+    def __init__(self, context_columns: Any, n_segments: int = 20, *, segment_column: str | None = None,
+                 random_state: int | None = None, **hf_options: Any) -> None:
+        self.context_columns = list(context_columns)
+        self.n_segments = n_segments
+        self.segment_column = segment_column
+        self.random_state = random_state
+        self.hf_options = hf_options
+
+    def fit(self, logs: Any, n_actions: int | None = None) -> SegmentFrequency:
+        """Segment the logged users and fit HF per segment; returns self."""
+        reads = [self.segment_column] if self.segment_column is not None else self.context_columns
+        required = [schema.ACTION, schema.REWARD, *reads]
+        validated = as_logs(logs, required=required, n_actions=n_actions)
+        frame = validated.frame([schema.ACTION, schema.REWARD, *reads])
+        if self.segment_column is not None:
+            validated.validate_column(self.segment_column, "id")
+            segments = frame[self.segment_column].to_numpy(np.int64)
+            self.centres_ = None
+        else:
+            from sklearn.cluster import KMeans
+
+            features = self._features(frame)
+            self.mean_, self.scale_ = features.mean(axis=0), features.std(axis=0) + 1e-12
+            k = min(int(self.n_segments), len(frame))
+            model = KMeans(n_clusters=k, n_init=4, random_state=self.random_state)
+            segments = model.fit_predict((features - self.mean_) / self.scale_)
+            self.centres_ = model.cluster_centers_
+        by_segment = pd.DataFrame({schema.STATE: segments, schema.ACTION: frame[schema.ACTION],
+                                   schema.REWARD: frame[schema.REWARD]})
+        n_segments = int(segments.max()) + 1 if self.segment_column is not None else len(self.centres_)
+        self.hf_ = HistoricalFrequency(**self.hf_options).fit(by_segment, n_states=n_segments,
+                                                              n_actions=n_actions or validated.n_actions)
+        self.n_actions = self.hf_.n_actions_
+        return self
+
+    def _features(self, contexts: Any) -> np.ndarray:
+        if isinstance(contexts, pd.DataFrame):
+            return contexts[self.context_columns].to_numpy(np.float64)
+        return np.asarray(contexts, dtype=np.float64).reshape(len(contexts), -1)
+
+    def segments(self, contexts: Any) -> np.ndarray:
+        """Each context's segment (k-means: the nearest centre)."""
+        if self.segment_column is not None:
+            values = (contexts[self.segment_column] if isinstance(contexts, pd.DataFrame)
+                      else np.asarray(contexts).reshape(len(contexts), -1)[:, 0])
+            segments = np.asarray(values, dtype=np.int64)
+            return np.where((segments >= 0) & (segments < self.hf_.n_states_), segments, -1)
+        standard = (self._features(contexts) - self.mean_) / self.scale_
+        distances = ((standard[:, None, :] - self.centres_[None, :, :]) ** 2).sum(axis=2)
+        return distances.argmin(axis=1)
+
+    def probabilities(self, contexts: Any) -> np.ndarray:
+        segments = self.segments(contexts)
+        rows = self.hf_.probabilities_[np.maximum(segments, 0)]
+        rows[segments < 0] = self.hf_.global_  # a segment id never seen
+        return rows
+
+    def action_probabilities(self, contexts: Any, actions: Any) -> np.ndarray:
+        return self.probabilities(contexts)[np.arange(len(actions)), np.asarray(actions, dtype=np.int64)]
+
+    def sample(self, contexts: Any, random_state: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        from hfrl.policies import TabularPolicy
+
+        segments = self.segments(contexts)
+        table = TabularPolicy(np.vstack([self.hf_.probabilities_, self.hf_.global_]))
+        return table.sample(np.where(segments < 0, table.n_states - 1, segments), random_state=random_state)
+
+    def top_k(self, contexts: Any, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        probabilities = self.probabilities(contexts)
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        return order, np.take_along_axis(probabilities, order, axis=1)
+
+    def save(self, path: Any) -> Any:
+        """The segment table as a ``TabularPolicy`` artifact, with the segmenter in its metadata."""
+        kmeans = self.centres_ is not None
+        metadata = {"segments": {
+            "context_columns": self.context_columns, "segment_column": self.segment_column,
+            "centres": self.centres_.tolist() if kmeans else None,
+            "mean": self.mean_.tolist() if kmeans else None,
+            "scale": self.scale_.tolist() if kmeans else None}}
+        return self.hf_.to_policy(metadata).save(path)

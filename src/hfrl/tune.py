@@ -213,7 +213,8 @@ class _Curve:
             rows = [((1 - a) * w0 + a * w1, (1 - a) * t0 + a * t1, count) for a in alpha]
         else:
             rows = [atom_rows(self.prepared, self.estimator, t) for t in tables]
-        bounds = [likelihood_interval(r, self.estimator, float(m), self.prepared.reward_range, self.level)
+        bounds = [likelihood_interval(r, self.estimator, float(m), self.prepared.reward_range, self.level,
+                                      self.prepared.model_range)
                   for r, m in zip(rows, max_weight, strict=True)]
         return np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
 

@@ -8,6 +8,7 @@ expression that engines aggregate over, out of core; ``read_frame`` reads column
 from __future__ import annotations
 
 import glob
+from collections.abc import Iterator
 from os import PathLike
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pandas as pd
 
 from hfrl.errors import LogValidationError
 
-__all__ = ["LogSource", "file_format", "is_path", "read_frame", "resolve_files", "scan_sql"]
+__all__ = ["LogSource", "file_format", "is_path", "read_batches", "read_frame", "resolve_files", "scan_sql"]
 
 LogSource = pd.DataFrame | str | PathLike[str]
 _PARQUET = (".parquet", ".pq")
@@ -80,3 +81,20 @@ def read_frame(path: str | PathLike[str], columns: list[str] | None = None) -> p
         raise LogValidationError(f"column not found: {exc}", source=source) from exc
     except duckdb.Error as exc:
         raise LogValidationError(f"cannot read the file: {exc}", source=source) from exc
+
+
+def read_batches(path: str | PathLike[str], columns: list[str], batch_rows: int) -> Iterator[pd.DataFrame]:
+    """The ``columns`` of the files at ``path`` in file order, ``batch_rows`` rows at a time."""
+    import duckdb
+
+    projection = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+    connection = duckdb.connect()  # a fresh connection keeps file order
+    try:
+        connection.execute("SET preserve_insertion_order = true")
+        reader = connection.sql(f"SELECT {projection} FROM {scan_sql(path)}").to_arrow_reader(batch_rows)
+        for batch in reader:
+            yield batch.to_pandas()
+    except duckdb.Error as exc:
+        raise LogValidationError(f"cannot read the file: {exc}", source=str(path)) from exc
+    finally:
+        connection.close()

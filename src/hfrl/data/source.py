@@ -12,7 +12,7 @@ the first two into the third, once.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from hfrl.backends import Backend, get_backend
-from hfrl.backends.files import LogSource, is_path, read_frame
+from hfrl.backends.files import LogSource, is_path, read_batches, read_frame
 from hfrl.data import schema
 from hfrl.data.cells import PROPENSITY_SUMS, STANDARD_SUMS, Atoms, CellStatistics
 from hfrl.data.validation import (
@@ -358,6 +358,21 @@ class Logs:
         return canonical(frame)
 
 
+    def batches(self, columns: Iterable[str], batch_rows: int = 1 << 16) -> Iterator[pd.DataFrame]:
+        """The rows in order, ``batch_rows`` at a time (canonical dtypes), for work that needs rows
+        but not all of them at once (scoring a contextual policy on a file larger than memory)."""
+        from hfrl.data.validation import canonical
+
+        wanted = list(columns)
+        self.require(*wanted)
+        if isinstance(self.source, pd.DataFrame):
+            for start in range(0, len(self.source), batch_rows):
+                yield canonical(self.source[wanted].iloc[start:start + batch_rows])
+        else:
+            for batch in read_batches(self.source, wanted, batch_rows):
+                yield canonical(batch)
+
+
 def as_logs(
     logs: LogSource | Logs,
     backend: str | Backend | None = None,
@@ -405,7 +420,7 @@ def _proof(ranges: pd.DataFrame, columns: list[str], n_rows: int, n_states: int 
     def span(column: str) -> tuple[float, float]:
         return float(ranges.loc[column, "min"]), float(ranges.loc[column, "max"])
 
-    max_state = span(S)[1]
+    max_state = span(S)[1] if S in ranges.index else 0.0  # contextual logs may have no state column
     if schema.NEXT_STATE in ranges.index and math.isfinite(ranges.loc[schema.NEXT_STATE, "max"]):
         max_state = max(max_state, span(schema.NEXT_STATE)[1])
     observed = span(R) if R in ranges.index else (0.0, 0.0)

@@ -6,6 +6,7 @@ per-row difference of the two estimators' influence terms and shared noise cance
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +14,17 @@ import numpy as np
 
 from hfrl.backends import Backend
 from hfrl.ope.estimators import ESTIMATORS, Estimator, make_estimator
-from hfrl.ope.evaluate import Prepared, Terms, prepare, resampled_terms, run_estimator
+from hfrl.ope.evaluate import (
+    Prepared,
+    Terms,
+    atom_rows,
+    auto_interval,
+    corner_inputs,
+    prepare,
+    resampled_terms,
+    resolve_interval,
+    run_estimator,
+)
 from hfrl.ope.inference import (
     INFLUENCE,
     NORMALIZER,
@@ -21,6 +32,8 @@ from hfrl.ope.inference import (
     Sums,
     bootstrap_interval,
     check_level,
+    empirical_likelihood_interval,
+    merge_rows,
     normal_quantile,
     poisson_bootstrap,
 )
@@ -94,6 +107,7 @@ def compare(
     max_unobserved: float = 0.5,
     n_bootstrap: int = 0,
     random_state: int | np.random.Generator | None = None,
+    interval: str = "auto",
     **evaluate_options: Any,
 ) -> Comparison:
     """Does ``candidate`` beat ``baseline`` on these logs, with confidence ``level``?
@@ -183,7 +197,13 @@ def compare(
     se = _std_error(prepared.units, cand_psi - base_psi)
     base_se = _std_error(prepared.units, base_psi)
     difference = cand.estimate - base_value
-    ci_low, ci_high = difference - z * se, difference + z * se
+    method = resolve_interval(interval, estimator)
+    if method == "auto":
+        method = auto_interval(estimator, cand.ess)
+    if method == "empirical_likelihood":
+        ci_low, ci_high = _likelihood_difference(prepared, chosen, table, baseline_table, level)
+    else:
+        ci_low, ci_high = difference - z * se, difference + z * se
     verdict, reason = _verdict(cand.ess, n, se, ci_low, ci_high, support, prepared, level, min_ess,
                                min_ess_share, max_support_violation, max_unobserved)
     boot_low = boot_high = None
@@ -200,8 +220,40 @@ def compare(
         n_rows=n, estimator=estimator, level=level, propensity_source=prepared.propensity_source,
         details={"baseline": "logging" if baseline_table is None else "policy",
                  "clipped_share": cand.clipped_share, "min_ess_required": max(min_ess, min_ess_share * n)},
-        boot_ci_low=boot_low, boot_ci_high=boot_high, interval="normal",
+        boot_ci_low=boot_low, boot_ci_high=boot_high, interval=method,
     )
+
+
+def _likelihood_difference(prepared: Prepared, estimator: Estimator, table: np.ndarray,
+                           baseline_table: np.ndarray | None, level: float) -> tuple[float, float]:
+    """The empirical-likelihood interval of the paired difference: per atom, the candidate's weight
+    (whose mean is 1) and its term minus the baseline's (the reward itself for the logging policy);
+    unseen rows at the extremes of that difference."""
+    weight, term, count = atom_rows(prepared, estimator, table)
+    atoms = prepared.at_atoms().units
+    if baseline_table is None:
+        base_term = atoms.reward / atoms.count
+    else:
+        base_term = atom_rows(prepared, estimator, baseline_table)[1]
+    reward_range, model_range = prepared.reward_range, prepared.model_range
+    top = prepared.max_weight(table)
+    base_top = None if baseline_table is None else prepared.max_weight(baseline_table)
+    corner_w, corner_t = [], []
+    for w in (0.0, top):
+        values = []
+        for r, q, v in itertools.product(reward_range, model_range, model_range):
+            candidate = float(estimator.term(corner_inputs(np.array(w), r, q, v)))
+            if base_top is None:
+                values.append(candidate - r)
+            else:
+                values += [candidate - float(estimator.term(corner_inputs(np.array(wb), r, q, v)))
+                           for wb in (0.0, base_top)]
+        corner_w += [w, w]
+        corner_t += [min(values), max(values)]
+    low, high = reward_range
+    span = (low - high, high - low)
+    return empirical_likelihood_interval(*merge_rows(weight, term - base_term, count),
+                                         (np.array(corner_w), np.array(corner_t)), level, span)
 
 
 def _baseline_table(baseline: Any, table: np.ndarray, row_level: bool) -> np.ndarray | None:

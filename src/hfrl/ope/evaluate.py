@@ -36,13 +36,14 @@ from hfrl.ope.reward_model import RewardModel
 from hfrl.ope.support import Support, known_support, warn_support
 from hfrl.ope.targets import RowInputs, Target, policy_table
 from hfrl.ope.units import Affine, Units, affine
-from hfrl.policies import TabularPolicy, resolve_rng
+from hfrl.policies import Policy, TabularPolicy, resolve_rng
 
 __all__ = ["DEFAULT_INTERVALS", "Prepared", "check_estimators", "evaluate", "prepare"]
 
 # the interval each estimator reports by default (``interval="auto"``); see bench/bench_intervals.py
 DEFAULT_INTERVALS = {"ips": "empirical_likelihood", "snips": "empirical_likelihood",
-                     "dr": "normal", "dm": "normal", "clipped_ips": "normal", "switch_dr": "normal"}
+                     "dr": "empirical_likelihood", "dm": "normal", "clipped_ips": "normal",
+                     "switch_dr": "normal"}
 # from this effective sample size on, "auto" takes the normal interval: the likelihood's small-sample
 # shape no longer shows (the two agree to about 1% of the width) and the normal one costs no pass
 LARGE_SAMPLE_ESS = 20_000.0
@@ -107,6 +108,11 @@ class Prepared:
     @property
     def reward_range(self) -> tuple[float, float]:
         return self.logs.reward_range
+
+    @property
+    def model_range(self) -> tuple[float, float]:
+        """The smallest and largest value of the reward model (what it predicts for a new row)."""
+        return float(self.model.table.min()), float(self.model.table.max())
 
     def target(self, policy: np.ndarray) -> Target:
         """The policy (a table, or one row per logged row) read at the units."""
@@ -243,13 +249,14 @@ class Terms:
         return [one, self.term, self.normalizer or one, self.influence, self.weight]
 
 
-def unseen_rows(estimator: Estimator, max_weight: float | np.ndarray, reward_range: tuple[float, float]
-                ) -> tuple[np.ndarray, np.ndarray]:
+def unseen_rows(estimator: Estimator, max_weight: float | np.ndarray, reward_range: tuple[float, float],
+                model_range: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Extreme rows never seen, as ``(weights, terms)`` of shape ``(n_corners, *max_weight.shape)``.
 
-    An unseen row has weight between 0 and ``max_weight`` and a reward, model value ``v`` and model
-    prediction ``q`` anywhere in the reward range; every term is multilinear in these, so its
-    extremes for a given weight are at the corners. The weights listed are 0, ``max_weight`` and a
+    An unseen row has weight between 0 and ``max_weight``, a reward anywhere in the reward range, and
+    a model value ``v`` and prediction ``q`` anywhere in ``model_range`` (the fitted model's range;
+    the reward range when None); every term is multilinear in these, so its extremes for a given
+    weight are at the corners. The weights listed are 0, ``max_weight`` and a
     thresholded estimator's threshold (below ``max_weight``).
     """
     top = np.asarray(max_weight, dtype=np.float64)
@@ -257,14 +264,14 @@ def unseen_rows(estimator: Estimator, max_weight: float | np.ndarray, reward_ran
     weights = [np.zeros_like(top), top] + ([np.minimum(top, threshold)] if threshold is not None else [])
     corner_w, corner_t = [], []
     for w in weights:
-        corners = itertools.product(reward_range, repeat=3)
-        values = [estimator.term(_corner(w, r, q, v)) for r, q, v in corners]
+        corners = itertools.product(reward_range, model_range or reward_range, model_range or reward_range)
+        values = [estimator.term(corner_inputs(w, r, q, v)) for r, q, v in corners]
         corner_w += [w, w]
         corner_t += [np.minimum.reduce(values), np.maximum.reduce(values)]
     return np.stack(corner_w), np.stack(corner_t)
 
 
-def _corner(w: np.ndarray, r: float, q: float, v: float) -> RowInputs:
+def corner_inputs(w: np.ndarray, r: float, q: float, v: float) -> RowInputs:
     def full(value: float) -> np.ndarray:
         return np.full(w.shape, value, dtype=np.float64)
 
@@ -306,11 +313,12 @@ def atom_rows(prepared: Prepared, estimator: Estimator, policy: np.ndarray
 
 
 def likelihood_interval(rows: tuple[np.ndarray, np.ndarray, np.ndarray], estimator: Estimator,
-                        max_weight: float, reward_range: tuple[float, float], level: float
-                        ) -> tuple[float, float]:
-    """The empirical-likelihood bounds for atoms ``rows`` = ``(weight, term, count)``."""
+                        max_weight: float, reward_range: tuple[float, float], level: float,
+                        model_range: tuple[float, float] | None = None) -> tuple[float, float]:
+    """The empirical-likelihood bounds for atoms ``rows`` = ``(weight, term, count)``; the unseen rows
+    it allows take the model's values within ``model_range`` (see ``unseen_rows``)."""
     weight, term, count = merge_rows(*rows)
-    corners = unseen_rows(estimator, max_weight, reward_range)
+    corners = unseen_rows(estimator, max_weight, reward_range, model_range)
     return empirical_likelihood_interval(weight, term, count, (corners[0].ravel(), corners[1].ravel()), level,
                                          reward_range)
 
@@ -341,7 +349,7 @@ def run_estimator(estimator: Estimator, prepared: Prepared, policy: np.ndarray, 
         interval = auto_interval(estimator.name, float(sums.ess()))
     if interval == "empirical_likelihood":
         low, high = likelihood_interval(atom_rows(prepared, estimator, policy), estimator, max_weight,
-                                        prepared.reward_range, level)
+                                        prepared.reward_range, level, prepared.model_range)
     else:
         low, high = moment_interval(interval, sums, estimator, max_weight, prepared.reward_range, level)
     weight = estimator.weight(target.inputs(np.zeros(target.units.n_units)))
@@ -405,6 +413,7 @@ def evaluate(
     propensity_prior: float = 1.0,
     clip_threshold: float = 10.0,
     switch_threshold: float = 10.0,
+    context_columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Estimate a target policy's value from logged bandit feedback, with intervals and diagnostics.
 
@@ -413,9 +422,11 @@ def evaluate(
     logs : DataFrame, path/glob of CSV/Parquet files, or ``hfrl.data.Logs``
         Columns ``state``, ``action``, ``reward`` and (for all but ``dm``) ``propensity``. Pass a
         ``Logs`` to evaluate several policies on one pass over the rows.
-    policy : TabularPolicy or array of shape (n_rows, n_actions)
-        The target policy, read at each row's state (a TabularPolicy; never expanded to rows), or
-        one distribution per logged row (then the rows are read into memory).
+    policy : TabularPolicy, contextual ``hfrl.policies.Policy``, or array of shape (n_rows, n_actions)
+        The target policy, read at each row's state (a TabularPolicy; never expanded to rows), at
+        each row's ``context_columns`` (a contextual policy: scored batch by batch, see
+        ``hfrl.ope.contextual``), or one distribution per logged row (then the rows are read into
+        memory).
     estimators : str or sequence of str
         Any of ``"ips"``, ``"clipped_ips"``, ``"snips"``, ``"dm"``, ``"dr"``, ``"switch_dr"``.
     level : float
@@ -429,7 +440,7 @@ def evaluate(
         Where the group sums run; None picks memory for a DataFrame and DuckDB for a path.
     interval : {"auto", "normal", "empirical_likelihood", "bernstein"}
         How the bounds are made (``hfrl.ope.inference``); ``"auto"`` takes each estimator's default
-        (``DEFAULT_INTERVALS``: empirical likelihood for IPS and SNIPS, calibrated at small samples
+        (``DEFAULT_INTERVALS``: empirical likelihood for IPS, SNIPS and DR, calibrated at small samples
         and rare rewards, up to an effective sample size of ``LARGE_SAMPLE_ESS``, normal beyond;
         ``"bernstein"`` is guaranteed and wider).
     reward_range : (low, high), optional
@@ -446,6 +457,11 @@ def evaluate(
         Pseudo-counts of the reward model's shrinkage and of the estimated propensities.
     clip_threshold, switch_threshold : float
         Weight cap of ``clipped_ips``; weight above which ``switch_dr`` drops the correction.
+    context_columns : sequence of str, optional
+        The feature columns a contextual policy reads (required for one). Its DM/DR reward model is
+        a ridge regression per action on them, cross-fitted over two folds of rows, unless
+        ``reward_model`` (an object with ``predict(contexts) -> (n, n_actions)``, fitted on another
+        split) is given.
 
     Returns
     -------
@@ -492,8 +508,15 @@ def evaluate(
         raise ValueError(f"n_bootstrap must be 0 or an integer >= 2, got {n_bootstrap!r}")
     clip_threshold = _positive(clip_threshold, "clip_threshold")
     switch_threshold = _positive(switch_threshold, "switch_threshold")
-    table, row_level = policy_table(policy)
     chosen = [make_estimator(n, clip_threshold, switch_threshold) for n in names]
+    if is_contextual(policy):
+        if n_bootstrap:
+            raise ValueError("n_bootstrap is not available for contextual policies; use the intervals")
+        if propensity != "logged":
+            raise ValueError("a contextual policy needs logged propensities (propensity='logged')")
+        return evaluate_contextual(logs, policy, chosen, methods, level, backend, context_columns,
+                                   reward_model, reward_range)
+    table, row_level = policy_table(policy)
     prepared = prepare(
         logs, None if row_level else table.shape[0], table.shape[1],
         needs_propensity=any(e.uses_propensity for e in chosen), propensity=propensity, backend=backend,
@@ -524,3 +547,53 @@ def evaluate(
     if n_bootstrap:
         frame = frame.join(bootstrap_columns(prepared, chosen, table, int(n_bootstrap), random_state, level))
     return frame
+
+
+def is_contextual(policy: Any) -> bool:
+    """Whether ``policy`` is a ``Policy`` over feature rows (not a table, not a per-row array)."""
+    return isinstance(policy, Policy) and not isinstance(policy, TabularPolicy)
+
+
+def evaluate_contextual(logs: Any, policy: Any, estimators: Sequence[Estimator], methods: dict[str, str],
+                        level: float, backend: Any, context_columns: Sequence[str] | None,
+                        reward_model: Any, reward_range: tuple[float, float] | None) -> pd.DataFrame:
+    """``evaluate`` for a contextual policy: one streaming pass (``hfrl.ope.contextual``)."""
+    from hfrl.ope.contextual import ContextualPass
+
+    if not context_columns:
+        raise ValueError("a contextual policy needs context_columns=[...]: the feature columns it reads")
+    needed = [schema.ACTION, schema.REWARD, *context_columns]
+    if any(e.uses_propensity for e in estimators):
+        needed.append(schema.PROPENSITY)
+    hints = {schema.PROPENSITY: PROPENSITY_HINT.format(needed="the estimators")}
+    validated = as_logs(logs, backend, required=needed, hints=hints, reward_range=reward_range,
+                        n_actions=policy.n_actions)
+    scored = ContextualPass(validated, [policy], estimators, context_columns, policy.n_actions, reward_model)
+    model_range = (scored.model_min, scored.model_max)
+    rows = []
+    for estimator in estimators:
+        ratio = estimator.normalizer(corner_inputs(np.ones(1), 0.0, 0.0, 0.0)) is not None
+        sums = Sums(scored.gram[estimator.name], ratio)
+        method = methods[estimator.name]
+        if method == "auto":
+            method = auto_interval(estimator.name, float(sums.ess()))
+        max_weight = float(scored.max_weight[0])
+        if method == "empirical_likelihood":
+            (weight, term), count = scored.pooled(estimator.name)
+            low, high = likelihood_interval((weight, term, count), estimator, max_weight,
+                                            validated.reward_range, level, model_range)
+        else:
+            low, high = moment_interval(method, sums, estimator, max_weight, validated.reward_range, level)
+        rows.append({
+            "estimate": float(sums.estimate()), "std_error": float(sums.std_error()),
+            "ci_low": float(low), "ci_high": float(high),
+            "interval": method + (" (variance only)" if estimator.name == "dm" else ""),
+            "ess": float(sums.ess()) if estimator.uses_propensity else float(scored.n_rows),
+            "max_weight": scored.logged_weight if estimator.uses_propensity else float("nan"),
+            "clipped_share": float("nan"), "n_rows": scored.n_rows, "support_violation_share": float("nan"),
+            "unobserved_share": float("nan"),
+            "propensity_source": "logged" if estimator.uses_propensity else "not used",
+            "reward_model": scored.description if estimator.uses_model else "not used", "level": level,
+        })
+    return pd.DataFrame(rows, index=pd.Index([e.name for e in estimators], name="estimator"))
+

@@ -10,6 +10,14 @@ there is none). With ``w_t = pi(a_t|s_t) / p_t`` and ``rho_t = w_0 ... w_t``:
   sessions of different lengths are averaged consistently. Standard error by the delta method
   (per-session influence terms).
 
+Censored sessions, cut off by the end of the logs before they ended (their last row has ``done``
+False, like the last sessions ``hfrl.envs.collect_logs`` writes), would bias both estimators low:
+their later rewards are missing. Each observed step ``t`` is therefore weighted by ``1 / G(t)``,
+``G(t)`` the Kaplan-Meier probability that a session still going at step ``t`` was not yet cut off
+(inverse probability of censoring weighting, Robins & Rotnitzky 1992), and a censored session does
+not keep its last ``rho`` in later denominators. Without a ``done`` column every session is taken
+as complete.
+
 Sessions are independent units: the bootstrap gives each session a Poisson(1) weight.
 """
 
@@ -41,14 +49,31 @@ def _order(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return order, codes[order]
 
 
-def _session_terms(rho, reward, step, session, n_sessions, gamma):  # noqa: ANN001, ANN202
+def censoring_survival(lengths: np.ndarray, censored: np.ndarray) -> np.ndarray:
+    """``G(t)``, t = 0 .. max length - 1: the Kaplan-Meier probability that a session that goes on
+    to step t is still in the logs there. A censored session of ``L`` observed steps was cut off
+    at step ``L``; at risk at step ``k`` are the sessions observed beyond ``k`` and those cut at ``k``.
+
+    Examples
+    --------
+    >>> censoring_survival(np.array([2, 2, 1, 3]), np.array([False, True, False, False])).tolist()
+    [1.0, 1.0, 0.5]
+    """
+    top = int(lengths.max())
+    cut = np.bincount(lengths[censored], minlength=top + 1).astype(np.float64)
+    beyond = np.cumsum(np.bincount(lengths, minlength=top + 1)[::-1])[::-1]  # sessions with L >= k
+    at_risk = np.r_[beyond[1:], 0.0] + cut  # L > k, or cut at k
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hazard = np.where(at_risk > 0, cut / at_risk, 0.0)
+    return np.cumprod(1.0 - hazard)[:top]
+
+
+def _session_terms(rho, reward, step, session, n_sessions, gamma, final_rho):  # noqa: ANN001, ANN202
     """Per-session PDIS returns and WPDIS value, influence terms and per-step arrays."""
     discount = gamma ** step
     n_steps = int(step.max()) + 1
     returns = np.bincount(session, weights=discount * rho * reward, minlength=n_sessions)
     lengths = np.bincount(session, minlength=n_sessions)
-    last = np.cumsum(lengths) - 1  # rows are ordered by session then step
-    final_rho = rho[last]
     alive = np.bincount(step, weights=rho, minlength=n_steps)
     ended = np.bincount(lengths, weights=final_rho, minlength=n_steps + 1)[:n_steps]
     denominator = alive + np.cumsum(ended)  # sessions that ended before t keep their last rho
@@ -140,9 +165,17 @@ def evaluate_sessions(
     step = np.arange(len(session)) - np.repeat(starts, np.diff(np.r_[starts, len(session)]))
     weight = policy.action_probabilities(state, action) / propensity
     rho = pd.Series(weight).groupby(session).cumprod().to_numpy()
+    lengths = np.bincount(session, minlength=n_sessions)
+    last = np.cumsum(lengths) - 1  # rows are ordered by session then step
+    censored = np.zeros(n_sessions, dtype=bool)
+    if schema.DONE in frame.columns:
+        censored = ~frame[schema.DONE].to_numpy(dtype=bool)[order][last]
+    survival = censoring_survival(lengths, censored)
+    final_rho = np.where(censored, 0.0, rho[last] / survival[lengths - 1])
+    rho = rho / survival[step]  # inverse probability of censoring weights
 
     returns, wpdis_value, wpdis_influence, final_rho, lengths = _session_terms(
-        rho, reward, step, session, n_sessions, gamma
+        rho, reward, step, session, n_sessions, gamma, final_rho
     )
     shape = (policy.n_states, policy.n_actions)
     key = state * policy.n_actions + action
@@ -159,6 +192,7 @@ def evaluate_sessions(
         "max_weight": float(final_rho.max()),
         "n_rows": len(frame),
         "n_sessions": n_sessions,
+        "censored_sessions": int(censored.sum()),
         "support_violation_share": support.violation_share,
         "unobserved_share": support.unobserved_share,
         "propensity_source": "logged",

@@ -39,7 +39,7 @@ class RowInputs:
     r: np.ndarray
     q: np.ndarray
     v: np.ndarray
-    target: Target
+    target: Target | None
     full_value: np.ndarray | None = None
 
     def model_noise(self, correction_weight: np.ndarray | float) -> np.ndarray:
@@ -48,9 +48,12 @@ class RowInputs:
         ``gain * (r - q(s, a))`` with ``gain = (M_sa - C_sa) / (N_sa + m)``: ``M_sa`` the target's
         mass on the pair over the rows of its state (the model value's use of ``q(s, a)``), ``C_sa``
         the sum over the pair's rows of ``correction_weight`` (the importance-weighted corrections'
-        use of it; 0 for DM, ``w`` for DR). 0 for a model fitted elsewhere.
+        use of it; 0 for DM, ``w`` for DR). 0 for a model fitted elsewhere, or cross-fitted by folds
+        (``target`` None: each row's model never saw it).
         """
         t = self.target
+        if t is None:
+            return np.zeros_like(self.w)
         weight = np.broadcast_to(np.asarray(correction_weight, dtype=np.float64), self.w.shape)
         correction = t.units.pair_totals(weight, t.n_actions)
         gain = t.model.noise_gain(t.units, t.pair_mass, correction)
