@@ -21,7 +21,7 @@ from hfrl.service import routes
 from hfrl.service.edge import Edge, FastRoute
 from hfrl.service.errors import install_error_handlers
 from hfrl.service.log import DecisionLog
-from hfrl.service.model import ServedModel
+from hfrl.service.model import ServedContextualModel, ServedModel, load_served_model
 from hfrl.service.schemas import DecideRequest, FeedbackRequest
 from hfrl.service.state import API_KEY_ENV, API_KEY_HEADER, ServiceState
 
@@ -44,10 +44,12 @@ def create_app(
 
     Parameters
     ----------
-    artifact : path or ServedModel
+    artifact : path, ServedModel or ServedContextualModel
         A ``TabularPolicy`` saved with ``.save``. Its metadata may hold ``state_encoder`` (a
         ``CategoryEncoder.to_dict()``: decisions then accept raw ``context``), ``action_encoder``
-        (responses then carry raw ``items``) and ``name``.
+        (responses then carry raw ``items``) and ``name``. Or a contextual policy
+        (``hfrl.contextual.LinearPolicy`` / ``NeuralPolicy``) saved with ``.save``: decisions then
+        take ``features``.
     db : path
         The SQLite decision log (created when absent; see ``hfrl.service.log``).
     api_key : str, optional
@@ -86,7 +88,8 @@ def create_app(
     """
     if api_key is None:
         api_key = os.environ.get(API_KEY_ENV) or None
-    model = artifact if isinstance(artifact, ServedModel) else ServedModel.load(artifact)
+    served = (ServedModel, ServedContextualModel)
+    model = artifact if isinstance(artifact, served) else load_served_model(artifact)
     service = ServiceState(model, DecisionLog(db), api_key=api_key, seed=seed)
 
     @asynccontextmanager

@@ -3,7 +3,9 @@
 ``ServiceState`` is the one implementation of the service's rules, whatever the transport:
 
 * a decision's ``state`` must lie in ``[0, n_states)`` and a ``context`` must carry the encoder's
-  columns (``FieldError`` naming the field otherwise);
+  columns (``FieldError`` naming the field otherwise); a contextual model takes ``features`` only,
+  every one of its ``context_columns`` and no other (logged as the decision's ``context``, with
+  ``state`` 0);
 * every decided slot is logged with its propensity (``hfrl.service.model`` states the rule) before
   the answer is returned;
 * feedback is answered after its row is committed; an unknown decision is ``UnknownDecisionError``,
@@ -32,7 +34,7 @@ from hfrl.policies import resolve_rng
 from hfrl.service.errors import FieldError, MissingKeyError, NoKeyConfiguredError, UnknownDecisionError
 from hfrl.service.log import UNKNOWN, DecisionLog, FeedbackConflictError
 from hfrl.service.metrics import Metrics
-from hfrl.service.model import ServedModel
+from hfrl.service.model import ServedContextualModel, ServedModel, load_served_model
 from hfrl.service.schemas import DecideRequest, FeedbackRequest
 
 __all__ = ["API_KEY_ENV", "API_KEY_HEADER", "ServiceState"]
@@ -52,7 +54,7 @@ class ServiceState:
 
     Parameters
     ----------
-    model : ServedModel
+    model : ServedModel or ServedContextualModel
     log : DecisionLog
     api_key : str, optional
         The key ``check_key`` compares with; None means keyed endpoints answer 403.
@@ -72,7 +74,7 @@ class ServiceState:
 
     def __init__(
         self,
-        model: ServedModel,
+        model: ServedModel | ServedContextualModel,
         log: DecisionLog,
         *,
         api_key: str | None = None,
@@ -105,14 +107,16 @@ class ServiceState:
         location of request ``i`` in the body, for the error messages.
         """
         model = self.model  # read once: a reload during this call does not affect it
-        states = self._states(requests, model, loc)
+        contextual = isinstance(model, ServedContextualModel)
+        # state ids, or the feature rows of a contextual model
+        inputs = self._features(requests, model, loc) if contextual else self._states(requests, model, loc)
         groups: dict[tuple[int, str], list[int]] = {}
         for i, request in enumerate(requests):
             groups.setdefault((request.k, request.mode), []).append(i)
         decided = []
         for (k, mode), members in groups.items():
             try:
-                decided.append((k, mode, members, model.decide(states[members], k, mode, self.rng)))
+                decided.append((k, mode, members, model.decide(inputs[members], k, mode, self.rng)))
             except ValueError as exc:
                 raise FieldError((*loc(members[0]), "k"), str(exc)) from None
         now = time.time()
@@ -128,12 +132,13 @@ class ServiceState:
             for row, i in enumerate(members):
                 request = requests[i]
                 decision_id = f"{batch_token}-{i:x}" if batch_token else secrets.token_hex(12)
-                state = int(states[i])
-                context = orjson.dumps(request.context).decode() if request.context is not None else None
+                state = None if contextual else int(inputs[i])
+                seen = request.features if contextual else request.context
+                context = orjson.dumps(seen).decode() if seen is not None else None
                 for slot in range(k):
                     rows.append(
                         (
-                            decision_id, slot, state, actions[row][slot], propensities[row][slot],
+                            decision_id, slot, state or 0, actions[row][slot], propensities[row][slot],
                             probabilities[row][slot], now, model.version, mode, k, request.request_id,
                             context,
                         )
@@ -150,11 +155,32 @@ class ServiceState:
         return responses
 
     @staticmethod
+    def _features(requests: Sequence[DecideRequest], model: ServedContextualModel, loc: Loc) -> np.ndarray:
+        """The feature rows of the requests to a contextual model, checked against its columns."""
+        for i, request in enumerate(requests):
+            if request.features is None:
+                raise FieldError((*loc(i), "features"), f"model {model.version} is contextual: send "
+                                 f"'features' ({{name: number}} for {model.context_columns[:6]}...)")
+        try:
+            return model.features([request.features for request in requests])
+        except KeyError as exc:
+            row, name, what = exc.args
+            message = (f"features lack {name!r}" if what == "missing" else f"{name!r} is not a feature of "
+                       "the model") + f"; the model reads {model.context_columns}"
+            raise FieldError((*loc(row), "features", name), message) from None
+        except ValueError as exc:
+            row, message = exc.args
+            raise FieldError((*loc(row), "features"), message) from None
+
+    @staticmethod
     def _states(requests: Sequence[DecideRequest], model: ServedModel, loc: Loc) -> np.ndarray:
         """The state id of every request: checked against the model, or encoded from its context."""
         states = np.empty(len(requests), dtype=np.int64)
         with_context = []
         for i, request in enumerate(requests):
+            if request.features is not None:
+                raise FieldError((*loc(i), "features"), f"model {model.version} is not contextual: send "
+                                 "'state' or 'context'")
             if request.state is None:
                 with_context.append(i)
             elif request.state >= model.n_states:
@@ -202,7 +228,7 @@ class ServiceState:
             if not Path(path).is_file():
                 raise FieldError(("artifact",), f"no artifact file at {path!r}")
             try:
-                model = await asyncio.to_thread(ServedModel.load, path)
+                model = await asyncio.to_thread(load_served_model, path)
             except (ArtifactError, ValueError) as exc:
                 self.metrics.observe_reload("failed")
                 raise FieldError(("artifact",), str(exc)) from None
@@ -235,7 +261,7 @@ class ServiceState:
             "hfrl_log_failed_commits_total": ("Decision-log transactions that failed.", log.failed_commits),
             "hfrl_log_rows_committed_total": ("Rows committed to the decision log.", log.rows_committed),
             "hfrl_model_loaded_timestamp_seconds": ("When the served model was loaded.", self.loaded_at),
-            "hfrl_model_states": ("States in the served model.", model.n_states),
+            "hfrl_model_states": ("States in the served model (0: a contextual model).", model.n_states or 0),
             "hfrl_model_actions": ("Actions in the served model.", model.n_actions),
         }
         return self.metrics.render(gauges)
