@@ -758,7 +758,9 @@ def datasets_obd(
 # ---------------------------------------------------------------------- service (hfrl.service)
 @app.command()
 def serve(
-    artifact: str = typer.Argument(..., help="Policy artifact to serve (saved with TabularPolicy.save)."),
+    artifact: str = typer.Argument(
+        ..., help="Policy artifact to serve (a TabularPolicy or a contextual policy, saved with .save)."
+    ),
     db: str = typer.Option("decisions.sqlite", "--db", help="SQLite decision log (created when absent)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
