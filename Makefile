@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint system-deps bench clean
 OBD ?= ../shared/data/obd
 
+# The torch extra pins torch==2.13.0: on this machine kind pip takes its CPU build from the local
+# wheel directory (pip's find-links); the neural learners' tests need it (tests/test_system_deps.py).
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

@@ -1,7 +1,7 @@
-"""Under ``make test`` the real-browser and Spark tests must run, not skip.
+"""Under ``make test`` the real-browser, Spark and neural-learner tests must run, not skip.
 
-Those tests skip (with a reason) on a machine without chromium, Java or pyspark, so that a plain
-``pytest`` works anywhere. ``make test`` installs all three and sets ``HFRL_REQUIRE_SYSTEM_DEPS=1``;
+Those tests skip (with a reason) on a machine without chromium, Java, pyspark or torch, so that a
+plain ``pytest`` works anywhere. ``make test`` installs them all and sets ``HFRL_REQUIRE_SYSTEM_DEPS=1``;
 this test then fails if any is missing, so a broken install step cannot turn into silent skips in CI.
 """
 
@@ -21,3 +21,13 @@ def test_make_test_installed_chromium_java_and_pyspark():
     assert shutil.which("chromium") or shutil.which("chromium-browser"), "chromium is not installed"
     assert shutil.which("java"), "no Java runtime for the Spark tests"
     assert importlib.util.find_spec("pyspark") is not None, "the spark extra is not installed"
+
+
+@pytest.mark.skipif(
+    not os.environ.get("HFRL_REQUIRE_SYSTEM_DEPS"), reason="only enforced under make test"
+)
+def test_make_test_installed_the_cpu_torch_extra():
+    assert importlib.util.find_spec("torch") is not None, "the torch extra is not installed"
+    import torch
+
+    assert torch.__version__.split("+")[0] == "2.13.0", f"torch {torch.__version__}, pinned 2.13.0"
