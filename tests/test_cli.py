@@ -209,7 +209,7 @@ def test_tune_evaluate_recommend(workdir):
         assert row["ci_low"] <= row["estimate"] <= row["ci_high"]
     assert payload["verdict"]["verdict"] in ("ship", "no evidence", "worse", "unreliable")
     table = ok("evaluate", workdir / "pi_prime.hfrl", workdir / "test.csv").stdout
-    assert "snips" in table and "ci_low" in table
+    assert "snips" in table and "95% CI" in table and "ESS" in table
 
     rows = json.loads(
         ok("recommend", workdir / "pi_prime.hfrl", "--states", "0,3", "--k", 2, "--json").stdout
@@ -247,6 +247,9 @@ def test_demo_writes_report_metrics_and_prints_the_table(tmp_path):
         assert (out / "artifacts" / f"{name}.hfrl").is_file()
     for label in ("logging policy", "HF only", "pi only", "pi' (tuned)", "optimal", "true value"):
         assert label in result.stdout
+    assert set(metrics["true_value"]) == set(metrics["policies"])
+    for line in (metrics["tuning"]["reason"], metrics["tuning"]["safety_reason"], metrics["outcome"]):
+        assert line in result.stdout
 
 
 # ---------------------------------------------------------------------------- errors and exit codes

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hfrl.ope.returns import ReturnModel, compare_return
 from hfrl.pipeline import (
     POLICY_LABELS,
     ConfigError,
@@ -20,7 +21,7 @@ from hfrl.pipeline import (
     run_pipeline,
     simulate_logs,
 )
-from hfrl.policies import TabularPolicy
+from hfrl.policies import TabularPolicy, default_min_propensity
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -105,12 +106,60 @@ def test_true_values_are_exact_for_the_test_states(recommendation_run):
     assert returns[POLICY_LABELS["optimal"]] >= returns.max() - 1e-9
 
 
-def test_logging_policy_estimate_is_its_mean_reward(recommendation_run):
-    _, result = recommendation_run
+def test_logging_policy_estimate_is_its_mean_reward_and_its_return_the_logs_own(recommendation_run):
+    config, result = recommendation_run
     test = pd.read_parquet(result.out_dir / "logs" / "test.parquet")
-    row = result.summary.loc[POLICY_LABELS["logging"]]
+    estimates = result.estimates.set_index(["policy", "estimator"])
     # propensities are exact, so every weight is 1: IPS and SNIPS reduce to the mean reward
-    assert row["estimate"] == pytest.approx(test["reward"].mean(), rel=1e-9)
+    snips = estimates.loc[(POLICY_LABELS["logging"], "snips"), "estimate"]
+    assert snips == pytest.approx(test["reward"].mean(), rel=1e-9)
+    # Q-learning optimises the return: the summary is each policy's fitted-Q-evaluation return
+    assert result.metrics["tuning"]["objective"] == result.metrics["evaluation"]["objective"] == "return"
+    model = ReturnModel.from_logs(test, 20, 10)
+    gamma = config["learner"]["gamma"]
+    for key in ("logging", "pi", "pi_prime"):
+        policy = TabularPolicy.load(result.out_dir / "artifacts" / f"{key}.hfrl")
+        assert result.summary.loc[POLICY_LABELS[key], "estimate"] == pytest.approx(
+            model.evaluate(policy, gamma).estimate, rel=1e-9), key
+
+
+def test_pi_prime_is_compared_with_every_alternative_on_the_same_rows(recommendation_run):
+    config, result = recommendation_run
+    verdicts = result.metrics["verdicts"]
+    assert set(verdicts) == {POLICY_LABELS[k] for k in ("logging", "pi", "hf")}
+    assert verdicts[POLICY_LABELS["logging"]] == result.metrics["verdict"]
+    test = pd.read_parquet(result.out_dir / "logs" / "test.parquet")
+    pi_prime = TabularPolicy.load(result.out_dir / "artifacts" / "pi_prime.hfrl")
+    pi = TabularPolicy.load(result.out_dir / "artifacts" / "pi.hfrl")
+    paired = compare_return(pi_prime, test, config["learner"]["gamma"], pi, level=0.95)
+    assert verdicts[POLICY_LABELS["pi"]]["difference"] == pytest.approx(paired.difference, rel=1e-9)
+    assert verdicts[POLICY_LABELS["pi"]]["verdict"] == paired.verdict
+
+
+def test_metrics_keep_alpha_and_give_the_true_value_of_every_policy(recommendation_run):
+    config, result = recommendation_run
+    metrics = result.metrics
+    env = make_env(config["source"]["env"], config["source"]["env_options"])
+    assert set(metrics["true_value"]) == set(POLICY_LABELS.values())
+    for key, label in POLICY_LABELS.items():
+        policy = TabularPolicy.load(result.out_dir / "artifacts" / f"{key}.hfrl")
+        assert metrics["true_value"][label] == pytest.approx(
+            env.policy_value(policy, config["learner"]["gamma"]), rel=1e-12), label
+    assert metrics["alpha"] == result.alpha and metrics["tuning"]["reason"].startswith("alpha = ")
+    assert metrics["tuning"]["passed_safety"] in (True, False)
+    curve = pd.read_csv(result.out_dir / "curves" / "alpha_curve.csv")
+    assert curve["true_value"].notna().all()  # the exact return along alpha, under the estimated band
+
+
+def test_served_policies_keep_the_default_exploration_floor(recommendation_run):
+    _, result = recommendation_run
+    floor = default_min_propensity(10)
+    assert result.metrics["tuning"]["min_propensity"] == floor
+    for key in ("pi", "hf", "pi_prime"):
+        table = TabularPolicy.load(result.out_dir / "artifacts" / f"{key}.hfrl").table_
+        assert table.min() >= floor - 1e-12, key
+    optimal = TabularPolicy.load(result.out_dir / "artifacts" / "optimal.hfrl").table_
+    assert optimal.min() == 0.0  # a reference, saved as it is
 
 
 def test_splits_do_not_overlap_and_keep_time_order(recommendation_run):
@@ -151,10 +200,46 @@ def test_log_file_source_with_an_offline_learner(tmp_path):
     assert list(summary.index) == [POLICY_LABELS[k] for k in ("logging", "hf", "pi", "pi_prime")]
     assert summary["true_value"].isna().all()  # no simulator, no truth
     test = logs.iloc[int(0.8 * len(logs)) :]
-    assert summary.loc[POLICY_LABELS["logging"], "estimate"] == pytest.approx(test["reward"].mean())
+    estimates = result.estimates.set_index(["policy", "estimator"])
+    on_policy = estimates.loc[(POLICY_LABELS["logging"], "on-policy mean"), "estimate"]
+    assert on_policy == pytest.approx(test["reward"].mean())
+    # fitted Q iteration optimises the return: the logging policy's is the logs' own behaviour's
+    assert summary.loc[POLICY_LABELS["logging"], "estimate"] == pytest.approx(
+        ReturnModel.from_logs(test, 20, 10).logging_value(config["learner"]["gamma"]).estimate)
     metrics = json.loads((result.out_dir / "metrics.json").read_text())
     assert metrics["data"]["rows"] == 8000 and metrics["run"]["source"].startswith("logs ")
     assert not (result.out_dir / "curves" / "learning_curve.csv").exists()  # offline: no curve
+
+
+def test_log_file_source_with_its_own_column_names_and_the_conservative_learner(tmp_path):
+    env = make_env("recommendation")
+    _, logs = simulate_logs(env, "uniform", 6000, seed=4)
+    renamed = {"action": "item_id", "reward": "click", "propensity": "propensity_score"}
+    logs.rename(columns=renamed).to_csv(tmp_path / "obd_like.csv", index=False)
+    (tmp_path / "pipeline.toml").write_text(
+        'seed = 0\n[source]\ntype = "logs"\npath = "obd_like.csv"\n'
+        'columns = { action = "item_id", reward = "click", propensity = "propensity_score" }\n'
+        '[learner]\nname = "conservative"\noptions = { learner = "direct_method", min_count = 3 }\n'
+    )
+    result = run_pipeline(load_config(tmp_path / "pipeline.toml"), tmp_path / "run")
+    test = logs.iloc[int(0.75 * len(logs)):]
+    assert result.summary.loc[POLICY_LABELS["logging"], "estimate"] == pytest.approx(test["reward"].mean())
+    pi = TabularPolicy.load(result.out_dir / "artifacts" / "pi.hfrl")
+    train = logs.iloc[: int(0.5 * len(logs))]
+    counts = pd.crosstab(train["state"], train["action"]).reindex(
+        index=range(pi.n_states), columns=range(pi.n_actions), fill_value=0).to_numpy()
+    rare = counts < 3
+    assert rare.any() and np.all(pi.table_[rare & (counts.sum(axis=1, keepdims=True) > 0)] == 0.0)
+
+
+@pytest.mark.parametrize("learner", ["ucb1", "linucb"])
+def test_bandit_learners_run_from_a_pipeline_file(tmp_path, learner):
+    config = small(load_config(EXAMPLES / "recommendation.toml"), tmp_path / "run", n_steps=4000)
+    config["learner"] = {**config["learner"], "name": learner, "options": {}}
+    result = run_pipeline(resolve_config(config))
+    pi = TabularPolicy.load(result.out_dir / "artifacts" / "pi.hfrl")
+    assert (pi.n_states, pi.n_actions) == (20, 10)
+    assert 0.0 < result.summary.loc[POLICY_LABELS["pi"], "true_return"]
 
 
 def test_warnings_are_recorded_not_lost(recommendation_run):
@@ -175,7 +260,7 @@ def test_progress_names_each_stage_in_order(tmp_path):
         "simulating 3,000 logged decisions (recommendation, popularity logging)",
         "fitting historical frequencies on 1,500 training rows",
         "training QLearning online for 3,000 steps",
-        "tuning alpha by SNIPS on 750 validation rows",
+        "tuning alpha by FQE (discounted return, gamma 0.9) on 750 validation rows",
         "solving the simulator exactly for the optimal policy",
         "evaluating 5 policies on 750 test rows with 10 bootstrap resamples",
         f"writing the run folder {tmp_path / 'sim'}",
@@ -202,9 +287,11 @@ def test_progress_names_each_stage_in_order(tmp_path):
 def test_demo_config_is_the_documented_flow():
     config = demo_config(7, "somewhere")
     assert config["seed"] == 7 and config["output"]["dir"] == "somewhere"
-    assert config["source"]["env"] == "recommendation" and config["source"]["logging_policy"] == "popularity"
-    assert config["learner"]["name"] == "q_learning" and config["tuning"]["estimator"] == "snips"
-    assert config["split"]["by"] == "time"
+    assert config["source"]["env"] == "recommendation"
+    assert config["source"]["logging_policy"] == "epsilon_greedy"
+    assert config["source"]["simulator_shift"]["strength"] > 0  # the learner's simulator is wrong
+    assert config["learner"]["name"] == "q_learning" and config["tuning"]["objective"] == "auto"
+    assert config["tuning"]["safety"] is True and config["split"]["by"] == "session"
 
 
 # ---------------------------------------------------------------------------- configuration errors
@@ -222,6 +309,19 @@ def test_demo_config_is_the_documented_flow():
         ({"source": {"type": "logs", "path": "x.csv"}}, "learner.name: 'q_learning' learns online"),
         ({"source": {"type": "logs"}}, "source.path: a log source needs a file path"),
         ({"seed": -1}, "seed: expected a value in"),
+        ({"tuning": {"objective": "profit"}}, "tuning.objective: expected one of"),
+        ({"tuning": {"safety": "yes"}}, "tuning.safety: expected true or false"),
+        ({"source": {"simulator_shift": {"kind": "weather"}}},
+         "source.simulator_shift.kind: expected one of"),
+        ({"source": {"simulator_shift": {"strenght": 1}}}, "source.simulator_shift: unknown key(s)"),
+        ({"source": {"simulator_shift": {}}, "learner": {"name": "direct_method"}},
+         "source.simulator_shift: only an online learner learns in a simulator"),
+        ({"output": {"min_propensity": 2}}, "output.min_propensity: expected a value in"),
+        ({"source": {"type": "logs", "path": "x.csv", "columns": {"acton": "item_id"}},
+          "learner": {"name": "direct_method"}}, "source.columns: unknown schema column(s) ['acton']"),
+        ({"source": {"type": "logs", "path": "x.csv", "columns": {"action": 3}},
+          "learner": {"name": "direct_method"}}, "source.columns: expected a table of schema column"),
+        ({"learner": {"name": "ucb2"}}, "learner.name: expected one of"),
     ],
 )
 def test_bad_configs_are_refused_naming_the_key(config, message):
@@ -277,3 +377,20 @@ def test_rerun_into_the_same_folder_leaves_nothing_stale(tmp_path):
     assert not (out / "curves" / "learning_curve.csv").exists()
     assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "metrics.json").read_text())["run"]["learner"] == "DirectMethodLearner"
+
+
+def test_the_online_learner_learns_in_the_shifted_simulator_while_truth_is_the_shop(tmp_path):
+    from hfrl.envs import shift
+
+    config = small(load_config(EXAMPLES / "recommendation.toml"), tmp_path / "run", n_rows=3000, n_steps=3000)
+    config["source"]["simulator_shift"] = {"kind": "trend", "strength": 1.0, "seed": 4}
+    said: list[str] = []
+    result = run_pipeline(config, progress=said.append)
+    assert "training QLearning online in the shifted simulator for 3,000 steps" in said
+    assert "shifted by trend (strength 1, seed 4)" in result.metrics["run"]["source"]
+    shop = make_env("recommendation")
+    gamma = config["learner"]["gamma"]
+    optimal = TabularPolicy.load(result.out_dir / "artifacts" / "optimal.hfrl")
+    np.testing.assert_array_equal(optimal.table_, shop.optimal_policy(gamma).table_)  # the shop's optimum
+    assert not np.array_equal(shift(shop, 1.0, "trend", seed=4).reward_matrix(), shop.reward_matrix())
+

@@ -166,3 +166,55 @@ def test_bad_policy_options_are_refused_before_learning(options, message, make):
     with pytest.raises(ValueError, match=message):
         learner.fit(BernoulliBandit([0.5, 0.5]), n_steps=10)
     assert getattr(learner, "q_values_", getattr(learner, "counts_", None)) is None  # nothing learned
+
+
+# ---------------------------------------------------------------------------------------- offline learners
+def offline_logs():
+    """Two states x three actions; state 0 never logged action 2 (what a conservative learner avoids)."""
+    import pandas as pd
+
+    return pd.DataFrame({"state": [0, 0, 0, 0, 1, 1, 1], "action": [0, 0, 1, 1, 0, 1, 2],
+                         "reward": [1.0, 1.0, 0.0, 0.0, 0.0, 0.5, 2.0], "propensity": 1 / 3,
+                         "next_state": 0, "done": True})
+
+
+@pytest.mark.parametrize("name", ["direct_method", "ips", "fitted_q"])
+def test_offline_learners_serve_softmax_and_epsilon_greedy_on_request(name):
+    from hfrl.learners import DirectMethodLearner, FittedQIteration, IPSLearner
+
+    make = {"direct_method": DirectMethodLearner, "ips": IPSLearner,
+            "fitted_q": lambda **o: FittedQIteration(gamma=0.0, **o)}[name]
+    soft = make(policy="softmax", policy_temperature=0.5).fit(offline_logs(), n_states=2, n_actions=3)
+    expected = np.exp((soft.action_values_ - soft.action_values_.max(axis=1, keepdims=True)) / 0.5)
+    np.testing.assert_allclose(soft.policy_.table_, expected / expected.sum(axis=1, keepdims=True),
+                               rtol=1e-12, atol=0)
+    assert soft.policy_.metadata["policy"] == "softmax" and soft.get_params()["policy"] == "softmax"
+    explore = make(policy="epsilon_greedy", policy_epsilon=0.3).fit(offline_logs(), n_states=2, n_actions=3)
+    table = explore.policy_.table_
+    best = explore.action_values_.argmax(axis=1)
+    np.testing.assert_allclose(table[np.arange(2), best], 0.7 + 0.1, rtol=1e-12)
+    assert table.min() == pytest.approx(0.1)
+    greedy = make().fit(offline_logs(), n_states=2, n_actions=3)
+    assert set(np.unique(greedy.policy_.table_)) <= {0.0, 1.0}
+
+
+def test_a_conservative_offline_learner_explores_only_among_logged_actions():
+    from hfrl.learners import DirectMethodLearner
+
+    learner = DirectMethodLearner(conservative=True, policy="epsilon_greedy", policy_epsilon=0.2)
+    table = learner.fit(offline_logs(), n_states=2, n_actions=3).policy_.table_
+    assert table[0, 2] == 0.0  # never logged in state 0: kept out even by exploration
+    np.testing.assert_allclose(table[0], [0.9, 0.1, 0.0], rtol=1e-12)
+    assert table[1].min() > 0
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"policy": "boltzmann"}, "policy must be one of"),
+    ({"policy": "softmax", "policy_temperature": 0.0}, "policy_temperature"),
+    ({"policy": "epsilon_greedy", "policy_epsilon": -0.1}, "policy_epsilon"),
+])
+def test_bad_policy_options_of_an_offline_learner_are_refused(options, message):
+    from hfrl.learners import DirectMethodLearner
+
+    with pytest.raises(ValueError, match=message):
+        DirectMethodLearner(**options).fit(offline_logs(), n_states=2, n_actions=3)

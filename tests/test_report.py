@@ -104,6 +104,41 @@ def test_report_is_self_contained_and_has_every_section(tmp_path):
     assert "Deployment verdict for pi' against the logging policy: ship" in page
 
 
+def test_report_tells_why_this_alpha_and_whether_pi_prime_beats_both_parents(tmp_path):
+    run = make_run_folder(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["tuning"].update(objective="return", reason="alpha = 0.4 has the highest estimated return")
+    metrics["verdicts"] = {"pi only": {"verdict": "ship", "difference": 0.2, "ci_low": 0.1, "ci_high": 0.3},
+                           "HF only": {"verdict": "no evidence", "difference": 0.0, "ci_low": -0.1,
+                                       "ci_high": 0.1}}
+    metrics["outcome"] = "pi' does not beat both of its parents on the test rows"
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    curve = pd.read_csv(run / "curves" / "alpha_curve.csv")
+    curve.assign(true_value=curve["estimate"] + 0.01).to_csv(run / "curves" / "alpha_curve.csv", index=False)
+    page = build_report(run)
+    assert "Why this alpha:</b> alpha = 0.4 has the highest estimated return" in page
+    assert "pi&#x27; does not beat both of its parents" in page
+    assert "exact value (known in simulation)" in page and "Discounted return of a session" in page
+    assert "<td>HF only</td><td>no evidence</td>" in page
+def test_numbers_read_for_people_and_the_summary_says_why(tmp_path):
+    run_dir = make_run_folder(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["data"]["rows"] = 200000
+    metrics["tuning"]["validation_ci"] = [2.3395843489482733, 2.4412]
+    metrics["data"]["events_per_state"]["max"] = 21360.0
+    metrics["verdict"].update(baseline_value=1.2, candidate_value=1.26)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    page = build_report(run_dir)
+    assert "<td>200,000</td>" in page and "<td>21,360</td>" in page
+    assert "<td>[2.34, 2.44]</td>" in page and "2.3395843489482733" not in page.split("<pre>")[0]
+    assert "2e+05" not in page and "e+04" not in page
+    assert "Why this alpha:</b> alpha = 0.4 (pi&#x27; = 0.6 pi + 0.4 HF)" in page
+    assert "relative uplift of +5% [+0.833%, +9.17%]" in page
+    summary = page.split("<h2>Summary</h2>")[1].split("</section>")[0]
+    assert summary.count("[+0.01, +0.11]") == 1  # the verdict's interval, once
+    assert '<th title="The confidence interval' in page and '<th title="Expected reward' in page
+
+
 def test_busiest_states_order_the_heatmaps(tmp_path):
     run_dir = make_run_folder(tmp_path)
     counts = np.zeros(30)

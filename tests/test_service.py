@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from hfrl.data import CategoryEncoder
-from hfrl.policies import TabularPolicy
+from hfrl.policies import RankingPolicy, TabularPolicy
 from hfrl.service import artifact_version, create_app, read_decision_log
 
 with warnings.catch_warnings():
@@ -61,8 +61,11 @@ def test_explore_and_exploit_propensities(client):
     a0, a1 = explore["actions"]
     assert a0 != a1
     assert explore["propensities"] == pytest.approx([pi[a0], pi[a1] / (1 - pi[a0])])
+    ranking = RankingPolicy.from_policy(TabularPolicy(TABLE), 2)
+    assert explore["slate_propensity"] == pytest.approx(ranking.cascade_propensities([1], [[a0, a1]])[0, -1])
     exploit = client.post("/v1/decide", json={"state": 1, "k": 2, "mode": "exploit"}).json()
     assert exploit["actions"] == [2, 1] and exploit["propensities"] == [1.0, 1.0]
+    assert exploit["slate_propensity"] == 1.0
 
 
 def test_decisions_and_feedback_land_in_the_log(client, tmp_path):

@@ -18,6 +18,7 @@ from hfrl.data import CategoryEncoder
 from hfrl.errors import ArtifactError
 from hfrl.policies import TabularPolicy
 from hfrl.service import DecisionLog, ServedModel, artifact_version, read_decision_log, write_parquet
+from hfrl.service.log import QueuedDecisions
 
 TABLE = np.array([[0.5, 0.3, 0.2, 0.0], [0.1, 0.1, 0.1, 0.7], [0.25, 0.25, 0.25, 0.25]])
 
@@ -250,7 +251,12 @@ def test_read_decision_log_is_in_the_log_schema(tmp_path):
     assert np.isnan(frame["reward"].tolist()[1])
     assert str(frame["timestamp"].dtype).startswith("datetime64") and frame["timestamp"].dt.tz is not None
     assert read_decision_log(path, event="click")["reward"].tolist()[0] == 0.5
-    assert len(read_decision_log(path, all_positions=True)) == 3
+    slots = read_decision_log(path, all_positions=True)
+    assert len(slots) == 3
+    b_slots = slots[slots["decision_id"] == "b"]
+    first, second = b_slots["propensity"].tolist()
+    assert b_slots["cascade_propensity"].tolist() == pytest.approx([first, first * second])
+    assert b_slots["slate_propensity"].tolist() == pytest.approx([first * second] * 2)
     assert read_decision_log(path, missing_reward=0.0)["reward"].tolist() == [1.5, 0.0]
     out = tmp_path / "log.parquet"
     assert write_parquet(path, out) == 2
@@ -274,7 +280,8 @@ def test_a_failed_commit_fails_its_waiters_and_the_writer_recovers(tmp_path):
         blocker.execute("BEGIN IMMEDIATE")  # the writer waits on its next transaction...
         log.log_decisions([row("first", 0, 0)])
         time.sleep(0.2)
-        log._queue.put([("bad-row-with-too-few-columns",)])  # ...while these two queue up together
+        # ...while these two queue up together
+        log._queue.put(QueuedDecisions([("bad-row-with-too-few-columns",)]))
         waiting = log.submit_feedback("ok", 1.0)
         blocker.execute("ROLLBACK")
         blocker.close()

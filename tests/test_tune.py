@@ -254,3 +254,125 @@ def test_unseen_pairs_under_known_propensities_keep_the_interval_open():
         fast = alpha_curve(pi, hf, logs, "ips", alphas)
         brute = alpha_curve(pi, hf, logs, "ips", alphas, fast=False)
     np.testing.assert_allclose(fast.to_numpy(), brute.to_numpy(), rtol=0, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------- the return
+def patience_shop():
+    """Three states in a row: in states 0 and 1, action 0 pays 1 and ends the session, action 1 pays 0
+    and moves on; in state 2 action 0 pays 4 (action 1 pays 0), and the session ends. The myopic
+    policy (action 0 everywhere) wins one step ahead; waiting for state 2 wins the return."""
+    from scipy import sparse
+
+    from hfrl.envs import TabularMDPEnv
+
+    rewards = np.array([[1.0, 0.0], [1.0, 0.0], [4.0, 0.0]])
+    moves = np.zeros((6, 3))
+    moves[1, 1] = moves[3, 2] = 1.0
+    return TabularMDPEnv(rewards, sparse.csr_matrix(moves), [1.0, 0.0, 0.0], reward_noise="gaussian")
+
+
+@pytest.fixture(scope="module")
+def shop_sessions():
+    """The patience shop's uniform session logs in two halves (by session), the return-optimal
+    policy (wait, then take the 4) and the myopic one (take 1 at once), known exactly."""
+    from hfrl.envs import collect_logs, logging_policy
+
+    env = patience_shop()
+    logs = collect_logs(env, logging_policy(env, "uniform"), 20_000, seed=5)
+    tuning, safety, _ = split_logs(logs, (0.5, 0.5, 0.0), by="session")
+    optimal = env.optimal_policy(0.9)
+    myopic = TabularPolicy(np.eye(env.n_actions)[env.reward_matrix().argmax(axis=1)])
+    return env, tuning, safety, optimal, myopic
+
+
+def test_the_return_objective_keeps_the_far_sighted_policy_the_reward_objective_drops(shop_sessions):
+    env, tuning, _, optimal, myopic = shop_sessions
+    # one step ahead the myopic policy wins; over the session the optimal one does (3.24 vs 1)
+    assert (myopic.table_ * env.reward_matrix()).sum() > (optimal.table_ * env.reward_matrix()).sum()
+    assert env.policy_value(optimal, 0.9) == pytest.approx(0.81 * 4) and env.policy_value(myopic, 0.9) == 1
+    by_reward = tune_alpha(optimal, myopic, tuning, "snips", allow_leak=True)
+    by_return = tune_alpha(optimal, myopic, tuning, objective="return", gamma=0.9, allow_leak=True)
+    assert by_reward.alpha == 1.0 and by_reward.objective == "reward" and by_reward.gamma is None
+    assert by_return.alpha < 0.5 and by_return.objective == "return" and by_return.gamma == 0.9
+    assert by_return.estimator == "fqe" and "discounted return" in by_return.reason
+    assert env.policy_value(by_return.policy, 0.9) > env.policy_value(by_reward.policy, 0.9)
+
+
+def test_the_return_curve_is_fitted_q_evaluation_of_each_blend_and_covers_the_truth(shop_sessions):
+    from hfrl.ope.returns import evaluate_return
+
+    env, tuning, _, optimal, myopic = shop_sessions
+    result = tune_alpha(optimal, myopic, tuning, alphas=[0.0, 0.5, 1.0], objective="return", gamma=0.9,
+                        allow_leak=True)
+    for index, alpha in enumerate([0.0, 0.5, 1.0]):
+        row = result.curve.iloc[index]
+        direct = evaluate_return(tuning, blend(optimal, myopic, alpha), 0.9).loc["fqe"]
+        assert row["estimate"] == pytest.approx(direct["estimate"], rel=1e-12)
+        assert row["ci_low"] == pytest.approx(direct["ci_low"], rel=1e-12)
+        truth = env.policy_value(result.policy_at(index), 0.9)
+        assert row["ci_low"] <= truth <= row["ci_high"], alpha
+
+
+def test_safety_passes_a_clear_improvement_and_refuses_a_loss_with_the_advice(shop_sessions):
+    env, tuning, safety, optimal, myopic = shop_sessions
+    good = tune_alpha(optimal, myopic, tuning, objective="return", gamma=0.9, safety_logs=safety,
+                      allow_leak=True)
+    assert good.passed_safety is True and good.safety.ci_low > 0 and "passed" in good.safety_reason
+    worst = TabularPolicy(np.eye(env.n_actions)[[1, 1, 1]])  # never takes a reward: return 0
+    bad = tune_alpha(worst, worst, tuning, objective="return", gamma=0.9, safety_logs=safety,
+                     allow_leak=True)
+    assert bad.passed_safety is False and "Keep the policy that runs today" in bad.safety_reason
+    np.testing.assert_array_equal(bad.policy.table_, worst.table_)  # still there, for inspection
+    assert tune_alpha(optimal, myopic, tuning, objective="return", gamma=0.9,
+                      allow_leak=True).passed_safety is None
+
+
+def test_safety_on_the_one_step_reward_uses_the_paired_comparison(problem):
+    logs, pi, hf, q = problem
+    best = TabularPolicy(np.eye(N_ACTIONS)[q.argmax(axis=1)])
+    head, tail = logs.iloc[:3000], logs.iloc[3000:]
+    result = tune_alpha(best, hf, head, "snips", safety_logs=tail, allow_leak=True)
+    assert result.passed_safety is True and result.safety.estimator == "snips"
+    # the one-sided bound at 0.95 is the two-sided 0.90 interval's lower end
+    assert result.safety.level == pytest.approx(0.90)
+
+
+def test_per_state_alpha_keeps_more_hf_where_history_is_thin(problem):
+    logs, pi, _, _ = problem
+    counts = np.array([0.0, 1.0, 10.0, 1000.0])
+    np.testing.assert_allclose(hfrl.tune.per_state_alpha(10.0, counts), [1.0, 10 / 11, 0.5, 10 / 1010])
+    np.testing.assert_array_equal(hfrl.tune.per_state_alpha(0.0, counts), [1.0, 0.0, 0.0, 0.0])
+    hf = HistoricalFrequency().fit(logs.iloc[:3000], n_states=N_STATES, n_actions=N_ACTIONS)
+    result = tune_alpha(pi, hf, logs.iloc[3000:], "snips", per_state=True)
+    history = hf.impressions_.sum(axis=1)
+    np.testing.assert_allclose(result.alpha_per_state, hfrl.tune.per_state_alpha(result.kappa, history))
+    np.testing.assert_allclose(result.policy.table_, blend(pi, hf, result.alpha_per_state).table_)
+    assert "kappa" in result.curve.columns and result.curve["estimate"].notna().all()
+    best = result.curve["estimate"].idxmax()
+    assert result.kappa == result.curve["kappa"].iloc[best]
+    with pytest.raises(ValueError, match="leave alphas='auto'"):
+        tune_alpha(pi, hf, logs.iloc[3000:], "snips", alphas=[0.0, 1.0], per_state=True)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"objective": "value"}, "objective must be one of"),
+    ({"objective": "return"}, "needs gamma"),
+    ({"objective": "return", "gamma": 1.5}, "gamma must be a discount factor"),
+    ({"objective": "return", "gamma": 0.9, "estimator": "dr"}, "the return objective is estimated by"),
+    ({"per_state": "yes"}, "per_state must be True or False"),
+])
+def test_bad_tuning_options_are_named(shop_sessions, options, message):
+    _, tuning, _, optimal, myopic = shop_sessions
+    with pytest.raises(ValueError, match=message):
+        tune_alpha(optimal, myopic, tuning, allow_leak=True, **options)
+
+
+def test_split_by_session_keeps_sessions_whole_and_in_time_order(shop_sessions):
+    _, tuning, _, _, _ = shop_sessions
+    parts = split_logs(tuning, (0.5, 0.25, 0.25), by="session")
+    ids = [set(p["session_id"]) for p in parts]
+    assert not (ids[0] & ids[1]) and not (ids[1] & ids[2]) and not (ids[0] & ids[2])
+    assert sum(len(p) for p in parts) == len(tuning)
+    assert parts[0]["timestamp"].min() <= parts[1]["timestamp"].min() <= parts[2]["timestamp"].min()
+    with pytest.raises(ValueError, match="needs a 'session_id' column"):
+        split_logs(tuning.drop(columns="session_id"), by="session")

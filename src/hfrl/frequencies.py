@@ -652,6 +652,8 @@ class SegmentFrequency:
         Fitted with the segment as its state.
     centres_ : ndarray (n_segments, n_features), or None with ``segment_column``
     n_actions : int
+    fingerprint_ : tuple
+        The fingerprint of the logs it was fit on (``hfrl.tune`` refuses to tune on the same rows).
 
     Examples
     --------
@@ -695,6 +697,7 @@ class SegmentFrequency:
         self.hf_ = HistoricalFrequency(**self.hf_options).fit(by_segment, n_states=n_segments,
                                                               n_actions=n_actions or validated.n_actions)
         self.n_actions = self.hf_.n_actions_
+        self.fingerprint_ = validated.fingerprint  # the rows HF was fit on, for the leakage check
         return self
 
     def _features(self, contexts: Any) -> np.ndarray:

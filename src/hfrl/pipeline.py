@@ -9,34 +9,58 @@ keys or wrong types with a message naming the key.
 ``[source]``
     ``type = "simulator"``: ``env`` (``"recommendation"`` or ``"ad_placement"``) with
     ``env_options`` (keyword arguments of the env), ``logging_policy`` (``"uniform"``,
-    ``"popularity"``, ``"epsilon_greedy"``), ``epsilon``, ``n_rows`` to simulate.
-    ``type = "logs"``: ``path`` to a CSV/Parquet file or glob, optional ``n_states`` and
-    ``n_actions`` (default: the largest id + 1). ``backend`` (``"memory"``, ``"duckdb"``,
+    ``"popularity"``, ``"epsilon_greedy"``), ``epsilon``, ``logging_gamma`` (the discount of the
+    optimal policy an ``"epsilon_greedy"`` logging explores around: default the learner's gamma,
+    0 for the myopic best, what a shop ranking by immediate revenue does), ``n_rows`` to simulate,
+    and ``simulator_shift`` (optional ``{kind, strength, seed}``): the online learner then learns
+    in ``hfrl.envs.shift(env, strength, kind, seed)`` -- a simulator that is wrong by that much --
+    while the logs and the truth come from ``env``, the real shop (``seed`` defaults to the run's).
+    ``type = "logs"``: ``path`` to a CSV/Parquet file or glob (relative to the pipeline file's
+    folder), optional ``n_states`` and ``n_actions`` (default: the largest id + 1) and ``columns``,
+    a table from schema columns to the file's own names (``columns = { action = "item_id",
+    reward = "click", propensity = "propensity_score" }``). ``backend`` (``"memory"``, ``"duckdb"``,
     ``"spark"``) for the aggregations. The pipeline reads the rows into memory to split them; for
     logs larger than memory, split them first and use ``hfrl frequencies/tune/evaluate --backend``.
 ``[split]``
-    ``by`` (``"time"`` or ``"random"``) and ``fractions`` of (train, validation, test).
+    ``by`` (``"time"``, ``"random"`` or ``"session"``: whole sessions, in the order they started,
+    which the return of a session needs) and ``fractions`` of (train, validation, test).
 ``[frequencies]``
     ``kind``, ``prior_strength`` and any other ``HistoricalFrequency`` keyword in ``options``.
 ``[learner]``
-    ``name``: online ``"q_learning"``, ``"sarsa"``, ``"expected_sarsa"`` (simulator only,
-    ``n_steps`` transitions) or offline ``"fitted_q_iteration"``, ``"direct_method"``, ``"ips"``
-    (fit on the training split); ``gamma``; constructor keywords in ``options``.
+    ``name``: online ``"q_learning"``, ``"sarsa"``, ``"expected_sarsa"`` and the bandits
+    ``"epsilon_greedy"``, ``"ucb1"``, ``"thompson_sampling"``, ``"linucb"`` (simulator only,
+    ``n_steps`` transitions; LinUCB's ``features`` default to one indicator per state, or name a
+    ``.npy``/``.csv`` file of one row per state) or offline ``"fitted_q_iteration"``,
+    ``"direct_method"``, ``"ips"``, ``"conservative"`` (fit on the training split; the conservative
+    learner restricts ``options.learner``, default ``"fitted_q_iteration"``, to actions logged at
+    least ``options.min_count`` times in a state); ``gamma``; constructor keywords in ``options``.
 ``[tuning]``
-    ``estimator``, ``criterion`` (``"estimate"`` or ``"lower_bound"``), ``alphas`` (``"auto"``
-    or a list), ``method`` (``"linear"``/``"geometric"``), ``level``.
+    ``objective`` (``"auto"``: the discounted return when the learner optimises one -- the online
+    learners and fitted Q iteration -- and the logs are sessions, else the one-step ``"reward"``;
+    or either explicitly), ``estimator`` (the one-step estimator; the return is estimated by
+    fitted Q evaluation), ``criterion`` (``"estimate"`` or ``"lower_bound"``), ``alphas``
+    (``"auto"`` or a list), ``method`` (``"linear"``/``"geometric"``), ``level``, ``per_state``
+    (count-aware alpha per state) and ``safety`` (the chosen pi' must beat the logging policy in a
+    one-sided test at ``level`` on the test split, ``passed_safety``).
 ``[evaluation]``
     ``estimators``, ``level``, ``n_bootstrap``, ``propensity`` (``"logged"``, or ``"estimate"`` for
     logs without propensities: the logging policy is then estimated per state from the logs, and
     tuning and evaluation say so).
 ``[output]``
-    ``dir`` (the run folder) and ``save_logs`` (write the three splits as Parquet).
+    ``dir`` (the run folder), ``save_logs`` (write the three splits as Parquet) and
+    ``min_propensity``: the exploration floor of the policies written for serving (pi, HF and
+    pi'), default ``hfrl.policies.default_min_propensity(n_actions)`` (5% of the uniform
+    probability, ``DEFAULT_EXPLORATION``), 0 to serve them as they are. The floor is put on pi and
+    HF before tuning, so every candidate pi' has it and the values reported are those of what is
+    served. The logging policy and the exact optimum are saved as they are (references).
 
 The flow: simulate or load logs; split them (HF and the learner see only the training split,
 alpha is chosen on validation, values are reported on test); fit HF; train pi; tune alpha; evaluate
 the logging policy, HF alone, pi alone, pi' and (from a simulator) the optimal policy on the test
-split with every estimator; compare with the exact truth when a simulator is the source; write
-the run folder laid out as :mod:`hfrl.report` documents. The HTML report itself is written by the
+split with every estimator (and, for the return objective, fitted Q evaluation of the return);
+compare pi' with each alternative, paired on the test rows (``verdicts``); compare with the exact
+truth when a simulator is the source; write the run folder laid out as :mod:`hfrl.report`
+documents. The HTML report itself is written by the
 caller (``hfrl run`` and ``hfrl demo`` do it) because the library does not import the report.
 
 Exact truth. Off-policy estimators estimate the expected reward per decision at the states the
@@ -96,11 +120,20 @@ class ConfigError(HfrlError):
 
 
 ENVS = {"recommendation": "RecommendationEnv", "ad_placement": "AdPlacementEnv"}
-ONLINE_LEARNERS = {"q_learning": "QLearning", "sarsa": "Sarsa", "expected_sarsa": "ExpectedSarsa"}
+ONLINE_LEARNERS = {
+    "q_learning": "QLearning",
+    "sarsa": "Sarsa",
+    "expected_sarsa": "ExpectedSarsa",
+    "epsilon_greedy": "EpsilonGreedy",
+    "ucb1": "UCB1",
+    "thompson_sampling": "ThompsonSampling",
+    "linucb": "LinUCB",
+}
 OFFLINE_LEARNERS = {
     "fitted_q_iteration": "FittedQIteration",
     "direct_method": "DirectMethodLearner",
     "ips": "IPSLearner",
+    "conservative": "ConservativeLearner",
 }
 LEARNERS = {**ONLINE_LEARNERS, **OFFLINE_LEARNERS}
 LOGGING_POLICIES = ("uniform", "popularity", "epsilon_greedy")
@@ -122,21 +155,27 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "env_options": {},
         "logging_policy": "popularity",
         "epsilon": 0.1,
+        "logging_gamma": None,
+        "simulator_shift": None,
         "n_rows": 30_000,
         "path": None,
         "n_states": None,
         "n_actions": None,
+        "columns": {},
         "backend": None,
     },
     "split": {"by": "time", "fractions": [0.5, 0.25, 0.25]},
     "frequencies": {"kind": "share", "prior_strength": 1.0, "options": {}},
     "learner": {"name": "q_learning", "n_steps": 200_000, "gamma": 0.9, "options": {}},
     "tuning": {
+        "objective": "auto",
         "estimator": "snips",
         "criterion": "estimate",
         "alphas": "auto",
         "method": "linear",
         "level": 0.95,
+        "per_state": False,
+        "safety": True,
     },
     "evaluation": {
         "estimators": ["ips", "snips", "dm", "dr"],
@@ -144,8 +183,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "n_bootstrap": 0,
         "propensity": "logged",
     },
-    "output": {"dir": "hfrl-run", "save_logs": True},
+    "output": {"dir": "hfrl-run", "save_logs": True, "min_propensity": None},
 }
+SHIFT_DEFAULTS: dict[str, Any] = {"kind": "preferences", "strength": 0.5, "seed": None}
+RETURN_LEARNERS = (*ONLINE_LEARNERS, "fitted_q_iteration")  # the learners that optimise a return
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -184,7 +225,9 @@ def _merge(where: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) ->
         raise _fail(where, f"unknown key(s) {unknown}; expected some of {sorted(defaults)}")
     out = copy.deepcopy(dict(defaults))
     for key, value in given.items():
-        if isinstance(defaults[key], dict) and key not in ("env_options", "options"):
+        if key == "simulator_shift" and value is not None:
+            out[key] = _merge(f"{where}.{key}" if where else key, SHIFT_DEFAULTS, value)
+        elif isinstance(defaults[key], dict) and key not in ("env_options", "options", "columns"):
             out[key] = _merge(f"{where}.{key}" if where else key, defaults[key], value)
         else:
             out[key] = value
@@ -236,6 +279,10 @@ def resolve_config(config: Mapping[str, Any], source: str = "config") -> dict[st
     _check_frequencies(resolved["frequencies"], where)
     _check_learner(resolved["learner"], resolved["source"]["type"], where)
     _check_tuning(resolved["tuning"], where)
+    shifted = resolved["source"]["simulator_shift"] is not None
+    if shifted and resolved["learner"]["name"] not in ONLINE_LEARNERS:
+        raise _fail(where("source.simulator_shift"), "only an online learner learns in a simulator; "
+                    f"{resolved['learner']['name']!r} learns from the logs")
     _check_evaluation(resolved["evaluation"], resolved["tuning"]["estimator"], where)
     _check_output(resolved["output"], where)
     return resolved
@@ -257,18 +304,41 @@ def _check_source(src: dict[str, Any], where: _Where) -> None:
         )
         _check_number(where("source.epsilon"), src["epsilon"], 0.0, 1.0)
         _check_number(where("source.n_rows"), src["n_rows"], 1, 10**10, integer=True)
+        if src["logging_gamma"] is not None:
+            _check_number(where("source.logging_gamma"), src["logging_gamma"], 0.0, 1.0)
+        if src["simulator_shift"] is not None:
+            _check_shift(src["simulator_shift"], where)
     else:
+        if src["simulator_shift"] is not None:
+            raise _fail(where("source.simulator_shift"), "a simulator shift needs source.type = 'simulator'")
         if not isinstance(src["path"], str) or not src["path"]:
             raise _fail(where("source.path"), f"a log source needs a file path, got {src['path']!r}")
         for key in ("n_states", "n_actions"):
             if src[key] is not None:
                 _check_number(where(f"source.{key}"), src[key], 1, 10**9, integer=True)
+        columns = src["columns"]
+        if not isinstance(columns, Mapping) or not all(isinstance(v, str) and v for v in columns.values()):
+            raise _fail(where("source.columns"),
+                        f"expected a table of schema column = stored column name, got {columns!r}")
+        unknown = sorted(set(columns) - set(schema.REQUIRED_COLUMNS + schema.OPTIONAL_COLUMNS))
+        if unknown:
+            raise _fail(where("source.columns"), f"unknown schema column(s) {unknown}; expected some of "
+                        f"{list(schema.REQUIRED_COLUMNS + schema.OPTIONAL_COLUMNS)}")
     if src["backend"] is not None:
         src["backend"] = _check_choice(where("source.backend"), src["backend"], ("memory", "duckdb", "spark"))
 
 
+def _check_shift(shift: dict[str, Any], where: _Where) -> None:
+    from hfrl.envs import SHIFT_KINDS
+
+    shift["kind"] = _check_choice(where("source.simulator_shift.kind"), shift["kind"], SHIFT_KINDS)
+    _check_number(where("source.simulator_shift.strength"), shift["strength"], 0.0, 100.0)
+    if shift["seed"] is not None:
+        _check_number(where("source.simulator_shift.seed"), shift["seed"], 0, 2**32 - 1, integer=True)
+
+
 def _check_split(split: dict[str, Any], where: _Where) -> None:
-    split["by"] = _check_choice(where("split.by"), split["by"], ("time", "random"))
+    split["by"] = _check_choice(where("split.by"), split["by"], ("time", "random", "session"))
     fractions = split["fractions"]
     if not isinstance(fractions, list | tuple) or len(fractions) != 3:
         raise _fail(
@@ -303,6 +373,11 @@ def _check_learner(learner: dict[str, Any], source_type: str, where: _Where) -> 
 
 
 def _check_tuning(tuning: dict[str, Any], where: _Where) -> None:
+    tuning["objective"] = _check_choice(where("tuning.objective"), tuning["objective"],
+                                        ("auto", "reward", "return"))
+    for key in ("per_state", "safety"):
+        if not isinstance(tuning[key], bool):
+            raise _fail(where(f"tuning.{key}"), f"expected true or false, got {tuning[key]!r}")
     tuning["estimator"] = _check_choice(where("tuning.estimator"), tuning["estimator"], ESTIMATORS)
     tuning["criterion"] = _check_choice(
         where("tuning.criterion"), tuning["criterion"], ("estimate", "lower_bound")
@@ -339,6 +414,8 @@ def _check_output(output: dict[str, Any], where: _Where) -> None:
         raise _fail(where("output.dir"), f"expected a folder path, got {output['dir']!r}")
     if not isinstance(output["save_logs"], bool):
         raise _fail(where("output.save_logs"), f"expected true or false, got {output['save_logs']!r}")
+    if output["min_propensity"] is not None:
+        _check_number(where("output.min_propensity"), output["min_propensity"], 0.0, 1.0)
 
 
 def load_config(path: str | PathLike[str]) -> dict[str, Any]:
@@ -419,9 +496,19 @@ def simulate_logs(
 
 
 def make_learner(
-    name: str, gamma: float = 0.9, seed: int | None = None, options: Mapping[str, Any] | None = None
+    name: str,
+    gamma: float = 0.9,
+    seed: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    *,
+    n_states: int | None = None,
 ) -> Any:
     """Build a learner by its pipeline name, passing ``gamma`` and ``seed`` where it takes them.
+
+    ``"conservative"`` wraps the offline learner named by ``options["learner"]`` (default
+    ``"fitted_q_iteration"``; the other options but ``min_count`` go to it). ``"linucb"`` takes
+    ``features`` as an array or a ``.npy``/``.csv`` file of one row per state; without them, one
+    indicator feature per state when ``n_states`` is given (a separate linear model per state).
 
     Examples
     --------
@@ -429,12 +516,24 @@ def make_learner(
     0.8
     >>> type(make_learner("fitted-q-iteration")).__name__
     'FittedQIteration'
+    >>> make_learner("conservative", options={"learner": "direct-method", "min_count": 5}).min_count
+    5
+    >>> make_learner("linucb", n_states=3).features.shape
+    (3, 3)
     """
     import hfrl.learners
 
     name = _check_choice("learner", name, LEARNERS)
     options = dict(options or {})
-
+    if name == "conservative":
+        base = options.pop("learner", "fitted_q_iteration")
+        min_count = options.pop("min_count", 1)
+        if _check_choice("learner.options.learner", base, OFFLINE_LEARNERS) == "conservative":
+            raise ConfigError("learner.options.learner of 'conservative': name the learner to restrict, "
+                              f"one of {sorted(set(OFFLINE_LEARNERS) - {'conservative'})}")
+        return hfrl.learners.ConservativeLearner(make_learner(base, gamma, seed, options), min_count)
+    if name == "linucb":
+        options["features"] = _linucb_features(options.get("features"), n_states)
     cls = getattr(hfrl.learners, LEARNERS[name])
     accepted = inspect.signature(cls).parameters
     kwargs = {k: v for k, v in (("gamma", gamma), ("random_state", seed)) if k in accepted}
@@ -443,6 +542,52 @@ def make_learner(
         return cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"learner.options of {name!r}: {exc}") from None
+
+
+def _linucb_features(features: Any, n_states: int | None) -> Any:
+    """LinUCB's per-state features: as given, read from a file, or one indicator per state."""
+    if features is None:
+        return None if n_states is None else np.eye(n_states)
+    if isinstance(features, str):
+        path = Path(features)
+        try:
+            if path.suffix.lower() == ".npy":
+                return np.load(path, allow_pickle=False)
+            return np.loadtxt(path, delimiter=",", ndmin=2)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"learner.options.features: cannot read {features} ({exc})") from None
+    return np.asarray(features, dtype=np.float64)
+
+
+class CountedSteps:
+    """An env that reports every step it takes to ``advance(n)`` (a progress bar's), else unchanged.
+
+    The learners step ``env`` one decision at a time (``step``) or ``env.unwrapped`` in batches
+    (``step_batch``); this wrapper is its own ``unwrapped``, so both pass through it.
+    """
+
+    def __init__(self, env: Any, advance: Callable[[int], None]) -> None:
+        self._env = env
+        self._base = getattr(env, "unwrapped", env)
+        self._advance = advance
+
+    @property
+    def unwrapped(self) -> CountedSteps:
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+    def reset(self, *args: Any, **kwargs: Any) -> Any:
+        return self._env.reset(*args, **kwargs)
+
+    def step(self, action: Any) -> Any:
+        self._advance(1)
+        return self._env.step(action)
+
+    def step_batch(self, states: Any, actions: Any, rng: Any) -> Any:
+        self._advance(len(states))
+        return self._base.step_batch(states, actions, rng)
 
 
 def true_values(env: Any, policy: TabularPolicy, states: np.ndarray, gamma: float) -> tuple[float, float]:
@@ -553,20 +698,23 @@ def _run_pipeline(
     gamma, backend = float(config["learner"]["gamma"]), config["source"]["backend"]
     propensity = config["evaluation"]["propensity"]
 
-    source = _load_source(config["source"], gamma, seeds.simulation, say)
+    source = _load_source(config["source"], gamma, seeds, config["seed"], say)
     splits = _split_by_role(source, config["split"], seeds.split, backend)
     hf = _fit_frequencies(
         splits.train, config["frequencies"], source.n_states, source.n_actions, backend, say
     )
     learner = _train_learner(config["learner"], source, splits.train, seeds.learner, say)
-    pi = learner.policy_
-    tuned = _choose_alpha(pi, hf, splits.validation, config["tuning"], propensity, backend, say)
-    policies = _policies_to_report(source, pi, hf, tuned.policy, gamma, say)
+    objective = _objective(config["tuning"], config["learner"]["name"], splits.validation, config["split"])
+    floor = _serving_floor(config["output"], source.n_actions)
+    pi, hf_policy = _served_parents(learner.policy_, hf, floor)
+    tuned = _choose_alpha(pi, hf_policy, splits, config["tuning"], objective, gamma, propensity, backend, say)
+    policies = _policies_to_report(source, pi, hf_policy, tuned.policy, gamma, say)
     evaluation = _evaluate_on_test(
         policies,
         splits.test,
         config["evaluation"],
         primary=config["tuning"]["estimator"],
+        objective=objective,
         env=source.env,
         gamma=gamma,
         backend=backend,
@@ -576,14 +724,14 @@ def _run_pipeline(
 
     say(f"writing the run folder {out}")
     counts = _events_per_state(source.logs, source.n_states)
-    metrics = _metrics(config, source, splits, type(learner).__name__, tuned, evaluation, counts)
+    metrics = _metrics(config, source, splits, type(learner).__name__, tuned, evaluation, counts, floor)
     _write_run_folder(
         out,
         config,
         policies,
         alpha=float(tuned.alpha),
         learning_curve=getattr(learner, "learning_curve_", None),
-        alpha_curve=tuned.curve,
+        alpha_curve=_curve_with_truth(tuned, source.env, splits.validation, gamma),
         counts=counts,
         splits=splits if config["output"]["save_logs"] else None,
     )
@@ -635,8 +783,9 @@ class _StageSeeds:
 
 @dataclass(frozen=True)
 class _Source:
-    """The logged decisions a run learns from and their id ranges; from a simulator also the env and
-    the logging policy that wrote the logs (they give the truth and the logging policy's table)."""
+    """The logged decisions a run learns from and their id ranges; from a simulator also the env (the
+    shop) and the logging policy that wrote the logs (they give the truth and the logging policy's
+    table), and the simulator an online learner learns in (the shop itself, or a shift of it)."""
 
     logs: pd.DataFrame
     n_states: int
@@ -644,36 +793,49 @@ class _Source:
     description: str
     env: Any = None
     logging_policy: TabularPolicy | None = None
+    simulator: Any = None
 
 
-def _load_source(source: Mapping[str, Any], gamma: float, seed: int, say: ProgressCallback) -> _Source:
-    """Simulate or read the logs as ``[source]`` says (``seed`` drives the simulated logging)."""
+def _load_source(source: Mapping[str, Any], gamma: float, seeds: _StageSeeds, run_seed: int,
+                 say: ProgressCallback) -> _Source:
+    """Simulate or read the logs as ``[source]`` says (``seeds.simulation`` drives the simulated logging)."""
     if source["type"] == "simulator":
-        return _simulate_source(source, gamma, seed, say)
+        return _simulate_source(source, gamma, seeds.simulation, run_seed, say)
     return _read_source(source, say)
 
 
-def _simulate_source(source: Mapping[str, Any], gamma: float, seed: int, say: ProgressCallback) -> _Source:
-    """Simulate ``n_rows`` decisions of the configured logging policy in the configured env."""
+def _simulate_source(source: Mapping[str, Any], gamma: float, seed: int, run_seed: int,
+                     say: ProgressCallback) -> _Source:
+    """Simulate ``n_rows`` decisions of the configured logging policy in the configured env (the shop),
+    and build the simulator the learner learns in: the shop, or its shift by ``simulator_shift``."""
     env_name, logging_name = source["env"], source["logging_policy"]
     say(f"simulating {source['n_rows']:,} logged decisions ({env_name}, {logging_name} logging)")
     env = make_env(env_name, source["env_options"])
+    logging_gamma = gamma if source["logging_gamma"] is None else float(source["logging_gamma"])
     logging, logs = simulate_logs(
-        env, logging_name, source["n_rows"], epsilon=source["epsilon"], gamma=gamma, seed=seed
+        env, logging_name, source["n_rows"], epsilon=source["epsilon"], gamma=logging_gamma, seed=seed
     )
     description = f"simulator {env_name} with {logging_name} logging"
-    return _Source(logs, env.n_states, env.n_actions, description, env=env, logging_policy=logging)
+    simulator, change = env, source["simulator_shift"]
+    if change is not None:
+        from hfrl.envs import shift
+
+        shift_seed = run_seed if change["seed"] is None else change["seed"]
+        simulator = shift(env, change["strength"], change["kind"], seed=shift_seed)
+        description += (f"; the learner's simulator is the shop shifted by {change['kind']} "
+                        f"(strength {change['strength']:g}, seed {shift_seed})")
+    return _Source(logs, env.n_states, env.n_actions, description, env=env, logging_policy=logging,
+                   simulator=simulator)
 
 
 def _read_source(source: Mapping[str, Any], say: ProgressCallback) -> _Source:
-    """Read a log file into memory (the pipeline splits it there); id ranges default to the largest id + 1."""
-    from hfrl.data import load_logs
-
+    """Read a log file into memory (the pipeline splits it there); id ranges default to the largest id + 1
+    (of ``state`` and ``next_state`` for the states)."""
     say(f"loading {source['path']}")
-    logs = load_logs(source["path"], n_states=source["n_states"], n_actions=source["n_actions"])
-    n_states = source["n_states"] or int(logs[schema.STATE].max()) + 1
-    n_actions = source["n_actions"] or int(logs[schema.ACTION].max()) + 1
-    return _Source(logs, n_states, n_actions, f"logs {source['path']}")
+    opened = Logs.open(source["path"], "memory", n_states=source["n_states"], n_actions=source["n_actions"],
+                       columns=source["columns"] or None)
+    logs = opened.frame()
+    return _Source(logs, opened.n_states, opened.n_actions, f"logs {source['path']}")
 
 
 @dataclass(frozen=True)
@@ -724,53 +886,105 @@ def _train_learner(
 ) -> Any:
     """Train the learner of ``[learner]``: an online one interacts with the simulator for ``n_steps``,
     an offline one fits the training split only. Returns the fitted learner (``policy_`` is pi)."""
-    model = make_learner(learner["name"], float(learner["gamma"]), seed, learner["options"])
+    model = make_learner(learner["name"], float(learner["gamma"]), seed, learner["options"],
+                         n_states=source.n_states)
     if learner["name"] in ONLINE_LEARNERS:
-        say(f"training {type(model).__name__} online for {learner['n_steps']:,} steps")
-        model.fit(source.env, n_steps=learner["n_steps"])
+        where = "" if source.simulator is source.env else " in the shifted simulator"
+        description = f"training {type(model).__name__} online{where} for {learner['n_steps']:,} steps"
+        steps = getattr(say, "steps", None)  # a progress display that can count steps
+        if steps is None:
+            say(description)
+        env = source.simulator
+        if steps is not None:
+            env = CountedSteps(env, steps(description, learner["n_steps"]))
+        model.fit(env, n_steps=learner["n_steps"])
     else:
         say(f"training {type(model).__name__} offline on {train.n_rows:,} rows")
         model.fit(train, n_states=source.n_states, n_actions=source.n_actions)
     return model
 
 
+def _objective(tuning: Mapping[str, Any], learner_name: str, validation: Logs, split: Mapping[str, Any]
+               ) -> str:
+    """What alpha maximises: ``[tuning] objective``, or for ``"auto"`` the discounted return when the
+    learner optimises one and the logs are sessions (else the one-step reward). Warns when the
+    return is tuned on a split that cuts sessions."""
+    objective = tuning["objective"]
+    if objective == "auto":
+        sessions = validation.has(schema.SESSION_ID) and validation.has(schema.NEXT_STATE)
+        objective = "return" if learner_name in RETURN_LEARNERS and sessions else "reward"
+    if objective == "return" and split["by"] != "session" and validation.has(schema.SESSION_ID):
+        warnings.warn(
+            f"the return is tuned on a split by {split['by']!r}, which cuts sessions: those cut start "
+            "mid-way in the later split and the estimated start distribution leans toward later states; "
+            "use [split] by = \"session\"", UserWarning, stacklevel=3)
+    return objective
+
+
+def _serving_floor(output: Mapping[str, Any], n_actions: int) -> float:
+    """The exploration floor of the policies written for serving (``[output] min_propensity``)."""
+    from hfrl.policies import default_min_propensity
+
+    floor = output["min_propensity"]
+    floor = default_min_propensity(n_actions) if floor is None else float(floor)
+    if floor > 1.0 / n_actions:
+        raise ConfigError(f"output.min_propensity: {floor!r} is above 1 / n_actions = {1.0 / n_actions:.6g}")
+    return floor
+
+
+def _served_parents(pi: TabularPolicy, hf: Any, floor: float) -> tuple[TabularPolicy, TabularPolicy]:
+    """pi and HF with the exploration floor: every blend of them keeps it, so each candidate pi' is
+    evaluated as it would be served."""
+    return pi.with_exploration(floor), hf.to_policy().with_exploration(floor)
+
+
 def _choose_alpha(
     pi: TabularPolicy,
-    hf: Any,
-    validation: Logs,
+    hf: TabularPolicy,
+    splits: _Splits,
     tuning: Mapping[str, Any],
+    objective: str,
+    gamma: float,
     propensity: str,
     backend: str | None,
     say: ProgressCallback,
 ) -> Any:
     """Choose the alpha of ``pi' = blend(pi, hf, alpha)`` on the validation split as ``[tuning]``
-    says. Returns :func:`hfrl.tune.tune_alpha`'s result (``alpha``, ``policy``, ``evaluation``, ``curve``)."""
+    says, for ``objective``; with ``safety`` the chosen pi' is tested against the logging policy on
+    the test split (rows alpha was not chosen on). Returns :func:`hfrl.tune.tune_alpha`'s result."""
     from hfrl.tune import tune_alpha
 
-    say(f"tuning alpha by {tuning['estimator'].upper()} on {validation.n_rows:,} validation rows")
+    options: dict[str, Any] = {"objective": objective}
+    if objective == "return":
+        options.update(estimator="fqe", gamma=gamma)
+        how = f"FQE (discounted return, gamma {gamma:g})"
+    else:
+        options.update(estimator=tuning["estimator"], propensity=propensity)
+        how = tuning["estimator"].upper()
+    say(f"tuning alpha by {how} on {splits.validation.n_rows:,} validation rows")
     return tune_alpha(
         pi,
         hf,
-        validation,
-        estimator=tuning["estimator"],
+        splits.validation,
         alphas=tuning["alphas"],
         criterion=tuning["criterion"],
         level=tuning["level"],
         method=tuning["method"],
         backend=backend,
-        propensity=propensity,
+        per_state=tuning["per_state"],
+        safety_logs=splits.test if tuning["safety"] else None,
+        **options,
     )
 
 
 def _policies_to_report(
-    source: _Source, pi: TabularPolicy, hf: Any, pi_prime: TabularPolicy, gamma: float, say: ProgressCallback
+    source: _Source, pi: TabularPolicy, hf: TabularPolicy, pi_prime: TabularPolicy, gamma: float,
+    say: ProgressCallback
 ) -> dict[str, TabularPolicy]:
     """The policies the run reports, keyed as :data:`POLICY_LABELS`: the logging policy (known only
-    from a simulator), HF alone (the blend at alpha 1), pi, pi' and, from a simulator, the optimum."""
-    from hfrl.blending import blend
-
+    from a simulator), HF alone, pi, pi' and, from a simulator, the optimum of the shop."""
     policies = {} if source.logging_policy is None else {"logging": source.logging_policy}
-    policies["hf"] = blend(pi, hf, 1.0)
+    policies["hf"] = hf
     policies["pi"] = pi
     policies["pi_prime"] = pi_prime
     if source.env is not None:
@@ -779,15 +993,36 @@ def _policies_to_report(
     return policies
 
 
+def _curve_with_truth(tuned: Any, env: Any, validation: Logs, gamma: float) -> pd.DataFrame:
+    """The alpha curve, with the exact value of each candidate pi' (``true_value``) from a simulator:
+    the return ``env.policy_value`` for the return objective, else the expected reward per decision
+    at the validation split's states (what the curve estimates)."""
+    curve = tuned.curve.copy()
+    if env is None:
+        return curve
+    states = validation.frame([schema.STATE])[schema.STATE].to_numpy(dtype=np.int64)
+    pick = 1 if tuned.objective == "return" else 0
+    curve["true_value"] = [true_values(env, tuned.policy_at(i), states, gamma)[pick]
+                           for i in range(len(curve))]
+    return curve
+
+
 # ---------------------------------------------------------------------------- stages: evaluation
 @dataclass(frozen=True)
 class _Evaluation:
-    """The values on the test split: per policy label the row of the tuning estimator
-    (``summary_rows``), every estimator's rows (``estimate_rows``), and the deployment verdict."""
+    """The values on the test split: per policy label the row of the objective's estimator
+    (``summary_rows``), every one-step estimator's rows (``estimate_rows``), and pi' compared with
+    each alternative (``verdicts``, keyed by the alternative's label; ``verdict`` is the one
+    against the logging policy, the deployment verdict)."""
 
     summary_rows: dict[str, dict[str, Any]]
     estimate_rows: list[dict[str, Any]]
-    verdict: Any
+    verdicts: dict[str, Any]
+    objective: str = "reward"
+
+    @property
+    def verdict(self) -> Any:
+        return self.verdicts[POLICY_LABELS["logging"]]
 
     def summary(self) -> pd.DataFrame:
         """One row per policy label, the table :class:`PipelineResult` reports."""
@@ -806,28 +1041,37 @@ def _evaluate_on_test(
     evaluation: Mapping[str, Any],
     *,
     primary: str,
+    objective: str,
     env: Any,
     gamma: float,
     backend: str | None,
     seed: int,
     say: ProgressCallback,
 ) -> _Evaluation:
-    """Estimate every policy's value on the test split with every estimator of ``[evaluation]``; the
-    summary uses ``primary`` (the tuning estimator). From a simulator each row also carries the exact
-    truth; from logs the logging policy's row is the on-policy mean reward (there is no table of it)."""
+    """Estimate every policy's value on the test split with every one-step estimator of
+    ``[evaluation]``; the summary uses the objective's estimator: ``primary`` (the tuning estimator)
+    for the reward, fitted Q evaluation for the return. From a simulator each row also carries the
+    exact truth; from logs the logging policy's row is its on-policy value (there is no table of it)."""
     from hfrl.ope import evaluate
 
     say(
         f"evaluating {len(policies) + (env is None)} policies on {test.n_rows:,} test rows"
         + (f" with {evaluation['n_bootstrap']} bootstrap resamples" if evaluation["n_bootstrap"] else "")
     )
-    verdict = _deployment_verdict(policies["pi_prime"], test, evaluation, primary, backend)
+    model = None
+    if objective == "return":
+        from hfrl.ope.returns import ReturnModel
+
+        model = ReturnModel.from_logs(test, *policies["pi"].table_.shape)
+    verdicts = _verdicts(policies, test, evaluation, primary, objective, gamma, backend, model)
     summary_rows: dict[str, dict[str, Any]] = {}
     estimate_rows: list[dict[str, Any]] = []
     if env is None:
         label = POLICY_LABELS["logging"]
-        summary_rows[label] = _on_policy_row(verdict)
-        estimate_rows.append({"policy": label, "estimator": "on-policy mean", **summary_rows[label]})
+        summary_rows[label] = _on_policy_row(verdicts[label])  # the objective's on-policy value
+        per_decision = verdicts[label] if objective == "reward" else _deployment_verdict(
+            policies["pi_prime"], test, evaluation, primary, backend)  # the mean reward, for the estimators
+        estimate_rows.append({"policy": label, "estimator": "on-policy mean", **_on_policy_row(per_decision)})
     options: dict[str, Any] = {
         "estimators": tuple(evaluation["estimators"]),
         "level": evaluation["level"],
@@ -842,8 +1086,46 @@ def _evaluate_on_test(
         frame = evaluate(test, policy, **options)
         truth, ret = true_values(env, policy, test_states, gamma) if env is not None else (None, None)
         estimate_rows.extend(_estimator_rows(label, frame, truth))
-        summary_rows[label] = _summary_row(frame.loc[primary], truth, ret)
-    return _Evaluation(summary_rows, estimate_rows, verdict)
+        level = evaluation["level"]
+        chosen = frame.loc[primary] if model is None else _return_row(model, policy, gamma, level)
+        summary_rows[label] = _summary_row(chosen, truth, ret)
+    return _Evaluation(summary_rows, estimate_rows, verdicts, objective)
+
+
+def _return_row(model: Any, policy: TabularPolicy, gamma: float, level: float) -> dict[str, float]:
+    """A policy's fitted-Q-evaluation return on the test split, as a summary row's numbers."""
+    from hfrl.ope.inference import normal_quantile
+
+    result = model.evaluate(policy.table_, gamma)
+    half = normal_quantile(level) * result.std_error
+    return {"estimate": result.estimate, "std_error": result.std_error,
+            "ci_low": result.estimate - half, "ci_high": result.estimate + half}
+
+
+def _verdicts(
+    policies: Mapping[str, TabularPolicy],
+    test: Logs,
+    evaluation: Mapping[str, Any],
+    primary: str,
+    objective: str,
+    gamma: float,
+    backend: str | None,
+    model: Any,
+) -> dict[str, Any]:
+    """pi' against each alternative -- the logging policy, pi alone, HF alone -- paired on the test
+    rows, on the objective (the return by fitted Q evaluation, or the one-step value)."""
+    from hfrl.ope.returns import compare_return
+
+    alternatives = {"logging": "logging", "pi": policies["pi"], "hf": policies["hf"]}
+    verdicts = {}
+    for key, baseline in alternatives.items():
+        if objective == "return":
+            verdicts[POLICY_LABELS[key]] = compare_return(policies["pi_prime"], test, gamma, baseline,
+                                                          level=evaluation["level"], model=model)
+        else:
+            verdicts[POLICY_LABELS[key]] = _deployment_verdict(policies["pi_prime"], test, evaluation,
+                                                               primary, backend, baseline)
+    return verdicts
 
 
 def _deployment_verdict(
@@ -852,16 +1134,17 @@ def _deployment_verdict(
     evaluation: Mapping[str, Any],
     primary: str,
     backend: str | None,
+    baseline: Any = "logging",
 ) -> Any:
-    """Compare pi' with the logging policy, paired on the test rows: whether to ship pi'. The baseline
-    is the on-policy mean reward, which needs no table of the logging policy; ``compare`` takes
+    """Compare pi' with ``baseline``, paired on the test rows, on the one-step value. The logging
+    policy's value is the on-policy mean reward, which needs no table of it; ``compare`` takes
     SNIPS, DR or IPS, so another tuning estimator is replaced by SNIPS here."""
     from hfrl.ope import compare
 
     return compare(
         pi_prime,
         test,
-        baseline="logging",
+        baseline=baseline,
         level=evaluation["level"],
         estimator=primary if primary in ("snips", "dr", "ips") else "snips",
         backend=backend,
@@ -870,7 +1153,7 @@ def _deployment_verdict(
 
 
 def _on_policy_row(verdict: Any) -> dict[str, Any]:
-    """The logging policy's summary row from the verdict's baseline (its mean reward and interval)."""
+    """The logging policy's summary row from a verdict's baseline (its on-policy value and interval)."""
     low, high = (float(v) for v in verdict.baseline_ci)
     return {
         "estimate": float(verdict.baseline_value),
@@ -904,7 +1187,7 @@ def _estimator_rows(label: str, frame: pd.DataFrame, truth: float | None) -> lis
     return rows
 
 
-def _summary_row(chosen: pd.Series, truth: float | None, ret: float | None) -> dict[str, Any]:
+def _summary_row(chosen: Mapping[str, Any], truth: float | None, ret: float | None) -> dict[str, Any]:
     """A policy's summary row: the chosen estimator's value and interval, and the truth if known."""
     return {
         "estimate": float(chosen["estimate"]),
@@ -919,6 +1202,8 @@ def _summary_row(chosen: pd.Series, truth: float | None, ret: float | None) -> d
 # ---------------------------------------------------------------------------- stages: the run folder
 VERDICT_FIELDS = (
     "verdict",
+    "candidate_value",
+    "baseline_value",
     "difference",
     "std_error",
     "ci_low",
@@ -952,21 +1237,50 @@ def _metrics(
     tuned: Any,
     evaluation: _Evaluation,
     counts: np.ndarray,
+    floor: float,
 ) -> dict[str, Any]:
     """The content of ``metrics.json`` (its layout is documented in :mod:`hfrl.report`). The caller
     adds ``warnings`` and ``run.elapsed_seconds`` last, once the run folder is written."""
+    truth_key = "true_return" if evaluation.objective == "return" else "true_value"
     return {
         "format": "hfrl.run",
         "format_version": 1,
         "run": _run_section(config, source, learner_name),
         "alpha": float(tuned.alpha),
-        "tuning": _tuning_section(config["tuning"], tuned.evaluation),
-        "evaluation": _evaluation_section(config["evaluation"], truth=source.env is not None),
+        "true_value": {label: row[truth_key] for label, row in evaluation.summary_rows.items()}
+        if source.env is not None else None,
+        "tuning": _tuning_section(config["tuning"], tuned, floor),
+        "evaluation": _evaluation_section(config["evaluation"], evaluation.objective,
+                                          float(tuned.gamma or 0.0), truth=source.env is not None),
         "policies": {label: dict(row) for label, row in evaluation.summary_rows.items()},
-        "verdict": {key: getattr(evaluation.verdict, key) for key in VERDICT_FIELDS},
+        "verdict": _verdict_fields(evaluation.verdict),
+        "verdicts": {label: _verdict_fields(v) for label, v in evaluation.verdicts.items()},
+        "outcome": _outcome(evaluation, truth_key if source.env is not None else None),
         "estimators": evaluation.estimate_rows,
         "data": _data_section(source, splits, counts),
     }
+
+
+def _outcome(evaluation: _Evaluation, truth_key: str | None) -> str:
+    """One sentence: does pi' beat both of its parents, pi alone and HF alone, paired on the test rows
+    (and, from a simulator, in exact value)? Said plainly when it does not."""
+    parents = {key: POLICY_LABELS[key] for key in ("pi", "hf")}
+    verdicts = {key: evaluation.verdicts[label].verdict for key, label in parents.items()}
+    beats = all(v == "ship" for v in verdicts.values())
+    text = ("pi' beats both of its parents on the test rows" if beats else
+            "pi' does not beat both of its parents on the test rows")
+    text += f" (against pi alone: {verdicts['pi']}; against HF alone: {verdicts['hf']})"
+    if truth_key is not None:
+        rows = evaluation.summary_rows
+        exact = {key: float(rows[POLICY_LABELS[key]][truth_key]) for key in ("pi_prime", "pi", "hf")}
+        better = exact["pi_prime"] > max(exact["pi"], exact["hf"]) + 1e-9 * abs(exact["pi_prime"])
+        text += (f"; in exact value pi' {'beats' if better else 'does not beat'} both: "
+                 f"{exact['pi_prime']:.4g} against {exact['pi']:.4g} for pi and {exact['hf']:.4g} for HF")
+    return text + "."
+
+
+def _verdict_fields(verdict: Any) -> dict[str, Any]:
+    return {key: getattr(verdict, key) for key in VERDICT_FIELDS}
 
 
 def _run_section(config: Mapping[str, Any], source: _Source, learner_name: str) -> dict[str, Any]:
@@ -984,24 +1298,39 @@ def _run_section(config: Mapping[str, Any], source: _Source, learner_name: str) 
     }
 
 
-def _tuning_section(tuning: Mapping[str, Any], chosen: pd.DataFrame) -> dict[str, Any]:
-    """How alpha was chosen and pi''s value on the validation split (``chosen`` is its first row)."""
-    best = chosen.iloc[0]
+def _tuning_section(tuning: Mapping[str, Any], tuned: Any, floor: float) -> dict[str, Any]:
+    """How alpha was chosen, why (one sentence), pi''s value on the validation split and, with
+    ``safety``, whether it passed the one-sided test on the test split."""
+    best = tuned.evaluation.iloc[0]
     return {
-        "estimator": tuning["estimator"],
+        "objective": tuned.objective,
+        "gamma": tuned.gamma,
+        "estimator": tuned.estimator,
         "criterion": tuning["criterion"],
         "method": tuning["method"],
         "level": tuning["level"],
+        "per_state": bool(tuning["per_state"]),
+        "kappa": tuned.kappa,
         "split": "validation",
         "validation_estimate": float(best["estimate"]),
         "validation_ci": [float(best["ci_low"]), float(best["ci_high"])],
+        "reason": tuned.reason,
+        "passed_safety": tuned.passed_safety,
+        "safety_reason": tuned.safety_reason,
+        "min_propensity": floor,
     }
 
 
-def _evaluation_section(evaluation: Mapping[str, Any], *, truth: bool) -> dict[str, Any]:
+def _evaluation_section(evaluation: Mapping[str, Any], objective: str, gamma: float, *, truth: bool
+                        ) -> dict[str, Any]:
     """How the test-split values were estimated and, from a simulator, what the truth columns mean."""
+    summary = ("estimate: discounted return of a session by fitted Q evaluation (gamma "
+               f"{gamma:g}); compare with true_return" if objective == "return" else
+               "estimate: expected reward per decision by the tuning estimator; compare with true_value")
     return {
         "split": "test",
+        "objective": objective,
+        "summary": summary,
         "estimators": evaluation["estimators"],
         "level": evaluation["level"],
         "n_bootstrap": evaluation["n_bootstrap"],
@@ -1089,6 +1418,8 @@ def _save_policies(
         meta = {"name": key, "label": POLICY_LABELS[key], "run": run_name}
         if key == "pi_prime":
             meta.update(alpha=alpha, method=method)
+        if key in ("logging", "optimal"):
+            meta["reference"] = "saved as it is, without the serving exploration floor"
         policy.metadata.update(meta)
         policy.save(out / "artifacts" / f"{key}.hfrl")
         if key in ("pi", "hf", "pi_prime"):
@@ -1109,12 +1440,26 @@ def _version() -> str:
 
 # ---------------------------------------------------------------------------- the demo
 def demo_config(seed: int = 0, out_dir: str = "demo-out") -> dict[str, Any]:
-    """The configuration of ``hfrl demo``: Recommendation simulator, popularity logging, Q-learning.
+    """The configuration of ``hfrl demo``: a policy learned in a wrong simulator, corrected by what
+    the real shop's users did.
+
+    The shop is Recommendation-v0. Its current recommender shows the item with the best immediate
+    expected revenue 70% of the time and a random item otherwise (``epsilon_greedy`` around the
+    myopic best, ``logging_gamma = 0``, ``epsilon = 0.3``); 200,000 of its decisions are the logs,
+    split by session. Q-learning learns in a simulator of the shop whose tastes are wrong:
+    ``shift(shop, 0.5, "preferences", seed)``, half a logit of noise on every segment-item
+    affinity (the middle of ``bench/bench_sim_to_real.py``'s grid). HF is fit on the shop's
+    training split, alpha is chosen on the discounted return (gamma 0.9) of the validation split,
+    pi' must pass the one-sided safety test on the test split, and the exact truth of the shop
+    tells whether that was right.
 
     Examples
     --------
-    >>> demo_config(3)["learner"]["name"], demo_config(3)["seed"]
-    ('q_learning', 3)
+    >>> config = demo_config(3)
+    >>> config["learner"]["name"], config["seed"], config["tuning"]["objective"], config["split"]["by"]
+    ('q_learning', 3, 'auto', 'session')
+    >>> config["source"]["simulator_shift"]
+    {'kind': 'preferences', 'strength': 0.5, 'seed': None}
     """
     return resolve_config(
         {
@@ -1123,10 +1468,13 @@ def demo_config(seed: int = 0, out_dir: str = "demo-out") -> dict[str, Any]:
             "source": {
                 "type": "simulator",
                 "env": "recommendation",
-                "logging_policy": "popularity",
+                "logging_policy": "epsilon_greedy",
+                "epsilon": 0.3,
+                "logging_gamma": 0.0,
                 "n_rows": 200_000,
+                "simulator_shift": {"kind": "preferences", "strength": 0.5},
             },
-            "split": {"by": "time", "fractions": [0.5, 0.25, 0.25]},
+            "split": {"by": "session", "fractions": [0.5, 0.25, 0.25]},
             "frequencies": {"kind": "share", "prior_strength": 1.0},
             "learner": {
                 "name": "q_learning",
@@ -1134,7 +1482,8 @@ def demo_config(seed: int = 0, out_dir: str = "demo-out") -> dict[str, Any]:
                 "gamma": 0.9,
                 "options": {"n_envs": 256, "learning_rate": 0.1, "epsilon": 0.3, "epsilon_final": 0.01},
             },
-            "tuning": {"estimator": "snips", "criterion": "estimate", "alphas": "auto"},
+            "tuning": {"objective": "auto", "estimator": "snips", "criterion": "estimate", "alphas": "auto",
+                       "safety": True},
             "evaluation": {"estimators": ["ips", "snips", "dm", "dr"], "level": 0.95, "n_bootstrap": 200},
             "output": {"dir": out_dir, "save_logs": True},
         }

@@ -4,7 +4,8 @@
 relies on: probabilities for a batch of contexts, the probability of given actions, sampling with
 propensities, top-k and save. ``TabularPolicy`` is one implementation, a dense ``(n_states,
 n_actions)`` table whose contexts are state ids; sampling precomputes one flat cumulative table so
-that a batch of decisions is a single vectorised binary search.
+that a batch of decisions is a single vectorised binary search. ``RankingPolicy`` turns a policy
+into slates of ``k`` distinct items (Plackett-Luce, arithmetic in ``hfrl.rankings``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,32 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from hfrl.errors import ArtifactError
+from hfrl.rankings import (
+    MAX_PREFIX_STATES,
+    check_slate_size,
+    check_support,
+    conditional_propensities,
+    draw_slates,
+    plackett_luce_marginals,
+)
 
-__all__ = ["ArtifactError", "Policy", "TabularPolicy", "check_distribution_table", "resolve_rng"]
+__all__ = [
+    "DEFAULT_EXPLORATION",
+    "ArtifactError",
+    "Policy",
+    "RankingPolicy",
+    "TabularPolicy",
+    "check_distribution_table",
+    "default_min_propensity",
+    "resolve_rng",
+]
+
+#: The exploration every policy artifact hfrl writes for serving keeps unless told otherwise: each
+#: action has probability at least ``DEFAULT_EXPLORATION / n_actions`` (0.005 with 10 actions), so
+#: that a deterministic policy becomes 95% itself and 5% uniform. Served decisions then carry real
+#: propensities and their log can evaluate the next policy (importance weights at most
+#: ``n_actions / DEFAULT_EXPLORATION``). Pass ``min_propensity=0`` to serve a policy as it is.
+DEFAULT_EXPLORATION = 0.05
 
 ARTIFACT_FORMAT = "hfrl.tabular_policy"
 ARTIFACT_VERSION = 1
@@ -34,6 +59,19 @@ def resolve_rng(random_state: int | np.random.Generator | None) -> np.random.Gen
     if isinstance(random_state, np.random.Generator):
         return random_state
     return np.random.default_rng(random_state)
+
+
+def default_min_propensity(n_actions: int) -> float:
+    """The default exploration floor of a served policy over ``n_actions`` actions.
+
+    Examples
+    --------
+    >>> default_min_propensity(10)
+    0.005
+    """
+    if isinstance(n_actions, bool) or not isinstance(n_actions, int | np.integer) or n_actions < 1:
+        raise ValueError(f"n_actions must be a positive integer, got {n_actions!r}")
+    return DEFAULT_EXPLORATION / int(n_actions)
 
 
 def check_distribution_table(table: Any, name: str = "probabilities") -> np.ndarray:
@@ -402,3 +440,130 @@ class TabularPolicy:
             return cls(table, header.get("metadata") or {})
         except ValueError as exc:
             raise ArtifactError(f"{path}: {exc}") from exc
+
+
+class RankingPolicy:
+    """Slates of ``k`` distinct items drawn from a policy by Plackett-Luce (without replacement).
+
+    Build it with ``RankingPolicy.from_policy(policy, k)``. Contexts are whatever ``policy`` takes
+    (state ids for a ``TabularPolicy``).
+
+    Parameters
+    ----------
+    policy : Policy
+        The item policy pi(a|x): position 0 is drawn from it, each later position from it
+        renormalised over the items not yet in the slate.
+    k : int
+        The slate size.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hfrl.policies import TabularPolicy
+    >>> ranking = RankingPolicy.from_policy(TabularPolicy(np.array([[0.5, 0.25, 0.25]])), k=2)
+    >>> slates, slate_p, position_p = ranking.sample_slates([0, 0], random_state=0)
+    >>> slates.shape, slate_p.shape, position_p.shape
+    ((2, 2), (2,), (2, 2))
+    >>> ranking.cascade_propensities([0], [[0, 1]]).round(4).tolist()
+    [[0.5, 0.25]]
+    >>> ranking.position_probabilities([0]).round(4).tolist()
+    [[[0.5, 0.25, 0.25], [0.3333, 0.3333, 0.3333]]]
+    """
+
+    def __init__(self, policy: Policy, k: int) -> None:
+        if not isinstance(policy, Policy):
+            raise TypeError(f"policy must satisfy hfrl.policies.Policy, got {type(policy).__name__}")
+        self.policy = policy
+        self.k = check_slate_size(k, int(policy.n_actions))
+
+    @classmethod
+    def from_policy(cls, policy: Policy, k: int) -> RankingPolicy:
+        """Plackett-Luce ranking of ``k`` items with weights ``policy.probabilities``."""
+        return cls(policy, k)
+
+    @property
+    def n_actions(self) -> int:
+        return int(self.policy.n_actions)
+
+    def __repr__(self) -> str:
+        return f"RankingPolicy(k={self.k}, policy={self.policy!r})"
+
+    # ------------------------------------------------------------------ probabilities
+    def item_probabilities(self, contexts: Any) -> np.ndarray:
+        """The item policy's rows ``pi(.|x)``, shape ``(n, n_actions)``, checked to fill a slate."""
+        rows = np.asarray(self.policy.probabilities(contexts), dtype=np.float64)
+        check_support(rows, self.k)
+        return rows
+
+    def _distinct_rows(self, contexts: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, where)``: the item rows of the distinct contexts and each context's index among them
+        (integer ids are de-duplicated before the policy is read, other contexts by their rows)."""
+        ids = np.asarray(contexts)
+        if ids.ndim == 1 and ids.dtype.kind in "iu":
+            distinct, where = np.unique(ids, return_inverse=True)
+            return self.item_probabilities(distinct), where.ravel()
+        rows, where = np.unique(self.item_probabilities(contexts), axis=0, return_inverse=True)
+        return rows, where.ravel()
+
+    def cascade_propensities(self, contexts: Any, slates: Any) -> np.ndarray:
+        """``P(slate[:j+1] | x)`` for every ``j``: shape ``(n, k)``; the last column is the slate's.
+
+        Slates that repeat an item have probability 0 from the repeat on.
+        """
+        slates = self._slates(slates)
+        rows, where = self._distinct_rows(contexts)
+        if where.shape[0] != slates.shape[0]:
+            raise ValueError(f"{where.shape[0]} contexts but {slates.shape[0]} slates")
+        picked = rows[where[:, None], slates]
+        return np.cumprod(conditional_propensities(picked, slates), axis=1)
+
+    def position_probabilities(self, contexts: Any, max_states: int = MAX_PREFIX_STATES) -> np.ndarray:
+        """Exact ``P(item a at position j | x)``, shape ``(n, k, n_actions)`` (``plackett_luce_marginals``).
+
+        Contexts with the same item distribution are computed once.
+        """
+        rows, where = self._distinct_rows(contexts)
+        table = np.stack([plackett_luce_marginals(row, self.k, max_states) for row in rows])
+        return table[where]
+
+    def marginal_propensities(self, contexts: Any, slates: Any, max_states: int = MAX_PREFIX_STATES
+                              ) -> np.ndarray:
+        """``P(slates[i, j] at position j | x_i)``, shape ``(n, k)``."""
+        slates = self._slates(slates)
+        rows, where = self._distinct_rows(contexts)
+        table = np.stack([plackett_luce_marginals(row, self.k, max_states) for row in rows])
+        return table[where[:, None], np.arange(self.k)[None, :], slates]
+
+    # ------------------------------------------------------------------ sampling
+    def draw(self, contexts: Any, random_state: int | np.random.Generator | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Slates ``(n, k)`` and their cascade propensities ``(n, k)`` (cheap at any catalog size)."""
+        rows, where = self._distinct_rows(contexts)
+        slates = draw_slates(rows, where, self.k, resolve_rng(random_state))
+        picked = rows[where[:, None], slates]
+        return slates, np.cumprod(conditional_propensities(picked, slates), axis=1)
+
+    def sample_slates(self, contexts: Any, random_state: int | np.random.Generator | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Draw one slate per context.
+
+        Returns
+        -------
+        slates : ndarray of int64, shape (n, k)
+        slate_propensities : ndarray, shape (n,)
+            Each slate's probability.
+        position_propensities : ndarray, shape (n, k)
+            The marginal probability of each drawn item at its position (exact; see
+            ``position_probabilities`` for the cost on large catalogs, and ``draw`` for slates with
+            their cascade propensities only).
+        """
+        slates, cascade = self.draw(contexts, random_state)
+        return slates, cascade[:, -1].copy(), self.marginal_propensities(contexts, slates)
+
+    def _slates(self, slates: Any) -> np.ndarray:
+        array = np.asarray(slates)
+        if array.ndim != 2 or array.shape[1] != self.k:
+            raise ValueError(f"slates must have shape (n, k={self.k}), got {array.shape}")
+        if array.size and (array.dtype.kind not in "iu" or array.min() < 0 or array.max() >= self.n_actions):
+            raise ValueError(f"slates must hold item ids in [0, {self.n_actions})")
+        return array.astype(np.int64, copy=False)

@@ -31,13 +31,18 @@ from hfrl.data.validation import (
     format_value,
     id_rules,
     number_rules,
+    offending_rows_error,
     proven_columns,
 )
 from hfrl.errors import LogValidationError
 
-__all__ = ["LogProof", "Logs", "as_logs"]
+__all__ = ["MAX_TABLE_CELLS", "LogProof", "Logs", "as_logs", "with_schema_names"]
 
 S, A, R, P = schema.STATE, schema.ACTION, schema.REWARD, schema.PROPENSITY
+# The largest n_states x n_actions the ids may imply: every consumer holds tables of that shape
+# (counts, sums, policies), so ids far above the number of distinct values (raw SKUs, hashes)
+# would allocate terabytes; they are refused naming the row, and CategoryEncoder makes them dense.
+MAX_TABLE_CELLS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,7 @@ class Logs:
         reward_range: tuple[float, float] | None = None,
         required: Iterable[str] = schema.REQUIRED_COLUMNS,
         hints: Mapping[str, str] | None = None,
+        columns: Mapping[str, str] | None = None,
     ) -> Logs:
         """Validate ``logs`` once and return them with their proof.
 
@@ -171,6 +177,10 @@ class Logs:
             Columns that must be present (default ``state``, ``action``, ``reward``).
         hints : mapping of column -> str, optional
             What to suggest when a required column is missing.
+        columns : mapping of schema column -> stored column, optional
+            Where the schema's columns are, when the logs name them otherwise, e.g.
+            ``{"action": "item_id", "reward": "click", "propensity": "propensity_score"}`` for the
+            Open Bandit Dataset (see ``with_schema_names``; a file is then read into memory).
 
         Raises
         ------
@@ -182,17 +192,19 @@ class Logs:
             raise TypeError(f"logs must be a DataFrame, a path or hfrl.data.Logs, got {type(logs).__name__}")
         declared = _check_reward_range(reward_range)
         n_states, n_actions = _check_bound(n_states, "n_states"), _check_bound(n_actions, "n_actions")
-        resolved = get_backend(backend, logs)
         name = str(logs) if is_path(logs) else None
+        if columns:
+            logs = with_schema_names(logs, columns, name)
+        resolved = get_backend(backend, logs)
         if is_path(logs) and resolved.name == "memory":
             logs = read_frame(logs)
-        stored = logs.columns if isinstance(logs, pd.DataFrame) else resolved.columns(logs)
-        columns = [str(c) for c in stored]
-        check_columns(columns, tuple(required), name, hints)
         n_rows = len(logs) if isinstance(logs, pd.DataFrame) else resolved.count(logs)
-        if n_rows == 0:
+        if n_rows == 0:  # before the columns: an empty CSV has one made-up column
             raise LogValidationError("the logs are empty (0 rows)", count=0, source=name)
-        validated = [c for c in schema.REQUIRED_COLUMNS + schema.OPTIONAL_COLUMNS if c in columns]
+        stored = logs.columns if isinstance(logs, pd.DataFrame) else resolved.columns(logs)
+        present = [str(c) for c in stored]
+        check_columns(present, tuple(required), name, hints)
+        validated = [c for c in schema.REQUIRED_COLUMNS + schema.OPTIONAL_COLUMNS if c in present]
         ranges = resolved.column_ranges(logs, validated)
         time_kind = "datetime"
         if schema.TIMESTAMP in ranges.index:
@@ -205,7 +217,8 @@ class Logs:
         _refuse_text(resolved, logs, ranges, name)
         if rules:  # scanned columns: their statistics are now known to be clean
             ranges = resolved.column_ranges(logs, validated) if not isinstance(logs, pd.DataFrame) else ranges
-        proof = _proof(ranges, columns, n_rows, n_states, n_actions, declared, time_kind)
+        proof = _proof(ranges, present, n_rows, n_states, n_actions, declared, time_kind)
+        _refuse_huge_tables(resolved, logs, proof, n_states, n_actions, name)
         return cls(logs, resolved, proof, name)
 
     # ------------------------------------------------------------------ facts
@@ -316,7 +329,9 @@ class Logs:
         if self.has(P):
             sums.update(PROPENSITY_SUMS)
         sums.update(extra)
-        frame = self.backend.group_sums(self.source, [S, A], sums)
+        frame = self.backend.group_sums(self.source, [S, A] if self.has(S) else [A], sums)
+        if S not in frame.columns:  # ranking logs without contexts: one state
+            frame.insert(0, S, 0)
         values = frame[list(sums)].to_numpy()
         if not np.isfinite(values).all():
             bad = [k for k in sums if not np.isfinite(frame[k].to_numpy()).all()]
@@ -384,6 +399,9 @@ def as_logs(
     ``options`` are then checked against its proof, and ``required`` columns against its columns.
     """
     if isinstance(logs, Logs):
+        if options.get("columns"):
+            raise ValueError("these Logs are already open with the schema's column names; map columns "
+                             "once, in Logs.open(..., columns=)")
         if backend is not None and not isinstance(backend, Backend) and backend != logs.backend.name:
             raise ValueError(
                 f"these Logs were opened on the {logs.backend.name!r} backend; open them with "
@@ -399,18 +417,91 @@ def as_logs(
     return Logs.open(logs, backend, **options)
 
 
+def with_schema_names(logs: LogSource, columns: Mapping[str, str], name: str | None = None) -> pd.DataFrame:
+    """The rows with the schema's column names, from logs that store them under other names.
+
+    ``columns`` maps a schema column (``state``, ``action``, ``reward``, ``propensity``, ...) to
+    the stored column that holds it. The stored column stays as it is and the schema column is
+    added as a copy (a stored column already named like a mapped schema column is replaced); a
+    file is read into memory for this (rename the columns in the files to keep them out of core).
+
+    Raises
+    ------
+    ValueError
+        A key that is not a schema column, or two schema columns mapped to one stored column.
+    LogValidationError
+        A mapped column the logs do not have (the message lists the columns they have).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> obd = pd.DataFrame({"position": [1, 2], "item_id": [3, 0], "click": [0, 1],
+    ...                     "propensity_score": [0.0125, 0.0125]})
+    >>> mapping = {"state": "position", "action": "item_id", "reward": "click",
+    ...            "propensity": "propensity_score"}
+    >>> list(with_schema_names(obd, mapping).columns)
+    ['position', 'item_id', 'click', 'propensity_score', 'state', 'action', 'reward', 'propensity']
+    """
+    known = schema.REQUIRED_COLUMNS + schema.OPTIONAL_COLUMNS
+    mapping = {str(k): str(v) for k, v in columns.items() if v is not None and str(v) != str(k)}
+    unknown = [k for k in mapping if k not in known]
+    if unknown:
+        raise ValueError(f"cannot map {unknown[0]!r}: the log schema's columns are {', '.join(known)}")
+    shared = [v for v in set(mapping.values()) if list(mapping.values()).count(v) > 1]
+    if shared:
+        both = [k for k, v in mapping.items() if v == shared[0]]
+        raise ValueError(f"column {shared[0]!r} is mapped to both {both[0]!r} and {both[1]!r}")
+    frame = logs if isinstance(logs, pd.DataFrame) else read_frame(logs)
+    present = [str(c) for c in frame.columns]
+    for key, stored in mapping.items():
+        if stored not in present:
+            raise LogValidationError(
+                f"column {stored!r} (given for {key!r}) is not in the logs; they have "
+                + ", ".join(repr(c) for c in present), column=stored, source=name)
+    renamed = frame.drop(columns=[k for k in mapping if k in present])
+    for key, stored in mapping.items():
+        renamed[key] = frame[stored].array
+    return renamed
+
+
+def _refuse_huge_tables(backend: Backend, logs: LogSource, proof: LogProof, n_states: int | None,
+                        n_actions: int | None, name: str | None) -> None:
+    """Refuse ids whose table (``n_states x n_actions`` cells) would exceed ``MAX_TABLE_CELLS``."""
+    cells = proof.n_states * proof.n_actions
+    if cells <= MAX_TABLE_CELLS:
+        return
+    label = "action" if proof.n_actions >= proof.n_states else "state"
+    if (n_actions if label == "action" else n_states) is not None:  # the size was asked for
+        raise LogValidationError(
+            f"n_states x n_actions = {proof.n_states:,} x {proof.n_actions:,} = {cells:,} cells; hfrl's "
+            f"tables hold at most {MAX_TABLE_CELLS:,}", source=name)
+    other = proof.n_states if label == "action" else proof.n_actions
+    limit = max(MAX_TABLE_CELLS // other, 1)
+    candidates = [A] if label == "action" else [c for c in (S, schema.NEXT_STATE) if c in proof.columns]
+    expected = (f"a dense {label} id below {limit:,}: ids index tables of n_states x n_actions cells (at "
+                f"most {MAX_TABLE_CELLS:,}); map raw ids to 0..n-1 with hfrl.data.CategoryEncoder")
+    rules = [Rule(column, expected, f"finite(cast_double({column})) * (cast_double({column}) >= {limit})")
+             for column in candidates]
+    totals = backend.group_sums(logs, [], {f"rule{i}": r.bad for i, r in enumerate(rules)}).iloc[0]
+    rule, count = max(((r, int(round(float(totals[f"rule{i}"])))) for i, r in enumerate(rules)),
+                      key=lambda pair: pair[1])
+    raise offending_rows_error(backend, logs, rule, count, proof.n_rows, name)
+
+
 def _refuse_text(backend: Backend, logs: LogSource, ranges: pd.DataFrame, name: str | None,
-                 columns: Iterable[str] = (S, A, R, P, schema.NEXT_STATE, schema.POSITION, schema.WEIGHT)
+                 columns: Iterable[str] = (S, A, R, P, schema.NEXT_STATE, schema.POSITION, schema.WEIGHT,
+                                           schema.CASCADE_PROPENSITY, schema.SLATE_PROPENSITY)
                  ) -> None:
     """Ids and numbers stored as text are refused (order and sums would be wrong), though each parses."""
     for column in columns:
         if column not in ranges.index or ranges.loc[column, "kind"] != "other":
             continue
-        what = "numbers" if column in (R, P, schema.WEIGHT) else "integer ids"
+        numbers = column in (R, P, schema.WEIGHT, schema.CASCADE_PROPENSITY, schema.SLATE_PROPENSITY)
         value = backend.value_at(logs, column, 0)
+        advice = "" if numbers else " (raw categories become ids with hfrl.data.CategoryEncoder)"
         raise LogValidationError(
-            f"column {column!r} holds {what} stored as text (row 0 has {format_value(value)}); store "
-            "the column as numbers (raw categories become ids with hfrl.data.CategoryEncoder)",
+            f"column {column!r} holds {'numbers' if numbers else 'integer ids'} stored as text (row 0 "
+            f"has {format_value(value)}); store the column as numbers{advice}",
             column=column, first_row=0, source=name,
         )
 

@@ -112,8 +112,9 @@ def column_rules(
         rules += number_rules(schema.REWARD, low, high,
                                f"a reward in the declared reward_range [{low:g}, {high:g}]"
                                if reward_range is not None else "")
-    if schema.PROPENSITY in present:
-        rules += number_rules(schema.PROPENSITY, 0.0, 1.0, "a propensity in (0, 1]", open_low=True)
+    for column in (schema.PROPENSITY, schema.CASCADE_PROPENSITY, schema.SLATE_PROPENSITY):
+        if column in present:
+            rules += number_rules(column, 0.0, 1.0, "a propensity in (0, 1]", open_low=True)
     if schema.WEIGHT in present:
         rules += number_rules(schema.WEIGHT, 0.0, None, "a non-negative weight")
     if schema.TIMESTAMP in present:
@@ -122,8 +123,9 @@ def column_rules(
     if schema.DONE in present:
         x = f"cast_double({schema.DONE})"
         rules.append(Rule(schema.DONE, "a boolean (0/1)", f"1 - finite({x}) * (({x} == 0) + ({x} == 1))"))
-    if schema.SESSION_ID in present:
-        rules.append(Rule(schema.SESSION_ID, "a session id (not empty)", f"missing({schema.SESSION_ID})"))
+    for column, what in ((schema.SESSION_ID, "a session id"), (schema.SLATE_ID, "a slate id")):
+        if column in present:
+            rules.append(Rule(column, f"{what} (not empty)", f"missing({column})"))
     return rules
 
 
@@ -166,6 +168,8 @@ def proven_columns(
         schema.NEXT_STATE: lambda: ids(schema.NEXT_STATE, n_states, nullable=True),
         schema.REWARD: lambda: numeric(schema.REWARD, *(reward_range or (None, None))),
         schema.PROPENSITY: lambda: numeric(schema.PROPENSITY, 0.0, 1.0, open_low=True),
+        schema.CASCADE_PROPENSITY: lambda: numeric(schema.CASCADE_PROPENSITY, 0.0, 1.0, open_low=True),
+        schema.SLATE_PROPENSITY: lambda: numeric(schema.SLATE_PROPENSITY, 0.0, 1.0, open_low=True),
         schema.WEIGHT: lambda: numeric(schema.WEIGHT, 0.0),
         schema.TIMESTAMP: lambda: bool(ranges.loc[schema.TIMESTAMP, "nulls"] == 0 and (
             ranges.loc[schema.TIMESTAMP, "kind"] == "datetime" or numeric(schema.TIMESTAMP))),
@@ -173,6 +177,7 @@ def proven_columns(
             ranges.loc[schema.DONE, "kind"] == "bool" or numeric(schema.DONE, 0.0, 1.0)
             and ranges.loc[schema.DONE, "kind"] == "integer")),
         schema.SESSION_ID: lambda: bool(ranges.loc[schema.SESSION_ID, "nulls"] == 0),
+        schema.SLATE_ID: lambda: bool(ranges.loc[schema.SLATE_ID, "nulls"] == 0),
     }
     for column, check in checks.items():
         if column in ranges.index and check():
@@ -250,7 +255,8 @@ def canonical(frame: pd.DataFrame) -> pd.DataFrame:
             out[column] = values.astype("Int64")
         else:
             out[column] = values.to_numpy(dtype=np.float64).astype(np.int64)
-    for column in (schema.REWARD, schema.PROPENSITY, schema.WEIGHT):
+    for column in (schema.REWARD, schema.PROPENSITY, schema.WEIGHT, schema.CASCADE_PROPENSITY,
+                   schema.SLATE_PROPENSITY):
         if column in out.columns:
             out[column] = pd.to_numeric(out[column], errors="coerce").astype(np.float64)
     if schema.TIMESTAMP in out.columns:

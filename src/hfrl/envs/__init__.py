@@ -2,7 +2,8 @@
 
 ``import hfrl.envs`` registers ``hfrl/Recommendation-v0``, ``hfrl/AdPlacement-v0`` and
 ``hfrl/ContextualRecommendation-v0`` (users as feature vectors, items as embeddings; see
-:class:`ContextualRecommendationEnv`) with Gymnasium
+:class:`ContextualRecommendationEnv`) and ``hfrl/SlatePage-v0`` (slates with a position or cascade
+click model, ``hfrl.envs.slates``) with Gymnasium
 (``gymnasium.make("hfrl.envs:hfrl/Recommendation-v0")`` imports this module itself).
 Every tabular env is a :class:`TabularMDPEnv`: besides ``reset``/``step`` and the vectorised batch API
 (``reset_batch``, ``step_batch``) for many independent users at once -- one sampler behind both --
@@ -27,20 +28,25 @@ from hfrl.envs.fitted import fit_env
 from hfrl.envs.logs import collect_logs, logging_policy
 from hfrl.envs.recommendation import RecommendationEnv
 from hfrl.envs.shifts import SHIFT_KINDS, shift
+from hfrl.envs.slates import CLICK_MODELS, SlateEnv, collect_slate_logs, slate_policy_value
 from hfrl.envs.tabular import TabularMDPEnv
 
 __all__ = [
+    "CLICK_MODELS",
     "SHIFT_KINDS",
     "AdPlacementEnv",
     "ContextualRecommendationEnv",
     "MonteCarloReturn",
     "RecommendationEnv",
+    "SlateEnv",
     "TabularMDPEnv",
     "collect_logs",
+    "collect_slate_logs",
     "exact",
     "fit_env",
     "logging_policy",
     "shift",
+    "slate_policy_value",
 ]
 
 # The time limit of Recommendation-v0 is a TimeLimit wrapper, not part of the exact truth: see
@@ -52,6 +58,7 @@ _REGISTRATIONS = {
     "hfrl/AdPlacement-v0": ("hfrl.envs.ad_placement:AdPlacementEnv", None),
     "hfrl/ContextualRecommendation-v0": ("hfrl.envs.contextual_recommendation:ContextualRecommendationEnv",
                                          RECOMMENDATION_MAX_STEPS),
+    "hfrl/SlatePage-v0": ("hfrl.envs.slates:SlateEnv", None),
 }
 
 for _env_id, (_entry_point, _limit) in _REGISTRATIONS.items():

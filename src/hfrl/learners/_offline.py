@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from hfrl.data import Logs, as_logs, schema
 from hfrl.errors import NotFittedError
-from hfrl.learners._common import check_in_range
+from hfrl.learners._common import check_in_range, check_policy_options
 from hfrl.policies import TabularPolicy
 
 S, A, R, P = schema.STATE, schema.ACTION, schema.REWARD, schema.PROPENSITY
@@ -112,18 +112,58 @@ def greedy_table(values: np.ndarray, allowed: np.ndarray | None = None) -> np.nd
     return is_max / is_max.sum(axis=1, keepdims=True)
 
 
+def exploring_table(values: np.ndarray, kind: str, epsilon: float, temperature: float,
+                    allowed: np.ndarray | None = None) -> np.ndarray:
+    """The served distribution per row over ``values``: greedy, epsilon-greedy or softmax.
+
+    ``"epsilon_greedy"`` spreads ``epsilon`` uniformly and puts the rest on the greedy actions;
+    ``"softmax"`` is ``exp(values / temperature)`` normalised. With ``allowed`` (a conservative
+    learner) every kind ranges only over a row's allowed actions (all of them in a row with none).
+
+    Examples
+    --------
+    >>> exploring_table(np.array([[1.0, 0.0, 0.0]]), "epsilon_greedy", 0.3, 1.0).round(2).tolist()
+    [[0.8, 0.1, 0.1]]
+    >>> exploring_table(np.array([[1.0, 0.0]]), "softmax", 0.1, 1.0).round(3).tolist()
+    [[0.731, 0.269]]
+    """
+    support = np.ones(values.shape, dtype=bool) if allowed is None else (
+        allowed | ~allowed.any(axis=1, keepdims=True))
+    if kind == "softmax":
+        scaled = np.where(support, values, -np.inf) / temperature
+        weights = np.where(support, np.exp(scaled - scaled.max(axis=1, keepdims=True)), 0.0)
+        return weights / weights.sum(axis=1, keepdims=True)
+    greedy = greedy_table(values, allowed)
+    if kind == "epsilon_greedy":
+        return (1.0 - epsilon) * greedy + epsilon * support / support.sum(axis=1, keepdims=True)
+    return greedy
+
+
 class OfflineLearner:
-    """Base of the offline learners: ``fit(logs, n_states=, n_actions=)`` -> ``policy_``."""
+    """Base of the offline learners: ``fit(logs, n_states=, n_actions=)`` -> ``policy_``.
+
+    Every offline learner takes ``policy`` (``"greedy"``, ``"softmax"``, ``"epsilon_greedy"``),
+    ``policy_epsilon`` and ``policy_temperature``: what ``policy_`` serves from
+    ``action_values_`` (see ``exploring_table``). Greedy decisions have propensity 1, so their
+    logs cannot evaluate any other policy; the two others keep every (allowed) action possible.
+    """
 
     _param_names: tuple[str, ...] = ()
+    _policy_params = ("policy", "policy_epsilon", "policy_temperature")
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters (as scikit-learn's ``get_params(deep=False)``)."""
-        return {name: getattr(self, name) for name in self._param_names}
+        return {name: getattr(self, name) for name in (*self._param_names, *self._policy_params)}
+
+    def _set_policy_params(self, policy: str, policy_epsilon: float, policy_temperature: float) -> None:
+        self.policy = policy
+        self.policy_epsilon = policy_epsilon
+        self.policy_temperature = policy_temperature
 
     def _check_common(self) -> None:
         self._min_count = check_in_range("min_count", self.min_count, 0.0, float("inf"),
                                          low_open=True)
+        self._served = check_policy_options(self.policy, self.policy_epsilon, self.policy_temperature)
         if not isinstance(self.conservative, (bool, np.bool_)):
             raise ValueError(f"conservative must be True or False, got {self.conservative!r}")
 
@@ -134,13 +174,19 @@ class OfflineLearner:
         self.n_states_, self.n_actions_ = stats.n_states, stats.n_actions
         self.counts_ = stats.counts
         self.action_values_ = action_values
-        table = greedy_table(action_values, self._allowed(stats.counts))
-        self.policy_ = TabularPolicy(table, metadata={
-            "learner": type(self).__name__, "conservative": bool(self.conservative)})
+        kind, epsilon, temperature = self._served
+        table = exploring_table(action_values, kind, epsilon, temperature, self._allowed(stats.counts))
+        metadata: dict[str, Any] = {"learner": type(self).__name__, "conservative": bool(self.conservative)}
+        if kind == "softmax":
+            metadata.update(policy=kind, temperature=temperature)
+        elif kind == "epsilon_greedy":
+            metadata.update(policy=kind, epsilon=epsilon)
+        self.policy_ = TabularPolicy(table, metadata=metadata)
 
     def _require_fitted(self) -> None:
         if getattr(self, "policy_", None) is None:
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(logs) first")
 
 
-__all__ = ["OfflineLearner", "OfflineStatistics", "greedy_table", "offline_statistics", "state_reward_std"]
+__all__ = ["OfflineLearner", "OfflineStatistics", "exploring_table", "greedy_table", "offline_statistics",
+           "state_reward_std"]

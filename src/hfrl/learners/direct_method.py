@@ -22,7 +22,7 @@ import numpy as np
 from hfrl.contextual import LinearPolicy
 from hfrl.data import shrunk_means
 from hfrl.learners._common import check_in_range
-from hfrl.learners._contextual import contextual_rows, per_action_ridge
+from hfrl.learners._contextual import contextual_rows, per_action_ridge, served_options
 from hfrl.learners._offline import OfflineLearner, offline_statistics
 
 __all__ = ["DirectMethodLearner"]
@@ -40,6 +40,14 @@ class DirectMethodLearner(OfflineLearner):
     min_count : float, default 1
     ridge : float, default 1.0
         Ridge penalty of the feature weights (only with ``context_columns``).
+    policy : {"greedy", "softmax", "epsilon_greedy"}, default "greedy"
+        What ``policy_`` serves from ``action_values_`` (or the feature model's scores); the two
+        stochastic kinds keep every (allowed) action possible, so the decisions they log can
+        evaluate other policies.
+    policy_epsilon : float, default 0.1
+        Uniform share of ``policy="epsilon_greedy"``, in [0, 1].
+    policy_temperature : float, default 1.0
+        Temperature of ``policy="softmax"`` (> 0), in the units of ``action_values_``.
 
     Attributes
     ----------
@@ -80,11 +88,13 @@ class DirectMethodLearner(OfflineLearner):
     _param_names = ("shrinkage", "conservative", "min_count", "ridge")
 
     def __init__(self, shrinkage: float = 1.0, *, conservative: bool = False,
-                 min_count: float = 1, ridge: float = 1.0) -> None:
+                 min_count: float = 1, ridge: float = 1.0, policy: str = "greedy",
+                 policy_epsilon: float = 0.1, policy_temperature: float = 1.0) -> None:
         self.shrinkage = shrinkage
         self.conservative = conservative
         self.min_count = min_count
         self.ridge = ridge
+        self._set_policy_params(policy, policy_epsilon, policy_temperature)
 
     def fit(self, logs: Any, n_states: int | None = None, n_actions: int | None = None, *,
             context_columns: Any = None) -> DirectMethodLearner:
@@ -115,6 +125,6 @@ class DirectMethodLearner(OfflineLearner):
         weights = np.ones(rows.actions.shape[0]) if rows.weights is None else rows.weights
         self.counts_ = np.bincount(rows.actions, weights=weights, minlength=rows.n_actions)
         self.policy_ = LinearPolicy(self.coef_, self.intercept_, context_columns=rows.context_columns,
-                                    kind="greedy", metadata={"learner": type(self).__name__, "ridge": ridge,
-                                                             "shrinkage": shrinkage})
+                                    **served_options(self), metadata={"learner": type(self).__name__,
+                                                                      "ridge": ridge, "shrinkage": shrinkage})
         return self

@@ -51,12 +51,19 @@ class FittedQIteration(OfflineLearner):
         Minimum (weighted) count for an action to count as tried.
     pessimism : float, default 0.0
         Width of the lower confidence bound subtracted from each mean reward (0: none).
+    policy : {"greedy", "softmax", "epsilon_greedy"}, default "greedy"
+        What ``policy_`` serves from ``action_values_``; the two stochastic kinds keep every
+        (allowed) action possible, so the decisions they log can evaluate other policies.
+    policy_epsilon : float, default 0.1
+        Uniform share of ``policy="epsilon_greedy"``, in [0, 1].
+    policy_temperature : float, default 1.0
+        Temperature of ``policy="softmax"`` (> 0), in the units of ``action_values_``.
 
     Attributes
     ----------
     q_values_, action_values_ : ndarray of shape (n_states, n_actions)
     policy_ : TabularPolicy
-        Greedy in ``q_values_``.
+        ``policy`` over ``q_values_`` (greedy by default: ties share the mass).
     counts_ : ndarray
         Logged (weighted) count per (state, action).
     n_iterations_ : int
@@ -82,7 +89,9 @@ class FittedQIteration(OfflineLearner):
 
     def __init__(self, gamma: float = 0.95, n_iterations: int = 1000, tol: float = 1e-8, *,
                  shrinkage: float = 1.0, conservative: bool = False, min_count: float = 1,
-                 pessimism: float = 0.0) -> None:
+                 pessimism: float = 0.0, policy: str = "greedy", policy_epsilon: float = 0.1,
+                 policy_temperature: float = 1.0) -> None:
+        self._set_policy_params(policy, policy_epsilon, policy_temperature)
         self.gamma = gamma
         self.n_iterations = n_iterations
         self.tol = tol

@@ -29,6 +29,13 @@ class IPSLearner(OfflineLearner):
     conservative : bool, default False
         Choose only among actions logged at least ``min_count`` times in the state.
     min_count : float, default 1
+    policy : {"greedy", "softmax", "epsilon_greedy"}, default "greedy"
+        What ``policy_`` serves from ``action_values_``; the two stochastic kinds keep every
+        (allowed) action possible, so the decisions they log can evaluate other policies.
+    policy_epsilon : float, default 0.1
+        Uniform share of ``policy="epsilon_greedy"``, in [0, 1].
+    policy_temperature : float, default 1.0
+        Temperature of ``policy="softmax"`` (> 0), in the units of ``action_values_``.
 
     Attributes
     ----------
@@ -49,10 +56,12 @@ class IPSLearner(OfflineLearner):
     _param_names = ("max_weight", "conservative", "min_count")
 
     def __init__(self, max_weight: float | None = None, *, conservative: bool = False,
-                 min_count: float = 1) -> None:
+                 min_count: float = 1, policy: str = "greedy", policy_epsilon: float = 0.1,
+                 policy_temperature: float = 1.0) -> None:
         self.max_weight = max_weight
         self.conservative = conservative
         self.min_count = min_count
+        self._set_policy_params(policy, policy_epsilon, policy_temperature)
 
     def fit(self, logs: Any, n_states: int | None = None, n_actions: int | None = None) -> IPSLearner:
         """Fit from logs with a ``propensity`` column; returns self."""

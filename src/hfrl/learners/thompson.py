@@ -66,15 +66,17 @@ class ThompsonSampling(TabularBandit):
 
     def _check_reward_one(self, reward: float) -> None:
         if self.prior == "beta" and not 0.0 <= reward <= 1.0:
-            raise ValueError(f"reward must be in [0, 1] for the Beta-Bernoulli model, got {reward!r}")
+            raise ValueError(f"reward must be in [0, 1] for the Beta-Bernoulli model, got {float(reward):g}; "
+                             "use prior='gaussian' (--option prior=gaussian) for other rewards")
 
     def _check_rewards(self, rewards: np.ndarray) -> None:
         if self.prior == "beta":
             bad = (rewards < 0.0) | (rewards > 1.0)
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
-                raise ValueError(f"rewards: row {row} has {rewards[row]}, expected a value in [0, 1] "
-                                 f"for the Beta-Bernoulli model; use prior='gaussian' otherwise")
+                raise ValueError(f"rewards: row {row} has {float(rewards[row]):g}, expected a value in "
+                                 "[0, 1] for the Beta-Bernoulli model; use prior='gaussian' (--option "
+                                 "prior=gaussian) otherwise")
 
     def _sample(self, counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
         if self.prior == "beta":

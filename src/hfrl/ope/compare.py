@@ -7,6 +7,7 @@ per-row difference of the two estimators' influence terms and shared noise cance
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,9 @@ from hfrl.ope.evaluate import (
     Terms,
     atom_rows,
     auto_interval,
+    contextual_logs,
     corner_inputs,
+    is_contextual,
     prepare,
     resampled_terms,
     resolve_interval,
@@ -108,6 +111,7 @@ def compare(
     n_bootstrap: int = 0,
     random_state: int | np.random.Generator | None = None,
     interval: str = "auto",
+    context_columns: Sequence[str] | None = None,
     **evaluate_options: Any,
 ) -> Comparison:
     """Does ``candidate`` beat ``baseline`` on these logs, with confidence ``level``?
@@ -131,12 +135,17 @@ def compare(
     0, ``"worse"`` when below 0, else ``"no evidence"``. The direct method (``estimator="dm"``) is
     used only when asked: its interval ignores the model's bias.
 
+    A contextual candidate (and baseline) (``hfrl.policies.Policy`` over feature rows) needs
+    ``context_columns``: both are scored on every logged row in one streaming pass
+    (``hfrl.ope.contextual``) and the paired difference comes from the same sums; support cannot
+    be checked per context (the shares are reported as 0), the effective sample size still can.
+
     Parameters
     ----------
-    candidate : TabularPolicy or array of shape (n_rows, n_actions)
+    candidate : TabularPolicy, array of shape (n_rows, n_actions), or contextual Policy
     logs : DataFrame, path or ``hfrl.data.Logs``
-        Logged ``state``, ``action``, ``reward``, ``propensity``.
-    baseline : "logging", TabularPolicy or array
+        Logged ``state``, ``action``, ``reward``, ``propensity`` (and the context columns).
+    baseline : "logging", TabularPolicy, array or contextual Policy
     level : float
     estimator : {"snips", "ips", "dr", "dm", "clipped_ips", "switch_dr"}
     backend : backend name, Backend or None
@@ -149,6 +158,8 @@ def compare(
     **evaluate_options
         Passed to the estimators (``propensity``, ``reward_model``, ``reward_prior``,
         ``reward_range``, ``clip_threshold``, ``switch_threshold``).
+    context_columns : sequence of str, optional
+        The feature columns a contextual candidate reads.
 
     Returns
     -------
@@ -175,6 +186,12 @@ def compare(
         raise ValueError(f"estimator must be one of {ESTIMATORS}; got {estimator!r}")
     chosen = make_estimator(estimator, evaluate_options.pop("clip_threshold", 10.0),
                             evaluate_options.pop("switch_threshold", 10.0))
+    if is_contextual(candidate) or is_contextual(baseline):
+        if n_bootstrap:
+            raise ValueError("n_bootstrap is not available for contextual policies; use the intervals")
+        thresholds = (min_ess, min_ess_share, max_support_violation, max_unobserved)
+        return _compare_contextual(candidate, logs, baseline, level, chosen, backend, interval,
+                                   context_columns, thresholds, evaluate_options)
     table, row_level = policy_table(candidate, "candidate")
     baseline_table = _baseline_table(baseline, table, row_level)
     prepared = prepare(logs, None if row_level else table.shape[0], table.shape[1],
@@ -204,8 +221,8 @@ def compare(
         ci_low, ci_high = _likelihood_difference(prepared, chosen, table, baseline_table, level)
     else:
         ci_low, ci_high = difference - z * se, difference + z * se
-    verdict, reason = _verdict(cand.ess, n, se, ci_low, ci_high, support, prepared, level, min_ess,
-                               min_ess_share, max_support_violation, max_unobserved)
+    verdict, reason = _verdict(cand.ess, n, se, ci_low, ci_high, support, prepared.propensity_source, level,
+                               min_ess, min_ess_share, max_support_violation, max_unobserved)
     boot_low = boot_high = None
     if n_bootstrap:
         boot_low, boot_high = _paired_bootstrap(prepared, chosen, table, baseline_table, int(n_bootstrap),
@@ -224,6 +241,87 @@ def compare(
     )
 
 
+def _compare_contextual(candidate: Any, logs: Any, baseline: Any, level: float, estimator: Estimator,
+                        backend: Any, interval: str, context_columns: Sequence[str] | None,
+                        thresholds: tuple[float, float, float, float], options: dict[str, Any]) -> Comparison:
+    """``compare`` for contextual policies, from one streaming pass scoring both (``ContextualPass``).
+
+    The basis of the pass is ``1``, then ``(term, normalizer, influence, weight)`` per policy, then
+    the reward; each value's centred influence is a fixed combination of that basis, so the paired
+    difference's variance is a quadratic form of the pass's Gram matrix.
+    """
+    from hfrl.ope.contextual import ContextualPass
+
+    policies = [candidate] + ([] if isinstance(baseline, str) else [baseline])
+    if isinstance(baseline, str) and baseline != "logging":
+        raise ValueError(f"baseline must be 'logging' or a policy; got {baseline!r}")
+    if not all(is_contextual(p) for p in policies):
+        raise ValueError("candidate and baseline must both be contextual policies (or both tables)")
+    unknown = sorted(set(options) - {"reward_model", "reward_range"})
+    if unknown:
+        raise ValueError(f"option(s) {unknown} do not apply to contextual policies (reward_model and "
+                         "reward_range do)")
+    n_actions = candidate.n_actions
+    if any(p.n_actions != n_actions for p in policies):
+        raise ValueError(f"candidate has {n_actions} actions but baseline has {policies[-1].n_actions}")
+    validated = contextual_logs(logs, [estimator], backend, context_columns, options.get("reward_range"),
+                                n_actions)
+    scored = ContextualPass(validated, policies, [estimator], context_columns, n_actions,
+                            options.get("reward_model"))
+    gram, n = scored.full_gram[estimator.name], scored.n_rows
+    ratio = estimator.normalizer(corner_inputs(np.ones(1), 0.0, 0.0, 0.0)) is not None
+    values, psis = [], []
+    for j in range(len(policies)):
+        block = [0, 1 + 4 * j, 2 + 4 * j, 3 + 4 * j, 4 + 4 * j]
+        sums = Sums(gram[np.ix_(block, block)], ratio)
+        psi = np.zeros(len(gram))
+        if ratio:  # (term - estimate * normalizer) * n / sum(normalizer)
+            scale = n / gram[0, block[NORMALIZER]]
+            psi[block[1]], psi[block[NORMALIZER]] = scale, -float(sums.estimate()) * scale
+        else:  # influence - its mean
+            psi[block[INFLUENCE]], psi[0] = 1.0, -gram[0, block[INFLUENCE]] / n
+        values.append((float(sums.estimate()), float(sums.std_error()), float(sums.ess())))
+        psis.append(psi)
+    if isinstance(baseline, str):  # the logging policy: the reward, centred
+        mean = float(gram[0, -1] / n)
+        psi = np.zeros(len(gram))
+        psi[-1], psi[0] = 1.0, -mean
+        values.append((mean, float(np.sqrt(max(psi @ gram @ psi, 0.0) / (n * (n - 1.0)))), float(n)))
+        psis.append(psi)
+    difference_psi = psis[0] - psis[1]
+    se = float(np.sqrt(max(difference_psi @ gram @ difference_psi, 0.0) / (n * (n - 1.0)))) if n > 1 \
+        else float("nan")
+    (value, value_se, ess), (base_value, base_se, _) = values
+    difference = value - base_value
+    z = normal_quantile(level)
+    method = resolve_interval(interval, estimator.name)
+    if method == "auto":
+        method = auto_interval(estimator.name, ess)
+    if method == "empirical_likelihood":
+        columns, count = scored.pooled(estimator.name, with_reward=True)
+        base_term = columns[-1] if isinstance(baseline, str) else columns[3]
+        base_top = None if isinstance(baseline, str) else float(scored.max_weight[1])
+        ci_low, ci_high = _difference_interval(
+            estimator, columns[0], columns[1] - base_term, count, float(scored.max_weight[0]), base_top,
+            validated.reward_range, (scored.model_min, scored.model_max), level)
+    else:
+        ci_low, ci_high = difference - z * se, difference + z * se
+    support = Support()
+    verdict, reason = _verdict(ess, n, se, ci_low, ci_high, support, "logged", level, *thresholds)
+    return Comparison(
+        verdict=verdict, difference=difference, std_error=se, ci_low=ci_low, ci_high=ci_high, reason=reason,
+        candidate_value=value, candidate_ci=(value - z * value_se, value + z * value_se),
+        baseline_value=base_value, baseline_ci=(base_value - z * base_se, base_value + z * base_se),
+        ess=ess, ess_share=ess / n, max_weight=float(scored.logged_weight[estimator.name][0]),
+        support_violation_share=0.0, unobserved_share=0.0, n_rows=n, estimator=estimator.name, level=level,
+        propensity_source="logged",
+        details={"baseline": "logging" if isinstance(baseline, str) else "policy",
+                 "clipped_share": float("nan"), "min_ess_required": max(thresholds[0], thresholds[1] * n),
+                 "reward_model": scored.description, "support": "not checked per context"},
+        interval=method,
+    )
+
+
 def _likelihood_difference(prepared: Prepared, estimator: Estimator, table: np.ndarray,
                            baseline_table: np.ndarray | None, level: float) -> tuple[float, float]:
     """The empirical-likelihood interval of the paired difference: per atom, the candidate's weight
@@ -235,9 +333,18 @@ def _likelihood_difference(prepared: Prepared, estimator: Estimator, table: np.n
         base_term = atoms.reward / atoms.count
     else:
         base_term = atom_rows(prepared, estimator, baseline_table)[1]
-    reward_range, model_range = prepared.reward_range, prepared.model_range
     top = prepared.max_weight(table)
     base_top = None if baseline_table is None else prepared.max_weight(baseline_table)
+    return _difference_interval(estimator, weight, term - base_term, count, top, base_top,
+                                prepared.reward_range, prepared.model_range, level)
+
+
+def _difference_interval(estimator: Estimator, weight: np.ndarray, difference: np.ndarray, count: np.ndarray,
+                         top: float, base_top: float | None, reward_range: tuple[float, float],
+                         model_range: tuple[float, float], level: float) -> tuple[float, float]:
+    """The likelihood interval of the mean paired difference from its atoms ``(weight, difference)``;
+    the unseen rows sit at the extremes of the difference any row could have (the candidate's weight
+    up to ``top``, the baseline's up to ``base_top``, or the reward itself for the logging policy)."""
     corner_w, corner_t = [], []
     for w in (0.0, top):
         values = []
@@ -252,7 +359,7 @@ def _likelihood_difference(prepared: Prepared, estimator: Estimator, table: np.n
         corner_t += [min(values), max(values)]
     low, high = reward_range
     span = (low - high, high - low)
-    return empirical_likelihood_interval(*merge_rows(weight, term - base_term, count),
+    return empirical_likelihood_interval(*merge_rows(weight, difference, count),
                                          (np.array(corner_w), np.array(corner_t)), level, span)
 
 
@@ -296,7 +403,7 @@ def _std_error(units: Units, psi: Affine) -> float:
 
 
 def _verdict(ess: float, n: int, se: float, ci_low: float, ci_high: float, support: Support,
-             prepared: Prepared, level: float, min_ess: float, min_ess_share: float,
+             propensity_source: str, level: float, min_ess: float, min_ess_share: float,
              max_support_violation: float, max_unobserved: float) -> tuple[str, str]:
     """The verdict and its reason (see ``compare``)."""
     ess_needed = max(min_ess, min_ess_share * n)
@@ -320,7 +427,7 @@ def _verdict(ess: float, n: int, se: float, ci_low: float, ci_high: float, suppo
             f"support violation: the candidate puts {100 * violation:.3g}% of its mass on actions the "
             f"logging policy cannot take in their state (more than {max_support_violation:.0%}; "
             + ("propensities are estimated, so the support is the set of actions observed in each state"
-               if prepared.propensity_source == "estimated" else
+               if propensity_source == "estimated" else
                "the propensities of the actions seen in those states already sum to 1")
             + "): the logs cannot tell what those are worth and the estimate is biased"
         )

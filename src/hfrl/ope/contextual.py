@@ -103,10 +103,12 @@ class ContextualPass:
     """One pass over the logs scoring several contextual policies for several estimators.
 
     For each estimator it keeps the sums over rows of the products of ``(1, term, normalizer,
-    influence, weight)`` of every policy (``gram``, basis ``1`` then four terms per policy, in the
-    order of ``hfrl.ope.inference.Sums`` and ``hfrl.tune``'s end-policy Gram), and the pooled
-    ``(weight, term)`` rows of every policy for the empirical likelihood; for each policy the
-    largest weight any row could have.
+    influence, weight)`` of every policy and of the reward last (``full_gram``, basis ``1`` then
+    four terms per policy, in the order of ``hfrl.ope.inference.Sums``, then ``r``: the paired
+    difference against the logging policy needs it; ``gram`` is the same without the reward), and
+    the pooled ``(weight, term)`` rows of every policy and the reward for the empirical likelihood;
+    for each policy the largest weight any row could have (``max_weight``) and, per estimator, the
+    largest weight a logged row has (``logged_weight``).
     """
 
     def __init__(self, logs: Logs, policies: Sequence[Any], estimators: Sequence[Estimator],
@@ -114,12 +116,12 @@ class ContextualPass:
                  batch_rows: int = BATCH_ROWS) -> None:
         self.logs, self.policies, self.estimators = logs, list(policies), list(estimators)
         self.columns, self.n_actions, self.batch_rows = list(context_columns), n_actions, batch_rows
-        size = 1 + 4 * len(self.policies)
-        self.gram = {e.name: np.zeros((size, size)) for e in self.estimators}
+        size = 2 + 4 * len(self.policies)
+        self.full_gram = {e.name: np.zeros((size, size)) for e in self.estimators}
         self.rows: dict[str, list[tuple[list[np.ndarray], np.ndarray]]] = {
             e.name: [] for e in self.estimators}
         self.max_weight = np.zeros(len(self.policies))
-        self.logged_weight = 0.0
+        self.logged_weight = {e.name: np.zeros(len(self.policies)) for e in self.estimators}
         self.n_rows = 0
         self.reward_min, self.reward_max = np.inf, -np.inf
         self.model_min, self.model_max = np.inf, -np.inf
@@ -129,6 +131,7 @@ class ContextualPass:
         if self.cross_fitted:
             self.model = LinearRewardModel().fit(self._training_batches(), n_actions, len(self.columns))
         self._run()
+        self.gram = {name: full[:-1, :-1] for name, full in self.full_gram.items()}
 
     @property
     def description(self) -> str:
@@ -156,6 +159,7 @@ class ContextualPass:
     def _run(self) -> None:
         for rows, batch in self._batches():
             contexts = context_matrix(batch, self.columns)
+            features = batch[self.columns]  # each policy reads its columns by name (or all, in order)
             action = batch[A].to_numpy(np.int64)
             reward = batch[R].to_numpy(np.float64)
             propensity = batch[P].to_numpy(np.float64) if self.logs.has(P) else np.ones(len(batch))
@@ -167,7 +171,7 @@ class ContextualPass:
             q_logged = q[index, action]
             inputs = []
             for j, policy in enumerate(self.policies):
-                probabilities = np.asarray(policy.probabilities(contexts), dtype=np.float64)
+                probabilities = np.asarray(policy.probabilities(features), dtype=np.float64)
                 weight = probabilities[index, action] / propensity
                 value = np.einsum("ij,ij->i", probabilities, q)
                 largest = float((probabilities.max(axis=1) / propensity).max())
@@ -176,20 +180,25 @@ class ContextualPass:
                                for r in (0.0, 1.0)})
             for estimator in self.estimators:
                 basis, pooled = [Affine(np.ones(len(batch)), np.zeros(len(batch)))], []
-                for x in inputs:
+                largest_logged = self.logged_weight[estimator.name]
+                for j, x in enumerate(inputs):
                     basis += _four(basis[0], estimator, x)
                     pooled += [x[0.0].w, units.per_row(basis[-4])]
-                    self.logged_weight = max(self.logged_weight, float(estimator.weight(x[0.0]).max()))
-                self.gram[estimator.name] += units.gram(basis)
+                    largest_logged[j] = max(largest_logged[j], float(estimator.weight(x[0.0]).max()))
+                basis.append(Affine(np.zeros(len(batch)), np.ones(len(batch))))
+                pooled.append(reward)
+                self.full_gram[estimator.name] += units.gram(basis)
                 self.rows[estimator.name].append(pool_rows(pooled, np.ones(len(batch))))
             self.n_rows += len(batch)
             self.reward_min = min(self.reward_min, float(reward.min()))
             self.reward_max = max(self.reward_max, float(reward.max()))
 
-    def pooled(self, name: str) -> tuple[list[np.ndarray], np.ndarray]:
-        """The pooled ``(weight_j, term_j)`` columns of every policy and their counts, for ``name``."""
+    def pooled(self, name: str, with_reward: bool = False) -> tuple[list[np.ndarray], np.ndarray]:
+        """The pooled ``(weight_j, term_j)`` columns of every policy (then the reward column with
+        ``with_reward``) and their counts, for estimator ``name``."""
         parts = self.rows[name]
-        columns = [np.concatenate([p[0][k] for p in parts]) for k in range(len(parts[0][0]))]
+        width = len(parts[0][0]) - (0 if with_reward else 1)
+        columns = [np.concatenate([p[0][k] for p in parts]) for k in range(width)]
         return pool_rows(columns, np.concatenate([p[1] for p in parts]))
 
 

@@ -554,20 +554,28 @@ def is_contextual(policy: Any) -> bool:
     return isinstance(policy, Policy) and not isinstance(policy, TabularPolicy)
 
 
-def evaluate_contextual(logs: Any, policy: Any, estimators: Sequence[Estimator], methods: dict[str, str],
-                        level: float, backend: Any, context_columns: Sequence[str] | None,
-                        reward_model: Any, reward_range: tuple[float, float] | None) -> pd.DataFrame:
-    """``evaluate`` for a contextual policy: one streaming pass (``hfrl.ope.contextual``)."""
-    from hfrl.ope.contextual import ContextualPass
-
+def contextual_logs(logs: Any, estimators: Sequence[Estimator], backend: Any,
+                    context_columns: Sequence[str] | None, reward_range: tuple[float, float] | None,
+                    n_actions: int) -> Logs:
+    """The validated logs a contextual policy is evaluated on: actions, rewards, the context columns
+    and (when an estimator weighs rows) the logged propensities."""
     if not context_columns:
         raise ValueError("a contextual policy needs context_columns=[...]: the feature columns it reads")
     needed = [schema.ACTION, schema.REWARD, *context_columns]
     if any(e.uses_propensity for e in estimators):
         needed.append(schema.PROPENSITY)
     hints = {schema.PROPENSITY: PROPENSITY_HINT.format(needed="the estimators")}
-    validated = as_logs(logs, backend, required=needed, hints=hints, reward_range=reward_range,
-                        n_actions=policy.n_actions)
+    return as_logs(logs, backend, required=needed, hints=hints, reward_range=reward_range,
+                   n_actions=n_actions)
+
+
+def evaluate_contextual(logs: Any, policy: Any, estimators: Sequence[Estimator], methods: dict[str, str],
+                        level: float, backend: Any, context_columns: Sequence[str] | None,
+                        reward_model: Any, reward_range: tuple[float, float] | None) -> pd.DataFrame:
+    """``evaluate`` for a contextual policy: one streaming pass (``hfrl.ope.contextual``)."""
+    from hfrl.ope.contextual import ContextualPass
+
+    validated = contextual_logs(logs, estimators, backend, context_columns, reward_range, policy.n_actions)
     scored = ContextualPass(validated, [policy], estimators, context_columns, policy.n_actions, reward_model)
     model_range = (scored.model_min, scored.model_max)
     rows = []
@@ -589,7 +597,8 @@ def evaluate_contextual(logs: Any, policy: Any, estimators: Sequence[Estimator],
             "ci_low": float(low), "ci_high": float(high),
             "interval": method + (" (variance only)" if estimator.name == "dm" else ""),
             "ess": float(sums.ess()) if estimator.uses_propensity else float(scored.n_rows),
-            "max_weight": scored.logged_weight if estimator.uses_propensity else float("nan"),
+            "max_weight": (scored.logged_weight[estimator.name][0] if estimator.uses_propensity
+                           else float("nan")),
             "clipped_share": float("nan"), "n_rows": scored.n_rows, "support_violation_share": float("nan"),
             "unobserved_share": float("nan"),
             "propensity_source": "logged" if estimator.uses_propensity else "not used",

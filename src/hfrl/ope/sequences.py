@@ -32,7 +32,7 @@ from hfrl.ope.inference import check_level
 from hfrl.ope.targets import policy_table
 from hfrl.policies import TabularPolicy
 
-__all__ = ["confidence_sequence", "stitched_boundary"]
+__all__ = ["RunningSequence", "confidence_sequence", "stitched_boundary"]
 
 
 def stitched_boundary(variance: np.ndarray, scale: float, alpha: float) -> np.ndarray:
@@ -158,3 +158,96 @@ def _sequence(terms: np.ndarray, term_range: tuple[float, float], value_range: t
         "ci_low": np.maximum(estimate - radius, value_range[0]),
         "ci_high": np.minimum(estimate + radius, value_range[1]),
     })
+
+
+class RunningSequence:
+    """The confidence sequence of ``confidence_sequence``, updated in place as terms arrive.
+
+    A service that watches a stream (feedback joining its decisions) cannot recompute the sequence
+    from every row at each look; this keeps the three running sums the boundary needs (the count,
+    the total and the variance process ``V_t = sum (X_i - m_{i-1})^2``) and gives the same estimate
+    and bounds as ``confidence_sequence`` on the same terms in the same order, with the same
+    ``stitched_boundary``, after any number of ``update`` calls of any sizes.
+
+    Parameters
+    ----------
+    term_range : (low, high)
+        Bounds every term lies in (the boundary's scale is ``high - low``); terms outside are refused.
+    value_range : (low, high), optional
+        Bounds of the estimated quantity; the interval is clipped to it (default ``term_range``).
+    level : float
+        Probability that the sequence covers the truth at every count simultaneously.
+
+    Attributes
+    ----------
+    n : int
+        Terms seen.
+    total : float
+        Their sum.
+    variance : float
+        The variance process ``V_t`` (squared deviations from the running mean of earlier terms).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> terms = rng.random(1000)
+    >>> running = RunningSequence((0.0, 1.0)).update(terms[:300]).update(terms[300:])
+    >>> batch = _sequence(terms, (0.0, 1.0), (0.0, 1.0), 0.05, 1, None).iloc[-1]
+    >>> bool(np.isclose(running.ci_low, batch["ci_low"])), running.n
+    (True, 1000)
+    """
+
+    def __init__(self, term_range: tuple[float, float], value_range: tuple[float, float] | None = None,
+                 level: float = 0.95) -> None:
+        low, high = (float(x) for x in term_range)
+        if not (np.isfinite(low) and np.isfinite(high) and high > low):
+            raise ValueError(f"term_range must be two finite numbers, low < high; got {term_range!r}")
+        self.term_range = (low, high)
+        self.value_range = (low, high) if value_range is None else tuple(float(x) for x in value_range)
+        self.alpha = 1.0 - check_level(level)
+        self.n = 0
+        self.total = 0.0
+        self.variance = 0.0
+
+    def update(self, terms: np.ndarray) -> RunningSequence:
+        """Add ``terms`` (in arrival order); returns ``self``."""
+        terms = np.asarray(terms, dtype=np.float64).ravel()
+        if terms.size == 0:
+            return self
+        low, high = self.term_range
+        outside = ~((terms >= low) & (terms <= high))  # also catches NaN
+        if outside.any():
+            first = int(np.flatnonzero(outside)[0])
+            raise ValueError(f"term {float(terms[first])!r} (at {first}) is outside the declared range "
+                             f"[{low}, {high}]")
+        totals = self.total + np.cumsum(terms)
+        counts = self.n + np.arange(terms.size, dtype=np.float64)  # terms before each new one
+        before = np.r_[self.total, totals[:-1]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            predicted = np.where(counts > 0, before / np.maximum(counts, 1.0), 0.5 * (low + high))
+        self.variance += float(np.sum((terms - predicted) ** 2))
+        self.total = float(totals[-1])
+        self.n += terms.size
+        return self
+
+    @property
+    def estimate(self) -> float:
+        """The running mean (NaN before the first term)."""
+        return self.total / self.n if self.n else float("nan")
+
+    @property
+    def radius(self) -> float:
+        """Half the width of the unclipped interval (infinite before the first term)."""
+        if self.n == 0:
+            return float("inf")
+        low, high = self.term_range
+        bound = stitched_boundary(np.array([self.variance]), high - low, self.alpha / 2.0)[0]
+        return float(bound) / self.n
+
+    @property
+    def ci_low(self) -> float:
+        return max(self.estimate - self.radius, self.value_range[0]) if self.n else self.value_range[0]
+
+    @property
+    def ci_high(self) -> float:
+        return min(self.estimate + self.radius, self.value_range[1]) if self.n else self.value_range[1]

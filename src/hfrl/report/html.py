@@ -64,6 +64,8 @@ def _read_curve(folder: Path, name: str, columns: tuple[str, ...]) -> pd.DataFra
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise ArtifactError(f"{path}: row {row} has a missing or non-numeric value in {list(columns)}")
+    if name == "alpha_curve" and "true_value" in frame.columns:  # the exact value, from a simulator
+        values["true_value"] = pd.to_numeric(frame["true_value"], errors="coerce")
     return values
 
 
@@ -173,15 +175,22 @@ def _alpha_curve(run: RunFolder) -> str:
         go.Scatter(x=curve["alpha"], y=curve["estimate"], mode="lines", name="estimate",
                    line={"color": "rgb(31,119,180)"}),
     ])
+    if "true_value" in curve.columns and curve["true_value"].notna().any():
+        figure.add_trace(go.Scatter(x=curve["alpha"], y=curve["true_value"], mode="lines",
+                                    name="exact value (known in simulation)",
+                                    line={"color": "black", "dash": "dot"}))
     alpha = run.metrics.get("alpha")
     if alpha is not None:
         figure.add_vline(x=float(alpha), line_dash="dash", line_color="crimson",
                          annotation_text=f"chosen alpha = {float(alpha):.3g}",
                          annotation_position="top right" if float(alpha) < 0.5 else "top left")
     estimator = tuning.get("estimator", "")
-    figure.update_layout(title=f"Value of pi' by alpha ({estimator.upper()} on validation)",
-                         xaxis_title="alpha (weight on HF)", yaxis_title="estimated value")
-    return _figure_html(figure, "plot-alpha-curve")
+    what = "discounted return" if tuning.get("objective") == "return" else "value per decision"
+    figure.update_layout(title=f"{what.capitalize()} of pi' by alpha ({estimator.upper()} on validation)",
+                         xaxis_title="alpha (weight on HF)", yaxis_title=f"estimated {what}")
+    reason = tuning.get("reason")
+    why = f"<p class='note'>Why this alpha: {html.escape(str(reason))}</p>" if reason else ""
+    return _figure_html(figure, "plot-alpha-curve") + why
 
 
 def _heatmap_axes(run: RunFolder) -> tuple[np.ndarray, np.ndarray]:
@@ -267,15 +276,47 @@ def _estimators(run: RunFolder) -> str:
 
 
 def _fmt(value: Any) -> str:
+    """A cell for people: counts with thousands separators, other numbers to 3 significant digits,
+    a pair of numbers as an interval."""
+    from hfrl.report.wording import count, interval, number
+
     if value is None:
         return "–"
-    if isinstance(value, float | int | np.floating | np.integer) and not isinstance(value, bool):
-        return f"{float(value):.4g}"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int | np.integer):
+        return count(value)
+    if isinstance(value, float | np.floating):
+        whole = np.isfinite(value) and float(value).is_integer() and abs(value) >= 1000
+        return count(value) if whole else number(value)
+    if _is_interval(value):
+        return interval(*value)
     return html.escape(str(value))
 
 
+def _is_interval(value: Any) -> bool:
+    """Two numbers (or missing ends) in a list: an interval such as ``validation_ci``."""
+    return isinstance(value, list | tuple) and len(value) == 2 and all(
+        v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in value)
+
+
+# What each column means, one hover away (the header's title).
+COLUMN_HINTS = {
+    "estimate": "Expected reward per decision under the policy, estimated from the logged rows.",
+    "CI": "The confidence interval of the estimate: the range the value lies in at the stated level.",
+    "std. error": "The estimate's standard error (the spread of the estimate over resampled logs).",
+    "true value": "The exact expected reward per decision, from the simulator's model (simulated data).",
+    "true return": "The exact discounted session return under the policy (simulated data).",
+    "estimator": "The off-policy estimator: IPS, SNIPS (self-normalized), DM (reward model), DR (both).",
+}
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    def hint(name: str) -> str:
+        key = next((k for k in COLUMN_HINTS if k in name), None)
+        return f' title="{html.escape(COLUMN_HINTS[key])}"' if key else ""
+
+    head = "".join(f"<th{hint(h)}>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -315,7 +356,8 @@ def _metadata(run: RunFolder) -> str:
         meta["chosen alpha"] = run.metrics["alpha"]
     for k, v in run.metrics.get("tuning", {}).items():
         meta[f"tuning {k}"] = v
-    rows = [[k, v if not isinstance(v, dict | list) else json.dumps(v)] for k, v in meta.items()]
+    rows = [[k, v if not isinstance(v, dict | list) or _is_interval(v) else json.dumps(v)]
+            for k, v in meta.items()]
     parts = [_table(["field", "value"], rows) if rows else _missing("Run metadata")]
     notes = run.metrics.get("warnings") or []
     if notes:
@@ -331,20 +373,51 @@ def _headline(run: RunFolder) -> str:
     policies = run.metrics.get("policies", {})
     if not policies:
         return ""
-    rows = [[label, v.get("estimate"), v.get("ci_low"), v.get("ci_high"), v.get("true_value"),
-             v.get("true_return")] for label, v in policies.items()]
-    estimator = run.metrics.get("tuning", {}).get("estimator", "")
-    page = (f"<p>Value per decision on the evaluation split by {html.escape(estimator.upper())}, "
-            "with the exact truth where the data come from a simulator.</p>"
-            + _table(["policy", "estimate", "CI low", "CI high", "true value", "true return"], rows))
+    from hfrl.report.wording import alpha_sentence, verdict_sentence
+
+    tuning = run.metrics.get("tuning", {})
+    level = float(tuning.get("level", 0.95))
+    simulated = any(v.get("true_value") is not None or v.get("true_return") is not None
+                    for v in policies.values())
+    rows = [[label, v.get("estimate"), [v.get("ci_low"), v.get("ci_high")]]
+            + ([v.get("true_value"), v.get("true_return")] if simulated else [])
+            for label, v in policies.items()]
+    estimator = tuning.get("estimator", "")
+    what = ("Discounted return of a session" if tuning.get("objective") == "return"
+            else "Value per decision")
+    page = (f"<p>{what} on the evaluation split by {html.escape(estimator.upper())}"
+            + (", with the exact truth from the simulator" if simulated else "") + ".</p>"
+            + _table(["policy", "estimate", f"{level:.0%} CI"]
+                     + (["true value", "true return"] if simulated else []), rows))
+    why = tuning.get("reason")
+    if not why and "alpha" in run.metrics and tuning.get("criterion"):
+        curve = run.alpha_curve.to_dict(orient="records") if run.alpha_curve is not None else None
+        why = alpha_sentence(float(run.metrics["alpha"]), tuning["criterion"], estimator or "snips", level,
+                             curve)
+    if why:
+        page += f"<p class='why'><b>Why this alpha:</b> {html.escape(str(why))}</p>"
     verdict = run.metrics.get("verdict")
     if isinstance(verdict, dict) and verdict.get("verdict"):
+        sentence = verdict_sentence(verdict, level).split(": ", 1)[-1]
         page += (f"<p class='verdict'><b>Deployment verdict for pi' against the logging policy: "
-                 f"{html.escape(str(verdict['verdict']))}</b> &mdash; difference "
-                 f"{_fmt(verdict.get('difference'))} "
-                 f"[{_fmt(verdict.get('ci_low'))}, {_fmt(verdict.get('ci_high'))}]; "
-                 f"{html.escape(str(verdict.get('reason', '')))}</p>")
-    return page
+                 f"{html.escape(str(verdict['verdict']))}</b> &mdash; {html.escape(sentence)}</p>")
+    if tuning.get("safety_reason"):
+        safety = html.escape(str(tuning["safety_reason"]))
+        page += f"<p>Safety test on rows alpha was not chosen on: {safety}</p>"
+    if run.metrics.get("outcome"):
+        page += f"<p><b>{html.escape(str(run.metrics['outcome']))}</b></p>"
+    return page + _alternatives(run.metrics.get("verdicts"), level)
+
+
+def _alternatives(verdicts: Any, level: float) -> str:
+    """pi' against each alternative (the logging policy, pi alone, HF alone), paired on the same rows."""
+    if not isinstance(verdicts, dict) or not verdicts:
+        return ""
+    rows = [[label, v.get("verdict"), v.get("difference"), [v.get("ci_low"), v.get("ci_high")]]
+            for label, v in verdicts.items() if isinstance(v, dict)]
+    return ("<p>pi' against every alternative, paired on the same test rows (does the blend beat both "
+            "of its parents?):</p>"
+            + _table(["pi' against", "verdict", "difference", f"{level:.0%} CI"], rows))
 
 
 _CSS = """

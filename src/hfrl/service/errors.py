@@ -21,6 +21,7 @@ __all__ = [
     "ERROR_RESPONSES",
     "FieldError",
     "MissingKeyError",
+    "NoExperimentError",
     "NoKeyConfiguredError",
     "UnknownDecisionError",
     "error_response",
@@ -41,6 +42,10 @@ class UnknownDecisionError(HfrlError):
     """Feedback names a decision the log does not hold (404)."""
 
 
+class NoExperimentError(HfrlError):
+    """The experiment endpoints were called on a service without a challenger (404)."""
+
+
 class MissingKeyError(HfrlError):
     """The request lacks the API key or sends a wrong one (401)."""
 
@@ -53,6 +58,7 @@ _STATUS: dict[type[Exception], int] = {
     MissingKeyError: 401,
     NoKeyConfiguredError: 403,
     UnknownDecisionError: 404,
+    NoExperimentError: 404,
     FeedbackConflictError: 409,
     LogWriterError: 503,
 }

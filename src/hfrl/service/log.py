@@ -1,20 +1,29 @@
-"""The decision log: an embedded SQLite database (WAL) written by one background thread with group commit.
+"""The decision log: decisions and feedback written by background threads with group commit.
+
+Two stores share this module's contract (``open_decision_log`` picks one from ``--db``):
+
+* ``DecisionLog``: an embedded SQLite database (WAL), one writer thread; the default;
+* ``hfrl.service.postgres.PostgresDecisionLog``: PostgreSQL through a psycopg connection pool, so
+  that several replicas behind a load balancer share one log and any replica accepts feedback for
+  any decision.
 
 Durability contract
 -------------------
-* The database runs in WAL mode with ``synchronous=FULL``: a transaction is on disk (the WAL is
-  fsynced) when ``COMMIT`` returns, so it survives a process crash and a power loss.
+* SQLite runs in WAL mode with ``synchronous=FULL``: a transaction is on disk (the WAL is fsynced)
+  when ``COMMIT`` returns, so it survives a process crash and a power loss. PostgreSQL commits with
+  its own (default) ``synchronous_commit=on``.
 * Feedback: the HTTP 2xx is sent only after the transaction holding the feedback row has committed
   (the request awaits a future the writer resolves after ``COMMIT``). A 2xx on feedback means the
   row is on disk.
-* Decisions: the response is sent as soon as the rows are queued. A crash (``kill -9``, power loss)
-  can lose at most the decisions of the last group window: those queued but not yet committed.
-  Nothing is lost on a clean shutdown (the writer drains its queue before closing).
-* Group commit: the writer takes everything queued (up to ``max_batch`` items) into one transaction,
+* Decisions: with SQLite the response is sent as soon as the rows are queued; a crash (``kill -9``,
+  power loss) can lose at most the decisions of the last group window. With PostgreSQL the
+  response waits for the commit (``commit_decisions``), because another replica may receive the
+  feedback: every answered decision has its row. Nothing is lost on a clean shutdown (the writers
+  drain the queue before closing).
+* Group commit: a writer takes everything queued (up to ``max_batch`` items) into one transaction,
   so the fsync cost is shared by every request that arrived while the previous commit ran.
-* Ordering: the writer processes items in arrival order, so a decision is always written before
-  any feedback that names it; feedback is checked against the decisions table inside the writer's
-  transaction, which makes "feedback for a decision still in the queue" succeed instead of 404.
+* Ordering: a transaction writes its decisions before its feedback, and a writer takes items in
+  arrival order, so feedback for a decision still in the queue (SQLite) succeeds instead of 404.
 * One reward per ``(decision_id, event)``: a repeat with the same reward is a ``"duplicate"``
   (nothing changes); a repeat with a different reward fails with ``FeedbackConflictError`` naming
   both rewards, and the stored one is kept.
@@ -22,9 +31,13 @@ Durability contract
 Tables
 ------
 ``decisions``: one row per decided slot: ``decision_id``, ``position`` (slot, 0-based), ``state``,
-``action``, ``propensity`` (see ``hfrl.service.model``), ``policy_probability`` (pi(a|s)),
-``timestamp`` (unix seconds, UTC), ``model_version``, ``mode``, ``k``, ``request_id``, ``context``
-(JSON text or NULL).
+``action``, ``propensity`` (of the slot under the rule actually served: see ``hfrl.service.model``,
+and ``hfrl.service.experiment`` for the champion/challenger mixture), ``policy_probability``
+(pi(a|s) of the policy that decided), ``timestamp`` (unix seconds, UTC), ``model_version``,
+``mode``, ``k``, ``request_id``, ``context`` (JSON text or NULL), then, for decisions made while an
+experiment runs (NULL otherwise): ``experiment`` (its id), ``policy`` (``champion`` or
+``challenger``), ``champion_probability`` and ``challenger_probability`` (each arm's probability
+of the slot given the earlier ones).
 ``feedback``: ``decision_id``, ``event``, ``reward``, ``timestamp``; primary key
 ``(decision_id, event)`` so a repeated feedback stores one row.
 """
@@ -43,13 +56,30 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from hfrl.data import schema
 
-__all__ = ["DecisionLog", "FeedbackConflictError", "LogWriterError", "read_decision_log", "write_parquet"]
+__all__ = [
+    "DecisionLog",
+    "FeedbackConflictError",
+    "LogWriterError",
+    "QueuedLog",
+    "is_database_url",
+    "open_decision_log",
+    "read_decision_log",
+    "write_parquet",
+]
 
 DEFAULT_EVENT = "reward"
+
+BASE_COLUMNS = (
+    "decision_id", "position", "state", "action", "propensity", "policy_probability", "timestamp",
+    "model_version", "mode", "k", "request_id", "context",
+)
+EXPERIMENT_COLUMNS = ("experiment", "policy", "champion_probability", "challenger_probability")
+DECISION_COLUMNS = BASE_COLUMNS + EXPERIMENT_COLUMNS
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -65,6 +95,10 @@ CREATE TABLE IF NOT EXISTS decisions (
     k INTEGER NOT NULL,
     request_id TEXT,
     context TEXT,
+    experiment TEXT,
+    policy TEXT,
+    champion_probability REAL,
+    challenger_probability REAL,
     PRIMARY KEY (decision_id, position)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS feedback (
@@ -75,10 +109,34 @@ CREATE TABLE IF NOT EXISTS feedback (
     PRIMARY KEY (decision_id, event)
 ) WITHOUT ROWID;
 """
-_INSERT_DECISION = "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_INSERT_FEEDBACK = "INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?)"
+# created after the columns exist (a log written before experiments gets them by ALTER TABLE)
+INDEXES = """
+CREATE INDEX IF NOT EXISTS feedback_by_time ON feedback (timestamp);
+CREATE INDEX IF NOT EXISTS decisions_by_experiment ON decisions (experiment, timestamp)
+    WHERE experiment IS NOT NULL;
+"""
 _KNOWN_DECISION = "SELECT 1 FROM decisions WHERE decision_id = ? AND position = 0"
 _STORED_REWARD = "SELECT reward FROM feedback WHERE decision_id = ? AND event = ?"
+_INSERT_FEEDBACK = "INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?)"
+
+# what the monitors read: slot 0 of every decision whose feedback of one event arrived in a window
+MONITOR_SQL = """
+    SELECT d.state, d.action, d.mode, d.timestamp, d.policy, f.reward, d.propensity,
+           COALESCE(d.champion_probability, d.propensity) AS champion_probability,
+           d.challenger_probability
+    FROM feedback AS f JOIN decisions AS d ON d.decision_id = f.decision_id AND d.position = 0
+    WHERE f.event = ? AND f.timestamp > ? AND f.timestamp <= ? {experiment}
+    ORDER BY f.timestamp, f.decision_id
+"""
+ARM_COUNTS_SQL = """
+    SELECT policy, count(*) FROM decisions
+    WHERE experiment = ? AND position = 0 AND timestamp > ? AND timestamp <= ?
+    GROUP BY policy
+"""
+MONITOR_COLUMNS = (
+    "state", "action", "mode", "decided_at", "policy", "reward", "propensity", "champion_probability",
+    "challenger_probability",
+)
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
@@ -86,7 +144,7 @@ UNKNOWN = "unknown_decision"
 
 
 class LogWriterError(RuntimeError):
-    """The decision log could not commit (disk full, database locked, writer stopped)."""
+    """The decision log could not commit (disk full, database locked or unreachable, writer stopped)."""
 
 
 class FeedbackConflictError(ValueError):
@@ -107,12 +165,251 @@ class FeedbackConflictError(ValueError):
 
 
 @dataclass(slots=True)
-class _Feedback:
+class QueuedFeedback:
+    """A queued feedback row and the future its sender awaits."""
+
     decision_id: str
     event: str
     reward: float
     timestamp: float
     done: Future[str]
+
+
+@dataclass(slots=True)
+class QueuedDecisions:
+    """Queued decision rows; ``done`` (when a sender waits for the commit) resolves after it."""
+
+    rows: Sequence[tuple[Any, ...]]
+    done: Future[str] | None = None
+
+
+Outcome = str | FeedbackConflictError
+
+
+def full_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A decision row with the experiment columns (NULL when the row was made without them)."""
+    return row if len(row) == len(DECISION_COLUMNS) else (*row, None, None, None, None)
+
+
+def is_database_url(db: str | PathLike[str]) -> bool:
+    """True when ``db`` names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
+    return str(db).startswith(("postgresql://", "postgres://"))
+
+
+def open_decision_log(db: str | PathLike[str], **options: Any) -> QueuedLog:
+    """The decision log ``db`` names: a PostgreSQL URL, else a SQLite file (created when absent)."""
+    if is_database_url(db):
+        from hfrl.service.postgres import PostgresDecisionLog
+
+        return PostgresDecisionLog(str(db), **options)
+    return DecisionLog(db, **options)
+
+
+class QueuedLog:
+    """Queue decisions and feedback; writer threads commit them in groups (see the module docstring).
+
+    Subclasses open the store and implement ``_transaction`` (write one group in one transaction and
+    return the feedback outcomes), ``_query`` (a read) and ``_close_store``.
+
+    Parameters
+    ----------
+    max_batch : int
+        The most queued items one transaction takes.
+    max_queue : int
+        Queued items (decision batches and feedback rows) beyond this make ``log_decisions`` raise
+        ``LogWriterError`` (back-pressure instead of unbounded memory).
+    writers : int
+        Writer threads (each commits its own groups; 1 keeps strict arrival order).
+    commit_decisions : bool
+        ``log_decisions`` returns a future that resolves after the rows commit (the service then
+        answers a decision only once it is stored).
+    """
+
+    description = "decision log"
+
+    def __init__(self, max_batch: int = 4096, max_queue: int = 200_000, writers: int = 1,
+                 commit_decisions: bool = False) -> None:
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.commit_decisions = commit_decisions
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self._busy = 0
+        self._idle = threading.Condition()
+        self.failed_commits = 0
+        self.last_error: str | None = None
+        self.commits = 0
+        self.rows_committed = 0
+        self._threads = [
+            threading.Thread(target=self._run, name=f"hfrl-decision-log-{i}", daemon=True)
+            for i in range(writers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # ------------------------------------------------------------------ producers
+    def log_decisions(self, rows: Sequence[tuple[Any, ...]]) -> Future[str] | None:
+        """Queue decision rows (tuples in the ``decisions`` column order; the four experiment
+        columns may be left out). Returns a future resolved after the commit when
+        ``commit_decisions``, else None at once."""
+        self._check_open()
+        if self._queue.qsize() > self.max_queue:
+            raise LogWriterError(f"the decision log is {self._queue.qsize()} items behind; try again shortly")
+        done: Future[str] | None = Future() if self.commit_decisions else None
+        self._queue.put(QueuedDecisions(rows, done))
+        return done
+
+    def submit_feedback(
+        self, decision_id: str, reward: float, event: str = DEFAULT_EVENT, timestamp: float | None = None
+    ) -> Future[str]:
+        """Queue a feedback row; the future resolves after its transaction commits.
+
+        The result is ``"accepted"``, ``"duplicate"`` (the same decision, event and reward were
+        stored before; nothing changes) or ``"unknown_decision"``. A different reward for a stored
+        decision and event sets ``FeedbackConflictError`` on the future (after the commit of its
+        transaction, like every outcome).
+        """
+        self._check_open()
+        done: Future[str] = Future()
+        self._queue.put(QueuedFeedback(decision_id, event, float(reward), timestamp or time.time(), done))
+        return done
+
+    async def feedback(self, decision_id: str, reward: float, event: str = DEFAULT_EVENT) -> str:
+        """``submit_feedback`` for the event loop: returns (or raises) once the row is committed."""
+        return await asyncio.wrap_future(self.submit_feedback(decision_id, reward, event))
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Block until everything queued so far is committed."""
+        marker: Future[str] = Future()
+        self._queue.put(marker)
+        marker.result(timeout=timeout)
+        with self._idle:  # another writer may still be committing a group taken before the marker
+            if not self._idle.wait_for(lambda: self._busy == 0, timeout):
+                raise LogWriterError(f"the {self.description} did not drain within {timeout} s")
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Commit what is queued, stop the writers and close the store."""
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+        self._close_store()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogWriterError(f"the {self.description} is closed")
+        if not self.writer_alive:
+            raise LogWriterError(f"the {self.description} writer has stopped")
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def queue_depth(self) -> int:
+        """Items (decision batches, feedback rows) queued and not yet taken by a writer."""
+        return self._queue.qsize()
+
+    @property
+    def writer_alive(self) -> bool:
+        """False once every writer thread has stopped (closed, or crashed)."""
+        return any(thread.is_alive() for thread in self._threads)
+
+    def counts(self) -> dict[str, int]:
+        """Committed decision slots and feedback rows."""
+        n_decisions = self._query("SELECT count(*) FROM decisions")[0][0]
+        n_feedback = self._query("SELECT count(*) FROM feedback")[0][0]
+        return {"decision_rows": int(n_decisions), "feedback_rows": int(n_feedback)}
+
+    def monitor_rows(self, event: str, after: float, until: float,
+                     experiment: str | None = None) -> dict[str, np.ndarray]:
+        """Slot 0 of the decisions (of ``experiment`` when given) whose ``event`` feedback arrived in
+        ``(after, until]`` (unix seconds), in arrival order, as arrays named by ``MONITOR_COLUMNS``
+        (``champion_probability`` is the logged propensity for decisions made outside experiments):
+        what the monitors (``hfrl.service.monitor``) add to their sequences."""
+        if experiment is None:
+            rows = self._query(MONITOR_SQL.format(experiment=""), (event, after, until))
+        else:
+            rows = self._query(MONITOR_SQL.format(experiment="AND d.experiment = ?"),
+                               (event, after, until, experiment))
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(MONITOR_COLUMNS)
+        kinds = (np.int64, np.int64, object, np.float64, object, np.float64, np.float64, np.float64,
+                 np.float64)
+        out = {}
+        for name, values, kind in zip(MONITOR_COLUMNS, columns, kinds, strict=True):
+            if kind is np.float64:
+                out[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+            else:
+                out[name] = np.array(values, dtype=kind)
+        return out
+
+    def arm_counts(self, experiment: str, after: float, until: float) -> dict[str, int]:
+        """Decisions per arm of ``experiment`` made in ``(after, until]``."""
+        return {str(policy): int(n) for policy, n in self._query(ARM_COUNTS_SQL, (experiment, after, until))}
+
+    # ------------------------------------------------------------------ for subclasses
+    def _transaction(self, rows: list[tuple[Any, ...]], feedback: list[QueuedFeedback]) -> list[Outcome]:
+        """Write ``rows`` then ``feedback`` in one transaction; the outcome of each feedback."""
+        raise NotImplementedError
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run a read (``?`` placeholders) and return its rows."""
+        raise NotImplementedError
+
+    def _close_store(self) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the writers
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stops = sum(item is None for item in batch)
+            if stops:
+                stop = True
+                batch = [item for item in batch if item is not None]
+                for _ in range(stops - 1):  # another writer's stop signal, taken in this group
+                    self._queue.put(None)
+            with self._idle:
+                self._busy += 1
+            try:
+                self._commit(batch)
+            finally:
+                with self._idle:
+                    self._busy -= 1
+                    self._idle.notify_all()
+
+    def _commit(self, batch: list[Any]) -> None:
+        rows = [full_row(row) for item in batch if isinstance(item, QueuedDecisions) for row in item.rows]
+        feedback = [item for item in batch if isinstance(item, QueuedFeedback)]
+        try:
+            outcomes = self._transaction(rows, feedback) if rows or feedback else []
+        except BaseException as exc:  # resolve every waiter; a 2xx must never follow a failed commit
+            self.failed_commits += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            error = LogWriterError(f"{self.description} commit failed: {exc}")
+            for item in batch:
+                done = item if isinstance(item, Future) else item.done
+                if done is not None and not done.done():
+                    done.set_exception(error)
+            return
+        self.commits += 1
+        self.rows_committed += len(rows) + sum(outcome == ACCEPTED for outcome in outcomes)
+        for item, outcome in zip(feedback, outcomes, strict=True):
+            if isinstance(outcome, FeedbackConflictError):
+                item.done.set_exception(outcome)
+            else:
+                item.done.set_result(outcome)
+        for item in batch:
+            if isinstance(item, Future):
+                item.set_result("flushed")
+            elif isinstance(item, QueuedDecisions) and item.done is not None:
+                item.done.set_result("committed")
 
 
 def connect(path: str | PathLike[str]) -> sqlite3.Connection:
@@ -121,21 +418,23 @@ def connect(path: str | PathLike[str]) -> sqlite3.Connection:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
     connection.executescript(_SCHEMA)
+    present = {row[1] for row in connection.execute("PRAGMA table_info(decisions)")}
+    for column, kind in zip(EXPERIMENT_COLUMNS, ("TEXT", "TEXT", "REAL", "REAL"), strict=True):
+        if column not in present:  # a log written before experiments existed
+            connection.execute(f"ALTER TABLE decisions ADD COLUMN {column} {kind}")
+    connection.executescript(INDEXES)
     return connection
 
 
-class DecisionLog:
-    """Queue decisions and feedback; one writer thread commits them in groups.
+class DecisionLog(QueuedLog):
+    """The embedded decision log: SQLite (WAL, ``synchronous=FULL``), one writer thread, group commit.
 
     Parameters
     ----------
     path : path
         The SQLite database file (created with its tables when absent).
-    max_batch : int
-        The most queued items one transaction takes.
-    max_queue : int
-        Queued items (decision batches and feedback rows) beyond this make ``log_decisions`` raise
-        ``LogWriterError`` (back-pressure instead of unbounded memory).
+    max_batch, max_queue : int
+        See ``QueuedLog``.
 
     Examples
     --------
@@ -151,156 +450,74 @@ class DecisionLog:
 
     def __init__(self, path: str | PathLike[str], max_batch: int = 4096, max_queue: int = 200_000) -> None:
         self.path = Path(path)
-        self.max_batch = max_batch
-        self.max_queue = max_queue
+        self.source = str(self.path)
         self._connection = connect(self.path)
         self._reader = connect(self.path)
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._closed = False
-        self.failed_commits = 0
-        self.last_error: str | None = None
-        self.commits = 0
-        self.rows_committed = 0
-        self._thread = threading.Thread(target=self._run, name="hfrl-decision-log", daemon=True)
-        self._thread.start()
+        self._reader_lock = threading.Lock()
+        self._insert = (f"INSERT OR IGNORE INTO decisions ({', '.join(DECISION_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' * len(DECISION_COLUMNS))})")
+        super().__init__(max_batch, max_queue)
 
-    # ------------------------------------------------------------------ producers
-    def log_decisions(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Queue decision rows (tuples in the ``decisions`` column order); returns immediately."""
-        self._check_open()
-        if self._queue.qsize() > self.max_queue:
-            raise LogWriterError(f"the decision log is {self._queue.qsize()} items behind; try again shortly")
-        self._queue.put(rows)
-
-    def submit_feedback(
-        self, decision_id: str, reward: float, event: str = DEFAULT_EVENT, timestamp: float | None = None
-    ) -> Future[str]:
-        """Queue a feedback row; the future resolves after its transaction commits.
-
-        The result is ``"accepted"``, ``"duplicate"`` (the same decision, event and reward were
-        stored before; nothing changes) or ``"unknown_decision"``. A different reward for a stored
-        decision and event sets ``FeedbackConflictError`` on the future (after the commit of its
-        transaction, like every outcome).
-        """
-        self._check_open()
-        done: Future[str] = Future()
-        self._queue.put(_Feedback(decision_id, event, float(reward), timestamp or time.time(), done))
-        return done
-
-    async def feedback(self, decision_id: str, reward: float, event: str = DEFAULT_EVENT) -> str:
-        """``submit_feedback`` for the event loop: returns (or raises) once the row is committed."""
-        return await asyncio.wrap_future(self.submit_feedback(decision_id, reward, event))
-
-    def flush(self, timeout: float = 30.0) -> None:
-        """Block until everything queued so far is committed."""
-        marker: Future[str] = Future()
-        self._queue.put(marker)
-        marker.result(timeout=timeout)
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Commit what is queued, stop the writer and close the database."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
-        self._thread.join(timeout)
-        self._reader.close()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LogWriterError("the decision log is closed")
-        if not self._thread.is_alive():
-            raise LogWriterError("the decision log writer has stopped")
-
-    # ------------------------------------------------------------------ queries
-    @property
-    def queue_depth(self) -> int:
-        """Items (decision batches, feedback rows) queued and not yet taken by the writer."""
-        return self._queue.qsize()
-
-    @property
-    def writer_alive(self) -> bool:
-        """False once the writer thread has stopped (closed, or crashed)."""
-        return self._thread.is_alive()
-
-    def counts(self) -> dict[str, int]:
-        """Committed decision slots and feedback rows."""
-        n_decisions = self._reader.execute("SELECT count(*) FROM decisions").fetchone()[0]
-        n_feedback = self._reader.execute("SELECT count(*) FROM feedback").fetchone()[0]
-        return {"decision_rows": int(n_decisions), "feedback_rows": int(n_feedback)}
-
-    # ------------------------------------------------------------------ the writer
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            batch = [self._queue.get()]
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if batch[-1] is None or None in batch:
-                stop = True
-                batch = [item for item in batch if item is not None]
-            self._commit(batch)
-        self._connection.close()
-
-    def _commit(self, batch: list[Any]) -> None:
-        outcomes: list[tuple[Future[str], str | FeedbackConflictError]] = []
-        n_rows = 0
+    def _transaction(self, rows: list[tuple[Any, ...]], feedback: list[QueuedFeedback]) -> list[Outcome]:
         connection = self._connection
         try:
             connection.execute("BEGIN IMMEDIATE")
-            for item in batch:
-                if isinstance(item, _Feedback):
-                    known = connection.execute(_KNOWN_DECISION, (item.decision_id,)).fetchone()
-                    if known is None:
-                        outcomes.append((item.done, UNKNOWN))
-                        continue
-                    cursor = connection.execute(
-                        _INSERT_FEEDBACK, (item.decision_id, item.event, item.reward, item.timestamp)
-                    )
-                    if cursor.rowcount == 1:
-                        outcomes.append((item.done, ACCEPTED))
-                        n_rows += 1
-                    else:
-                        outcomes.append((item.done, self._repeat_outcome(item)))
-                elif isinstance(item, Future):
-                    outcomes.append((item, "flushed"))
-                else:
-                    connection.executemany(_INSERT_DECISION, item)
-                    n_rows += len(item)
+            if rows:
+                connection.executemany(self._insert, rows)
+            outcomes = [self._store_feedback(item) for item in feedback]
             connection.execute("COMMIT")
-        except BaseException as exc:  # resolve every waiter; a 2xx must never follow a failed commit
-            self.failed_commits += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
+        except BaseException:
             try:
                 connection.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            error = LogWriterError(f"decision log commit failed: {exc}")
-            for item in batch:
-                done = item.done if isinstance(item, _Feedback) else item
-                if isinstance(done, Future) and not done.done():
-                    done.set_exception(error)
-            return
-        self.commits += 1
-        self.rows_committed += n_rows
-        for done, outcome in outcomes:
-            if isinstance(outcome, FeedbackConflictError):
-                done.set_exception(outcome)
-            else:
-                done.set_result(outcome)
+            raise
+        return outcomes
 
-    def _repeat_outcome(self, item: _Feedback) -> str | FeedbackConflictError:
-        """A stored ``(decision_id, event)`` again: a duplicate when the reward is the same."""
-        (stored,) = self._connection.execute(_STORED_REWARD, (item.decision_id, item.event)).fetchone()
+    def _store_feedback(self, item: QueuedFeedback) -> Outcome:
+        connection = self._connection
+        if connection.execute(_KNOWN_DECISION, (item.decision_id,)).fetchone() is None:
+            return UNKNOWN
+        values = (item.decision_id, item.event, item.reward, item.timestamp)
+        cursor = connection.execute(_INSERT_FEEDBACK, values)
+        if cursor.rowcount == 1:
+            return ACCEPTED
+        (stored,) = connection.execute(_STORED_REWARD, (item.decision_id, item.event)).fetchone()
         if stored == item.reward:
             return DUPLICATE
         return FeedbackConflictError(item.decision_id, item.event, stored, item.reward)
 
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._reader_lock:
+            return self._reader.execute(sql, params).fetchall()
+
+    def _close_store(self) -> None:
+        self._connection.close()
+        self._reader.close()
+
 
 # ---------------------------------------------------------------------- reading back
+def decision_log_sql(event: str | None, all_positions: bool) -> str:
+    """The query ``read_decision_log`` runs (``?`` placeholders: the event when given)."""
+    event_filter = "WHERE event = ?" if event is not None else ""
+    position_filter = "" if all_positions else "WHERE d.position = 0"
+    return f"""
+        SELECT d.state, d.action, f.reward, d.propensity, d.timestamp, d.decision_id, d.position,
+               d.policy_probability, d.model_version, d.mode, d.k, d.request_id, d.context, d.policy
+        FROM decisions AS d
+        LEFT JOIN (SELECT decision_id, sum(reward) AS reward FROM feedback {event_filter}
+                   GROUP BY decision_id) AS f ON f.decision_id = d.decision_id
+        {position_filter}
+        ORDER BY d.timestamp, d.decision_id, d.position
+    """
+
+
+LOG_FRAME_COLUMNS = (
+    "state", "action", "reward", "propensity", "timestamp", "decision_id", "position", "policy_probability",
+    "model_version", "mode", "k", "request_id", "context", "policy",
+)
+
+
 def read_decision_log(
     db: str | PathLike[str],
     *,
@@ -311,20 +528,25 @@ def read_decision_log(
     """The decision log as a DataFrame in the hfrl log schema, ready for ``evaluate`` or ``tune``.
 
     One row per decision (its slot 0, whose propensity is pi(a|s) under both explore and the
-    deterministic exploit rule): ``state``, ``action``, ``reward``, ``propensity``, ``timestamp``
-    (UTC), ``decision_id``, then ``position``, ``policy_probability``, ``model_version``, ``mode``,
-    ``k``, ``request_id``, ``context``.
+    deterministic exploit rule, or the mixture's while an experiment runs): ``state``, ``action``,
+    ``reward``, ``propensity``, ``timestamp`` (UTC), ``decision_id``, then ``position``,
+    ``policy_probability``, ``model_version``, ``mode``, ``k``, ``request_id``, ``context`` and
+    ``policy`` (``champion``/``challenger`` during an experiment, else null).
 
     Parameters
     ----------
-    db : path
-        A database written by ``DecisionLog`` (``hfrl serve --db``).
+    db : path or PostgreSQL URL
+        A database written by the service (``hfrl serve --db``): a SQLite file or a
+        ``postgresql://`` URL.
     event : str, optional
         Take the reward of this feedback event only. By default a decision's reward is the sum of
         the rewards of all its feedback events.
     all_positions : bool
         Also return the slots ``position >= 1`` of k > 1 decisions (propensity: probability at that
-        slot given the earlier picks); each carries its decision's reward.
+        slot given the earlier picks); each carries its decision's reward. Adds the ranking log
+        schema's ``cascade_propensity`` (the product of the slot propensities up to this slot: the
+        probability of the list's items at positions 0..position) and ``slate_propensity`` (of the
+        whole list).
     missing_reward : float, optional
         The reward of decisions without feedback. By default it stays NaN (null), which
         ``validate_logs`` rejects: choose explicitly, e.g. 0.0 when silence means no click, or drop
@@ -346,34 +568,35 @@ def read_decision_log(
     >>> frame[["state", "action", "propensity"]].values.tolist(), bool(frame["reward"].isna()[0])
     ([[1.0, 2.0, 0.25]], True)
     """
-    path = Path(db)
-    if not path.is_file():
-        from hfrl.errors import LogValidationError
-
-        raise LogValidationError(f"no decision log database at {path}", source=str(path))
-    event_filter = "WHERE event = ?" if event is not None else ""
+    sql = decision_log_sql(event, all_positions)
     params: tuple[Any, ...] = (event,) if event is not None else ()
-    position_filter = "" if all_positions else "WHERE d.position = 0"
-    sql = f"""
-        SELECT d.state, d.action, f.reward, d.propensity, d.timestamp, d.decision_id, d.position,
-               d.policy_probability, d.model_version, d.mode, d.k, d.request_id, d.context
-        FROM decisions AS d
-        LEFT JOIN (SELECT decision_id, sum(reward) AS reward FROM feedback {event_filter}
-                   GROUP BY decision_id) AS f ON f.decision_id = d.decision_id
-        {position_filter}
-        ORDER BY d.timestamp, d.decision_id, d.position
-    """
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        frame = pd.read_sql_query(sql, connection, params=params)
-    finally:
-        connection.close()
+    if is_database_url(db):
+        from hfrl.service.postgres import read_rows
+
+        frame = pd.DataFrame(read_rows(str(db), sql, params), columns=list(LOG_FRAME_COLUMNS))
+    else:
+        path = Path(db)
+        if not path.is_file():
+            from hfrl.errors import LogValidationError
+
+            raise LogValidationError(f"no decision log database at {path}", source=str(path))
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            frame = pd.DataFrame(connection.execute(sql, params).fetchall(), columns=list(LOG_FRAME_COLUMNS))
+        finally:
+            connection.close()
     frame[schema.REWARD] = frame[schema.REWARD].astype("float64")
     if missing_reward is not None:
         frame[schema.REWARD] = frame[schema.REWARD].fillna(float(missing_reward))
+    for column in (schema.PROPENSITY, "policy_probability", schema.TIMESTAMP):
+        frame[column] = frame[column].astype("float64")
     frame[schema.TIMESTAMP] = pd.to_datetime(frame[schema.TIMESTAMP], unit="s", utc=True)
     for column in (schema.STATE, schema.ACTION, schema.POSITION, "k"):
         frame[column] = frame[column].astype("int64")
+    if all_positions:  # rows are ordered by position within each decision
+        by_decision = frame.groupby("decision_id", sort=False)[schema.PROPENSITY]
+        frame[schema.CASCADE_PROPENSITY] = by_decision.cumprod()
+        frame[schema.SLATE_PROPENSITY] = by_decision.transform("prod")
     return frame
 
 

@@ -38,6 +38,8 @@ class Metrics:
         self.decisions_by_mode: dict[str, int] = defaultdict(int)
         self.feedback: dict[str, int] = defaultdict(int)
         self.reloads: dict[str, int] = defaultdict(int)
+        self.decisions_by_policy: dict[str, int] = defaultdict(int)
+        self.conclusions: dict[tuple[str, str], int] = defaultdict(int)
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         self.requests[(route, status)] += 1
@@ -71,6 +73,12 @@ class Metrics:
 
     def observe_reload(self, outcome: str) -> None:
         self.reloads[outcome] += 1
+
+    def observe_arm(self, policy: str, decisions: int) -> None:
+        self.decisions_by_policy[policy] += decisions
+
+    def observe_conclusion(self, decision: str, how: str) -> None:
+        self.conclusions[(decision, how)] += 1
 
     def render(self, gauges: dict[str, tuple[str, Any]]) -> str:
         """The exposition text; ``gauges`` maps a metric name to ``(help, value)``."""
@@ -107,6 +115,14 @@ class Metrics:
         header("hfrl_reloads_total", "counter", "Model reloads by outcome.")
         for outcome, n in sorted(self.reloads.items()):
             lines.append(f'hfrl_reloads_total{{outcome="{outcome}"}} {n}')
+        if self.decisions_by_policy:
+            header("hfrl_experiment_decisions_total", "counter", "Decisions by arm (this process).")
+            for policy, n in sorted(self.decisions_by_policy.items()):
+                lines.append(f'hfrl_experiment_decisions_total{{policy="{policy}"}} {n}')
+        if self.conclusions:
+            header("hfrl_experiment_conclusions_total", "counter", "Experiments concluded, by decision, how.")
+            for (decision, how), n in sorted(self.conclusions.items()):
+                lines.append(f'hfrl_experiment_conclusions_total{{decision="{decision}",how="{how}"}} {n}')
         for name, (text, value) in gauges.items():
             header(name, "gauge", text)
             lines.append(f"{name} {value}")

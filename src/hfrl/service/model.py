@@ -13,7 +13,9 @@ Propensities recorded (the contract the decision log keeps)
     trick, which has exactly that distribution). The propensity at slot ``j`` is the probability of
     that item at that slot given the earlier picks, pi(a_j|s) / (1 - sum_{i<j} pi(a_i|s)); slot 0's
     propensity is therefore pi(a_0|s). ``policy_probabilities`` carries the marginal first-pick
-    probability pi(a_j|s) of every slot.
+    probability pi(a_j|s) of every slot. The product of the slot propensities up to slot ``j`` is
+    the probability of the list's first ``j + 1`` items (the cascade propensity of the ranking log
+    schema), and over all slots the probability of the whole list (its slate propensity).
 ``exploit``
     the ``k`` most probable actions (ties to the lower id), a deterministic rule, so every slot's
     propensity is 1.0; ``policy_probabilities`` again carries pi(a_j|s).
@@ -53,8 +55,9 @@ def artifact_version(path: str | PathLike[str]) -> str:
     """The model version of an artifact: the first 16 hex digits of its table's SHA-256.
 
     The checksum written by ``TabularPolicy.save`` is the one source of truth; it is read from the
-    zip's ``metadata.json`` without loading the table. A contextual artifact checksums each array
-    in its ``metadata.json``, so its version is the SHA-256 of that header (weights and settings).
+    zip's ``metadata.json`` without loading the table.
+    A contextual artifact checksums each array in its ``metadata.json``, so its version is the
+    SHA-256 of that header (weights and settings).
 
     Examples
     --------
@@ -267,10 +270,31 @@ class ServedModel:
         order = np.argsort(-np.take_along_axis(keys, part, axis=1), axis=1)
         actions = np.take_along_axis(part, order, axis=1).astype(np.int64)
         probs = table[states[:, None], actions]
-        taken_before = np.cumsum(probs, axis=1) - probs
-        remaining = np.clip(1.0 - taken_before, np.finfo(np.float64).tiny, None)
-        propensities = np.minimum(probs / remaining, 1.0)
-        return Decisions(states, actions, propensities, probs)
+        return Decisions(states, actions, _sequential(probs), probs)
+
+    def rule_probabilities(self, states: np.ndarray, actions: np.ndarray, mode: str) -> np.ndarray:
+        """The probability of each slot of ``actions`` (n, k) given the earlier slots, under this
+        model's rule in ``mode``: what ``decide`` logs as the propensity when this model decided.
+
+        For a slate another model chose it is 0 from the first slot this model's rule could not
+        have produced (exploit: the first slot that leaves this model's top k).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hfrl.policies import TabularPolicy
+        >>> model = ServedModel(TabularPolicy(np.array([[0.5, 0.25, 0.25]])), version="v1")
+        >>> model.rule_probabilities(np.array([0]), np.array([[1, 0]]), "explore").tolist()
+        [[0.25, 0.6666666666666666]]
+        >>> model.rule_probabilities(np.array([0]), np.array([[0, 2]]), "exploit").tolist()
+        [[1.0, 0.0]]
+        """
+        states = np.asarray(states, dtype=np.int64)
+        actions = np.asarray(actions, dtype=np.int64)
+        if mode == EXPLOIT:
+            top, _ = self.policy.top_k(states, actions.shape[1])
+            return np.cumprod(top == actions, axis=1).astype(np.float64)
+        return _sequential(self.policy.table_[states[:, None], actions])
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/model`` reports."""
@@ -288,23 +312,11 @@ class ServedModel:
         }
 
 
-def _without_replacement(states: np.ndarray | None, log_p: np.ndarray, p: np.ndarray, k: int,
-                         rng: np.random.Generator) -> Decisions:
-    """``k`` distinct actions per row drawn sequentially from ``p`` (rows of pi), via Gumbel-top-k.
-
-    The argmax-k of ``log p + Gumbel noise`` has exactly the distribution of sequential sampling
-    without replacement; slot ``j``'s propensity is ``p(a_j) / (1 - sum_{i<j} p(a_i))``. (The same
-    rule as ``ServedModel.decide``, which reads ``log p`` from its cached table.)
-    """
-    keys = log_p + rng.gumbel(size=log_p.shape)
-    part = np.argpartition(-keys, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(keys, part, axis=1), axis=1)
-    actions = np.take_along_axis(part, order, axis=1).astype(np.int64)
-    probs = np.take_along_axis(p, actions, axis=1)
+def _sequential(probs: np.ndarray) -> np.ndarray:
+    """Slot probabilities of sampling without replacement: pi(a_j|s) / (1 - sum_{i<j} pi(a_i|s))."""
     taken_before = np.cumsum(probs, axis=1) - probs
     remaining = np.clip(1.0 - taken_before, np.finfo(np.float64).tiny, None)
-    propensities = np.minimum(probs / remaining, 1.0)
-    return Decisions(states, actions, propensities, probs)
+    return np.minimum(probs / remaining, 1.0)
 
 
 class ServedContextualModel:
@@ -399,8 +411,14 @@ class ServedContextualModel:
             row = int(np.flatnonzero(positive < k)[0])
             raise ValueError(f"k={k} exceeds the {int(positive[row])} actions with positive probability "
                              f"for request {row}; explore cannot sample k distinct actions there")
+        # Gumbel-top-k: argmax-k of log pi + Gumbel noise is sequential sampling without replacement
         with np.errstate(divide="ignore"):
-            return _without_replacement(None, np.log(p), p, k, rng)
+            keys = np.log(p) + rng.gumbel(size=p.shape)
+        part = np.argpartition(-keys, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(keys, part, axis=1), axis=1)
+        actions = np.take_along_axis(part, order, axis=1).astype(np.int64)
+        probs = np.take_along_axis(p, actions, axis=1)
+        return Decisions(None, actions, _sequential(probs), probs)
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/model`` reports."""

@@ -2,8 +2,9 @@
 
 Three routers, so the app factory can put the key where the settings say:
 
-* ``client_routes``: decide, batch decide, feedback, the model, metrics (keyed with ``require_key``);
-* ``admin_routes``: hot reload (always keyed);
+* ``client_routes``: decide, batch decide, feedback, the model, the experiment and the candidates,
+  metrics (keyed with ``require_key``);
+* ``admin_routes``: hot reload, refresh, concluding the experiment, adding a candidate (always keyed);
 * ``probe_routes``: ``/healthz`` (never keyed, for load balancers and orchestrators).
 
 Handlers get the running service through the ``Service`` dependency (``app.state.service``).
@@ -19,15 +20,21 @@ from fastapi.security import APIKeyHeader
 
 from hfrl.service.errors import ERROR_RESPONSES
 from hfrl.service.schemas import (
+    CandidateRequest,
+    CandidateResponse,
+    CandidatesResponse,
+    ConcludeRequest,
     DecideBatchRequest,
     DecideBatchResponse,
     DecideRequest,
     DecideResponse,
     ErrorResponse,
+    ExperimentResponse,
     FeedbackRequest,
     FeedbackResponse,
     HealthResponse,
     ModelResponse,
+    RefreshResponse,
     ReloadRequest,
     ReloadResponse,
     json_response,
@@ -61,7 +68,7 @@ probe_routes = APIRouter()
     summary="Choose k actions for one state or context and log the decision.",
 )
 async def decide(body: DecideRequest, service: Service) -> Response:
-    return json_response(service.decide([body])[0])
+    return json_response((await service.decide([body]))[0])
 
 
 @client_routes.post(
@@ -69,7 +76,7 @@ async def decide(body: DecideRequest, service: Service) -> Response:
     summary="Many decisions in one request (vectorised); each is logged like a single decide.",
 )
 async def decide_batch(body: DecideBatchRequest, service: Service) -> Response:
-    return json_response({"decisions": service.decide(body.requests, lambda i: ("requests", i))})
+    return json_response({"decisions": await service.decide(body.requests, lambda i: ("requests", i))})
 
 
 @client_routes.post(
@@ -89,6 +96,25 @@ async def model_info(service: Service) -> Response:
     return json_response(service.describe())
 
 
+_NO_EXPERIMENT = {404: {"model": ErrorResponse, "description": "No experiment (no --challenger)."}}
+
+
+@client_routes.get(
+    "/v1/experiment", response_model=ExperimentResponse, responses=_NO_EXPERIMENT,
+    summary="Challenger minus champion with its anytime-valid confidence sequence, and the state.",
+)
+async def experiment(service: Service) -> Response:
+    return json_response(service.experiment_report())
+
+
+@client_routes.get(
+    "/v1/candidates", response_model=CandidatesResponse,
+    summary="Candidates watched off-policy: candidate minus champion from the logged propensities.",
+)
+async def candidates(service: Service) -> Response:
+    return json_response(service.candidates_report())
+
+
 @client_routes.get(
     "/metrics", summary="Prometheus text exposition.",
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format 0.0.4."}},
@@ -103,6 +129,30 @@ async def metrics(service: Service) -> Response:
 )
 async def reload(service: Service, body: ReloadRequest | None = None) -> Response:
     return json_response(await service.reload(body.artifact if body is not None else None))
+
+
+@admin_routes.post(
+    "/v1/admin/refresh", response_model=RefreshResponse,
+    summary="Recompute HF from the logs, rebuild the blended champion and swap it in.",
+)
+async def refresh(service: Service) -> Response:
+    return json_response(await service.refresh())
+
+
+@admin_routes.post(
+    "/v1/admin/experiment", response_model=ExperimentResponse, responses=_NO_EXPERIMENT,
+    summary="Conclude the experiment now: promote the challenger or roll it back.",
+)
+async def conclude(body: ConcludeRequest, service: Service) -> Response:
+    return json_response(service.conclude(body.decision, "admin"))
+
+
+@admin_routes.post(
+    "/v1/admin/candidates", response_model=CandidateResponse,
+    summary="Watch another candidate artifact off-policy from now on.",
+)
+async def add_candidate(body: CandidateRequest, service: Service) -> Response:
+    return json_response(await service.add_candidate(body.artifact))
 
 
 @probe_routes.get(

@@ -17,15 +17,21 @@ from hfrl.service.log import DEFAULT_EVENT
 
 __all__ = [
     "MAX_BATCH",
+    "CandidateRequest",
+    "CandidateResponse",
+    "CandidatesResponse",
+    "ConcludeRequest",
     "DecideBatchRequest",
     "DecideBatchResponse",
     "DecideRequest",
     "DecideResponse",
     "ErrorResponse",
+    "ExperimentResponse",
     "FeedbackRequest",
     "FeedbackResponse",
     "HealthResponse",
     "ModelResponse",
+    "RefreshResponse",
     "ReloadRequest",
     "ReloadResponse",
     "json_response",
@@ -64,6 +70,10 @@ class DecideRequest(BaseModel):
         Field(description="explore: sample from the policy; exploit: the top k (propensity 1.0)."),
     ] = "explore"
     request_id: Annotated[str | None, Field(max_length=200, description="Caller's id, logged as is.")] = None
+    user_id: Annotated[
+        str | None,
+        Field(max_length=200, description="Makes the experiment's arm sticky per user (not logged)."),
+    ] = None
 
     @model_validator(mode="after")
     def _state_or_context(self) -> DecideRequest:
@@ -96,6 +106,20 @@ class FeedbackRequest(BaseModel):
     ] = DEFAULT_EVENT
 
 
+class ConcludeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["promote", "rollback"] = Field(
+        description="promote: serve the challenger to everyone; rollback: the champion."
+    )
+
+
+class CandidateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    artifact: Annotated[str, Field(min_length=1, max_length=4096, description="Artifact path on the server.")]
+
+
 class ReloadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -113,11 +137,18 @@ class DecideResponse(BaseModel):
         description="Logged propensity per slot: explore, the probability of the action at its slot given "
         "the earlier picks (slot 0: pi(a|s)); exploit, 1.0 (deterministic top-k)."
     )
+    slate_propensity: float = Field(
+        description="The probability of the whole ordered list, the product of the slot propensities: "
+        "explore, its Plackett-Luce probability under pi(.|s); exploit, 1.0."
+    )
     model_version: str
     state: int | None = Field(
         description="The state id decided for (the encoded context, if one was sent); null for features."
     )
     items: list[str] | None = Field(None, description="Raw item ids when the artifact has an action_encoder.")
+    policy: Literal["champion", "challenger"] | None = Field(
+        None, description="While an experiment runs: the arm that decided (propensities are the mixture's)."
+    )
 
 
 class DecideBatchResponse(BaseModel):
@@ -148,6 +179,63 @@ class ReloadResponse(BaseModel):
     model_version: str
     previous_version: str
     artifact: str | None
+
+
+class ExperimentResponse(BaseModel):
+    state: Literal["running", "promote", "rollback"] = Field(
+        description="promote: the confidence sequence's lower bound is above 0; rollback: its upper bound "
+        "is below 0 or the guardrail was crossed (a state, once reached, stays)."
+    )
+    reason: str | None
+    difference: float | None = Field(description="Challenger minus champion, running estimate.")
+    ci_low: float
+    ci_high: float
+    level: float
+    rows: int = Field(description="Decisions with feedback in the sequence.")
+    ignored_rows: int
+    experiment: str
+    traffic: float
+    challenger_version: str
+    challenger_artifact: str | None
+    champion_version: str
+    decisions: dict[str, int] = Field(description="Decisions per arm (champion, challenger).")
+    feedbacks: dict[str, int] = Field(description="Feedbacks in the sequence per arm.")
+    challenger_value: dict[str, float | None]
+    guardrail_floor: float | None
+    reward_range: list[float]
+    event: str
+    auto: bool
+    concluded: dict[str, Any] | None
+
+
+class CandidateResponse(BaseModel):
+    state: Literal["running", "promote", "rollback"]
+    reason: str | None
+    difference: float | None = Field(description="Candidate minus champion, estimated off-policy.")
+    ci_low: float
+    ci_high: float
+    level: float
+    rows: int
+    ignored_rows: int
+    candidate_artifact: str | None
+    candidate_version: str
+    champion_version: str
+    max_weight: float
+    since: float
+
+
+class CandidatesResponse(BaseModel):
+    champion_version: str
+    candidates: list[CandidateResponse]
+
+
+class RefreshResponse(BaseModel):
+    model_version: str
+    previous_version: str
+    artifact: str
+    alpha: float
+    rows: int
+    seconds: float
 
 
 class HealthResponse(BaseModel):
