@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	@touch $(STAMP)
 
+# The torch extra pins torch==2.13.0: on this machine kind pip takes its CPU build from the local
+# wheel directory (pip's find-links); the neural learners' tests need it (tests/test_system_deps.py).
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -e ".[dev,spark]"
+	$(BIN)/python -m pip install -q -e ".[dev,spark,torch]"
 	@touch $(DEV_STAMP)
 
 # Chromium (report test), a JDK (Spark tests) and PostgreSQL (decision log replicas; the tests run a

@@ -1129,7 +1129,8 @@ def _bind_port(host: str, port: int) -> int:
 @_command()
 def serve(
     artifact: str = typer.Argument(
-        ..., metavar="ARTIFACT", help="Policy artifact to serve (e.g. pi_prime.hfrl from hfrl tune)."
+        ..., metavar="ARTIFACT",
+        help="Policy artifact to serve (e.g. pi_prime.hfrl from hfrl tune, or a contextual policy's).",
     ),
     db: str = typer.Option(
         "decisions.sqlite", "--db", metavar="PATH",

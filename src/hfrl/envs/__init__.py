@@ -1,9 +1,11 @@
 """Gymnasium environments with exact ground truth, log simulation and simulators fitted to logs.
 
 ``import hfrl.envs`` registers ``hfrl/Recommendation-v0``, ``hfrl/AdPlacement-v0`` and
-``hfrl/SlatePage-v0`` (slates with a position or cascade click model, ``hfrl.envs.slates``) with
-Gymnasium (``gymnasium.make("hfrl.envs:hfrl/Recommendation-v0")`` imports this module itself).
-Every env is a :class:`TabularMDPEnv`: besides ``reset``/``step`` and the vectorised batch API
+``hfrl/ContextualRecommendation-v0`` (users as feature vectors, items as embeddings; see
+:class:`ContextualRecommendationEnv`) and ``hfrl/SlatePage-v0`` (slates with a position or cascade
+click model, ``hfrl.envs.slates``) with Gymnasium
+(``gymnasium.make("hfrl.envs:hfrl/Recommendation-v0")`` imports this module itself).
+Every tabular env is a :class:`TabularMDPEnv`: besides ``reset``/``step`` and the vectorised batch API
 (``reset_batch``, ``step_batch``) for many independent users at once -- one sampler behind both --
 it exposes its exact model (``reward_matrix``, ``transition_matrix``, ``initial_distribution``,
 ``expected_reward``). The exact truth of a model (``policy_value``, ``q_values``, ``optimal_q``,
@@ -21,6 +23,7 @@ import gymnasium as gym
 
 from hfrl.envs import exact
 from hfrl.envs.ad_placement import AdPlacementEnv
+from hfrl.envs.contextual_recommendation import ContextualRecommendationEnv, MonteCarloReturn
 from hfrl.envs.fitted import fit_env
 from hfrl.envs.logs import collect_logs, logging_policy
 from hfrl.envs.recommendation import RecommendationEnv
@@ -32,6 +35,8 @@ __all__ = [
     "CLICK_MODELS",
     "SHIFT_KINDS",
     "AdPlacementEnv",
+    "ContextualRecommendationEnv",
+    "MonteCarloReturn",
     "RecommendationEnv",
     "SlateEnv",
     "TabularMDPEnv",
@@ -51,6 +56,8 @@ RECOMMENDATION_MAX_STEPS = 1000
 _REGISTRATIONS = {
     "hfrl/Recommendation-v0": ("hfrl.envs.recommendation:RecommendationEnv", RECOMMENDATION_MAX_STEPS),
     "hfrl/AdPlacement-v0": ("hfrl.envs.ad_placement:AdPlacementEnv", None),
+    "hfrl/ContextualRecommendation-v0": ("hfrl.envs.contextual_recommendation:ContextualRecommendationEnv",
+                                         RECOMMENDATION_MAX_STEPS),
     "hfrl/SlatePage-v0": ("hfrl.envs.slates:SlateEnv", None),
 }
 

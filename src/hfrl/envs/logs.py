@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from hfrl.data import schema
+from hfrl.envs.contextual_recommendation import ContextualRecommendationEnv, collect_contextual_logs
 from hfrl.envs.tabular import TabularMDPEnv
 from hfrl.policies import TabularPolicy, resolve_rng
 
@@ -95,7 +96,7 @@ def logging_policy(
 
 def collect_logs(
     env: Any,
-    policy: TabularPolicy,
+    policy: Any,
     n: int,
     seed: int | np.random.Generator | None = None,
     *,
@@ -123,9 +124,13 @@ def collect_logs(
 
     Parameters
     ----------
-    env : TabularMDPEnv or a Gymnasium wrapper of one (single-item mode)
+    env : TabularMDPEnv or a Gymnasium wrapper of one (single-item mode), or a
+        ``ContextualRecommendationEnv``, whose logs also hold the context columns (named in
+        ``logs.attrs["context_columns"]``; ``state`` is then the user's segment and there is no
+        ``next_state``), see ``collect_contextual_logs``.
     policy : TabularPolicy
-        The logging policy, shape ``(env.n_states, env.n_actions)``.
+        The logging policy, shape ``(env.n_states, env.n_actions)``; for the contextual env any
+        ``Policy`` over its context columns.
     n : int
         Number of rows (decisions) to log.
     seed : int or Generator, optional
@@ -163,6 +168,10 @@ def collect_logs(
     >>> drifting.attrs["generator"]["drift_to"]
     'RecommendationEnv'
     """
+    if isinstance(getattr(env, "unwrapped", env), ContextualRecommendationEnv):
+        if drift_to is not None:
+            raise ValueError("drift_to is for tabular envs; ContextualRecommendationEnv logs do not drift")
+        return collect_contextual_logs(env, policy, n, seed, n_parallel=n_parallel, max_steps=max_steps)
     inner = _unwrap(env)
     if getattr(inner, "slate_size", None) is not None:
         raise ValueError("collect_logs logs single-item decisions; build the env with slate_size=None")

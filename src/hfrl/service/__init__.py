@@ -16,7 +16,13 @@ from hfrl.service.log import (
     read_decision_log,
     write_parquet,
 )
-from hfrl.service.model import Decisions, ServedModel, artifact_version
+from hfrl.service.model import (
+    Decisions,
+    ServedContextualModel,
+    ServedModel,
+    artifact_version,
+    load_served_model,
+)
 from hfrl.service.server import serve
 
 __all__ = [
@@ -24,9 +30,11 @@ __all__ = [
     "Decisions",
     "FeedbackConflictError",
     "LogWriterError",
+    "ServedContextualModel",
     "ServedModel",
     "artifact_version",
     "create_app",
+    "load_served_model",
     "read_decision_log",
     "serve",
     "write_parquet",

@@ -23,7 +23,7 @@ from hfrl.service import routes
 from hfrl.service.edge import Edge, FastRoute
 from hfrl.service.errors import install_error_handlers
 from hfrl.service.log import open_decision_log
-from hfrl.service.model import ServedModel
+from hfrl.service.model import ServedContextualModel, ServedModel, load_served_model
 from hfrl.service.monitor import CandidateMonitor, MonitorSettings
 from hfrl.service.refresh import RefreshSettings
 from hfrl.service.schemas import DecideRequest, FeedbackRequest
@@ -35,7 +35,7 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 
 
 def create_app(
-    artifact: str | PathLike[str] | ServedModel,
+    artifact: str | PathLike[str] | ServedModel | ServedContextualModel,
     db: str | PathLike[str],
     api_key: str | None = None,
     require_key: bool = False,
@@ -55,10 +55,12 @@ def create_app(
 
     Parameters
     ----------
-    artifact : path or ServedModel
+    artifact : path, ServedModel or ServedContextualModel
         A ``TabularPolicy`` saved with ``.save``. Its metadata may hold ``state_encoder`` (a
         ``CategoryEncoder.to_dict()``: decisions then accept raw ``context``), ``action_encoder``
-        (responses then carry raw ``items``) and ``name``.
+        (responses then carry raw ``items``) and ``name``. Or a contextual policy
+        (``hfrl.contextual.LinearPolicy`` / ``NeuralPolicy``) saved with ``.save``: decisions then
+        take ``features`` (no challenger or candidates beside it).
     db : path or PostgreSQL URL
         The decision log: a SQLite file (created when absent), or a ``postgresql://`` URL that
         several replicas share (see ``hfrl.service.log`` and ``hfrl.service.postgres``).
@@ -113,7 +115,11 @@ def create_app(
     """
     if api_key is None:
         api_key = os.environ.get(API_KEY_ENV) or None
-    model = artifact if isinstance(artifact, ServedModel) else ServedModel.load(artifact)
+    served = (ServedModel, ServedContextualModel)
+    model = artifact if isinstance(artifact, served) else load_served_model(artifact)
+    if isinstance(model, ServedContextualModel) and (challenger is not None or candidates):
+        raise ValueError("a challenger or candidates are served beside a tabular champion only; "
+                         f"{model.path or 'the artifact'} is a contextual policy")
     if challenger is not None and not isinstance(challenger, ServedModel):
         challenger = ServedModel.load(challenger)
     settings = monitor or MonitorSettings()

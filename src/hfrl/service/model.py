@@ -19,10 +19,15 @@ Propensities recorded (the contract the decision log keeps)
 ``exploit``
     the ``k`` most probable actions (ties to the lower id), a deterministic rule, so every slot's
     propensity is 1.0; ``policy_probabilities`` again carries pi(a_j|s).
+
+A contextual artifact (``hfrl.contextual.LinearPolicy`` / ``NeuralPolicy``) is served by
+``ServedContextualModel`` with the same rules, ``s`` being the request's feature vector x:
+pi(.|x) is computed for the batch of requests at hand. ``load_served_model`` reads either kind.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -33,11 +38,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hfrl.contextual import ContextualPolicy, load_policy
 from hfrl.data import CategoryEncoder
 from hfrl.errors import ArtifactError
 from hfrl.policies import TabularPolicy
 
-__all__ = ["Decisions", "ServedModel", "artifact_version"]
+__all__ = ["Decisions", "ServedContextualModel", "ServedModel", "artifact_version", "load_served_model"]
 
 EXPLORE = "explore"
 EXPLOIT = "exploit"
@@ -50,6 +56,8 @@ def artifact_version(path: str | PathLike[str]) -> str:
 
     The checksum written by ``TabularPolicy.save`` is the one source of truth; it is read from the
     zip's ``metadata.json`` without loading the table.
+    A contextual artifact checksums each array in its ``metadata.json``, so its version is the
+    SHA-256 of that header (weights and settings).
 
     Examples
     --------
@@ -61,7 +69,10 @@ def artifact_version(path: str | PathLike[str]) -> str:
     """
     try:
         with zipfile.ZipFile(path) as archive:
-            header = json.loads(archive.read("metadata.json"))
+            raw = archive.read("metadata.json")
+        header = json.loads(raw)
+        if isinstance(header, dict) and "sha256" not in header and "arrays" in header:
+            return hashlib.sha256(raw).hexdigest()[:16]
         return str(header["sha256"])[:16]
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise ArtifactError(f"{path}: cannot read the artifact checksum ({exc})") from exc
@@ -306,3 +317,119 @@ def _sequential(probs: np.ndarray) -> np.ndarray:
     taken_before = np.cumsum(probs, axis=1) - probs
     remaining = np.clip(1.0 - taken_before, np.finfo(np.float64).tiny, None)
     return np.minimum(probs / remaining, 1.0)
+
+
+class ServedContextualModel:
+    """A contextual policy ready to serve: decisions for batches of feature vectors.
+
+    Same rules and propensities as ``ServedModel`` (see the module docstring), with pi(.|x)
+    computed from each request's features; there are no states (``n_states`` is None) and no
+    encoders.
+
+    Parameters
+    ----------
+    policy : hfrl.contextual.ContextualPolicy
+        Its ``context_columns`` name the features a request sends (by name or in order).
+    version : str
+    path : path, optional
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hfrl.contextual import LinearPolicy
+    >>> policy = LinearPolicy(np.eye(2), context_columns=["age", "spend"], kind="greedy", epsilon=0.2)
+    >>> model = ServedContextualModel(policy, version="v1")
+    >>> x = model.features([{"age": 2.0, "spend": 1.0}, [0.0, 3.0]])
+    >>> model.decide(x, k=1, mode="exploit", rng=None).actions.tolist()
+    [[0], [1]]
+    """
+
+    n_states = None
+    state_encoder = None
+
+    def __init__(self, policy: ContextualPolicy, version: str, path: str | None = None) -> None:
+        if policy.context_columns is None:
+            raise ArtifactError("a served contextual policy needs context_columns (the request's feature "
+                                "names)")
+        self.policy, self.version, self.path = policy, version, path
+        self.name = str(policy.metadata.get("name", Path(path).stem if path else "policy"))
+
+    @property
+    def n_actions(self) -> int:
+        return self.policy.n_actions
+
+    @property
+    def context_columns(self) -> list[str]:
+        return list(self.policy.context_columns or [])
+
+    def features(self, rows: Sequence[Mapping[str, Any] | Sequence[float]]) -> np.ndarray:
+        """An ``(n, n_features)`` array from feature objects (by name) or lists (in column order).
+
+        Raises ``KeyError`` (the row and the first missing or unknown name) or ``ValueError`` (the
+        row and what is wrong with its length or values).
+        """
+        columns = self.context_columns
+        out = np.empty((len(rows), len(columns)))
+        for i, row in enumerate(rows):
+            if isinstance(row, Mapping):
+                missing = [c for c in columns if c not in row]
+                unknown = [c for c in row if c not in columns]
+                if missing or unknown:
+                    name = (missing or unknown)[0]
+                    raise KeyError(i, name, "missing" if missing else "unknown")
+                values = [row[c] for c in columns]
+            else:
+                values = list(row)
+                if len(values) != len(columns):
+                    shown = ", ".join(columns[:6]) + (", ..." if len(columns) > 6 else "")
+                    raise ValueError(i, f"{len(values)} values given, the model reads {len(columns)} "
+                                        f"features ({shown})")
+            out[i] = values
+        return out
+
+    def item_labels(self, actions: np.ndarray) -> None:
+        """No item ids: a contextual artifact has no action encoder."""
+        return None
+
+    def decide(self, features: np.ndarray, k: int, mode: str, rng: np.random.Generator | None) -> Decisions:
+        """Choose ``k`` actions for each feature row in one vectorised step (rules as ``ServedModel``)."""
+        if not 1 <= k <= self.n_actions:
+            raise ValueError(f"k must be between 1 and {self.n_actions} (the number of actions), got {k}")
+        if mode == EXPLOIT:
+            actions, probs = self.policy.top_k(features, k)
+            return Decisions(None, actions, np.ones_like(probs), probs)
+        if mode != EXPLORE:
+            raise ValueError(f"mode must be 'explore' or 'exploit', got {mode!r}")
+        if rng is None:
+            rng = np.random.default_rng()
+        if k == 1:
+            actions, probs = self.policy.sample(features, random_state=rng)
+            return Decisions(None, actions[:, None], probs[:, None].copy(), probs[:, None])
+        p = self.policy.probabilities(features)
+        positive = (p > 0).sum(axis=1)
+        if (positive < k).any():
+            row = int(np.flatnonzero(positive < k)[0])
+            raise ValueError(f"k={k} exceeds the {int(positive[row])} actions with positive probability "
+                             f"for request {row}; explore cannot sample k distinct actions there")
+        # Gumbel-top-k: argmax-k of log pi + Gumbel noise is sequential sampling without replacement
+        with np.errstate(divide="ignore"):
+            keys = np.log(p) + rng.gumbel(size=p.shape)
+        part = np.argpartition(-keys, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(keys, part, axis=1), axis=1)
+        actions = np.take_along_axis(part, order, axis=1).astype(np.int64)
+        probs = np.take_along_axis(p, actions, axis=1)
+        return Decisions(None, actions, _sequential(probs), probs)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /v1/model`` reports."""
+        return {"name": self.name, "model_version": self.version, "n_states": None,
+                "n_actions": self.n_actions, "context_columns": self.context_columns,
+                "unknown_state": None, "has_item_ids": False, "artifact": self.path}
+
+
+def load_served_model(path: str | PathLike[str]) -> ServedModel | ServedContextualModel:
+    """Load any policy artifact (tabular or contextual) as a served model; ``ArtifactError`` if unsound."""
+    policy = load_policy(path)
+    if isinstance(policy, TabularPolicy):
+        return ServedModel(policy, artifact_version(path), str(path))
+    return ServedContextualModel(policy, artifact_version(path), str(path))

@@ -40,11 +40,13 @@ __all__ = [
 MAX_BATCH = 10_000
 
 ContextValue = str | int | float | bool | None
+Feature = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 
 
 # ---------------------------------------------------------------------- requests
 class DecideRequest(BaseModel):
-    """One decision: give ``state`` (an integer id) or ``context`` (raw values the artifact encodes)."""
+    """One decision: give ``state`` (an integer id) or ``context`` (raw values the artifact encodes),
+    or, for a contextual artifact, ``features`` (numbers by name, or a list in the model's order)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -54,6 +56,11 @@ class DecideRequest(BaseModel):
     context: Annotated[
         dict[str, ContextValue] | None,
         Field(description="Raw context values keyed by the artifact's state_encoder columns."),
+    ] = None
+    features: Annotated[
+        dict[str, Feature] | list[Feature] | None,
+        Field(description="A contextual model's features: {name: number} for every one of its "
+                          "context_columns, or a list of numbers in that order."),
     ] = None
     k: Annotated[
         int, Strict(), Field(ge=1, le=10_000, description="How many distinct actions to return.")
@@ -70,8 +77,9 @@ class DecideRequest(BaseModel):
 
     @model_validator(mode="after")
     def _state_or_context(self) -> DecideRequest:
-        if (self.state is None) == (self.context is None):
-            raise ValueError("give exactly one of 'state' (an integer id) or 'context' (an object)")
+        if sum(x is not None for x in (self.state, self.context, self.features)) != 1:
+            raise ValueError("give exactly one of 'state' (an integer id), 'context' (an object) or "
+                             "'features' (a contextual model's numbers)")
         return self
 
 
@@ -134,7 +142,9 @@ class DecideResponse(BaseModel):
         "explore, its Plackett-Luce probability under pi(.|s); exploit, 1.0."
     )
     model_version: str
-    state: int = Field(description="The state id decided for (the encoded context, if one was sent).")
+    state: int | None = Field(
+        description="The state id decided for (the encoded context, if one was sent); null for features."
+    )
     items: list[str] | None = Field(None, description="Raw item ids when the artifact has an action_encoder.")
     policy: Literal["champion", "challenger"] | None = Field(
         None, description="While an experiment runs: the arm that decided (propensities are the mixture's)."
@@ -156,7 +166,7 @@ class FeedbackResponse(BaseModel):
 class ModelResponse(BaseModel):
     name: str
     model_version: str
-    n_states: int
+    n_states: int | None = Field(description="null for a contextual model (it reads features).")
     n_actions: int
     context_columns: list[str] | None
     unknown_state: int | None

@@ -3,7 +3,9 @@
 ``ServiceState`` is the one implementation of the service's rules, whatever the transport:
 
 * a decision's ``state`` must lie in ``[0, n_states)`` and a ``context`` must carry the encoder's
-  columns (``FieldError`` naming the field otherwise);
+  columns (``FieldError`` naming the field otherwise); a contextual model takes ``features`` only,
+  every one of its ``context_columns`` and no other (logged as the decision's ``context``, with
+  ``state`` 0);
 * every decided slot is logged with its propensity (``hfrl.service.model`` states the rule) before
   the answer is returned;
 * feedback is answered after its row is committed; an unknown decision is ``UnknownDecisionError``,
@@ -44,7 +46,7 @@ from hfrl.service.errors import (
 from hfrl.service.experiment import CHALLENGER, CHAMPION, Experiment, mixture
 from hfrl.service.log import UNKNOWN, FeedbackConflictError, QueuedLog
 from hfrl.service.metrics import Metrics
-from hfrl.service.model import ServedModel
+from hfrl.service.model import ServedContextualModel, ServedModel, load_served_model
 from hfrl.service.monitor import PROMOTE, ROLLBACK, CandidateMonitor, ExperimentMonitor, MonitorSettings
 from hfrl.service.refresh import RefreshSettings, refresh_artifact
 from hfrl.service.schemas import DecideRequest, FeedbackRequest
@@ -68,7 +70,7 @@ class ServiceState:
 
     Parameters
     ----------
-    model : ServedModel
+    model : ServedModel or ServedContextualModel
         The champion.
     log : QueuedLog
         The decision log (``DecisionLog`` on SQLite, ``PostgresDecisionLog``).
@@ -100,7 +102,7 @@ class ServiceState:
 
     def __init__(
         self,
-        model: ServedModel,
+        model: ServedModel | ServedContextualModel,
         log: QueuedLog,
         *,
         api_key: str | None = None,
@@ -157,7 +159,9 @@ class ServiceState:
     def _decide(self, requests: Sequence[DecideRequest], loc: Loc
                 ) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
         model, experiment = self.model, self.experiment  # read once: a swap does not affect this call
-        states = self._states(requests, model, loc)
+        contextual = isinstance(model, ServedContextualModel)
+        # state ids, or the feature rows of a contextual model (never in an experiment)
+        states = self._features(requests, model, loc) if contextual else self._states(requests, model, loc)
         arms = (experiment.assign([r.user_id for r in requests], self.rng) if experiment is not None
                 else np.zeros(len(requests), dtype=bool))
         groups: dict[tuple[bool, int, str], list[int]] = {}
@@ -196,15 +200,16 @@ class ServiceState:
             for row, i in enumerate(members):
                 request = requests[i]
                 decision_id = f"{batch_token}-{i:x}" if batch_token else secrets.token_hex(12)
-                state = int(states[i])
-                context = orjson.dumps(request.context).decode() if request.context is not None else None
+                state = None if contextual else int(states[i])
+                seen = request.features if contextual else request.context
+                context = orjson.dumps(seen).decode() if seen is not None else None
                 for slot in range(k):
                     if experiment is not None:
                         arm_columns = (experiment.id, policy, champion_list[row][slot],
                                        challenger_list[row][slot])
                     rows.append(
                         (
-                            decision_id, slot, state, actions[row][slot], propensities[row][slot],
+                            decision_id, slot, state or 0, actions[row][slot], propensities[row][slot],
                             probabilities[row][slot], now, deciding.version, mode, k, request.request_id,
                             context, *arm_columns,
                         )
@@ -223,11 +228,32 @@ class ServiceState:
         return responses, rows
 
     @staticmethod
+    def _features(requests: Sequence[DecideRequest], model: ServedContextualModel, loc: Loc) -> np.ndarray:
+        """The feature rows of the requests to a contextual model, checked against its columns."""
+        for i, request in enumerate(requests):
+            if request.features is None:
+                raise FieldError((*loc(i), "features"), f"model {model.version} is contextual: send "
+                                 f"'features' ({{name: number}} for {model.context_columns[:6]}...)")
+        try:
+            return model.features([request.features for request in requests])
+        except KeyError as exc:
+            row, name, what = exc.args
+            message = (f"features lack {name!r}" if what == "missing" else f"{name!r} is not a feature of "
+                       "the model") + f"; the model reads {model.context_columns}"
+            raise FieldError((*loc(row), "features", name), message) from None
+        except ValueError as exc:
+            row, message = exc.args
+            raise FieldError((*loc(row), "features"), message) from None
+
+    @staticmethod
     def _states(requests: Sequence[DecideRequest], model: ServedModel, loc: Loc) -> np.ndarray:
         """The state id of every request: checked against the model, or encoded from its context."""
         states = np.empty(len(requests), dtype=np.int64)
         with_context = []
         for i, request in enumerate(requests):
+            if request.features is not None:
+                raise FieldError((*loc(i), "features"), f"model {model.version} is not contextual: send "
+                                 "'state' or 'context'")
             if request.state is None:
                 with_context.append(i)
             elif request.state >= model.n_states:
@@ -355,7 +381,7 @@ class ServiceState:
             if not Path(path).is_file():
                 raise FieldError(("artifact",), f"no artifact file at {path!r}")
             try:
-                model = await asyncio.to_thread(ServedModel.load, path)
+                model = await asyncio.to_thread(load_served_model, path)
                 self.swap(model)
             except (ArtifactError, ValueError) as exc:
                 self.metrics.observe_reload("failed")
@@ -399,9 +425,12 @@ class ServiceState:
             except FieldError as exc:
                 logger.warning("periodic refresh failed, model kept: %s", exc)
 
-    def swap(self, model: ServedModel) -> None:
+    def swap(self, model: ServedModel | ServedContextualModel) -> None:
         """Serve ``model`` as the champion from the next request on (requests in flight finish on the
         old one); candidate monitors start again against it."""
+        if isinstance(model, ServedContextualModel) and (self.experiment is not None or self.candidates):
+            raise ValueError("a contextual policy cannot be the champion of an experiment or of watched "
+                             "candidates (they compare tables)")
         if self.experiment is not None:
             from hfrl.service.experiment import check_compatible
 
@@ -434,7 +463,7 @@ class ServiceState:
             "hfrl_log_failed_commits_total": ("Decision-log transactions that failed.", log.failed_commits),
             "hfrl_log_rows_committed_total": ("Rows committed to the decision log.", log.rows_committed),
             "hfrl_model_loaded_timestamp_seconds": ("When the served model was loaded.", self.loaded_at),
-            "hfrl_model_states": ("States in the served model.", model.n_states),
+            "hfrl_model_states": ("States in the served model (0: a contextual model).", model.n_states or 0),
             "hfrl_model_actions": ("Actions in the served model.", model.n_actions),
         }
         monitor = self.experiment_monitor
