@@ -73,11 +73,15 @@ class LinearRewardModel:
         target = np.zeros((2, n_actions, size))
         for rows, contexts, actions, rewards in batches:
             design = np.hstack([np.ones((len(actions), 1)), contexts])
-            fold = rows % 2
-            for f in (0, 1):
-                keep = fold == f
-                np.add.at(gram[f], actions[keep], design[keep, :, None] * design[keep, None, :])
-                np.add.at(target[f], actions[keep], design[keep] * rewards[keep, None])
+            # rows grouped by (fold, action): one matrix product per group, not an outer product per row
+            group = (rows % 2) * n_actions + actions
+            order = np.argsort(group, kind="stable")
+            bounds = np.searchsorted(group[order], np.arange(2 * n_actions + 1))
+            for g in np.flatnonzero(np.diff(bounds)):
+                chosen = order[bounds[g]:bounds[g + 1]]
+                x = design[chosen]
+                gram[g // n_actions, g % n_actions] += x.T @ x
+                target[g // n_actions, g % n_actions] += x.T @ rewards[chosen]
         eye = self.ridge * np.eye(size)
         self.beta_ = np.empty((2, n_actions, size))
         for f in (0, 1):
