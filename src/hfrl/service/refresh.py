@@ -38,11 +38,13 @@ from hfrl.errors import ArtifactError, LogValidationError
 from hfrl.policies import TabularPolicy
 
 __all__ = [
-    "BlendRecipe", "RefreshResult", "RefreshSettings", "gather_logs", "refresh_artifact", "save_refreshable",
+    "BlendRecipe", "RefreshResult", "RefreshSettings", "embedded_parents", "gather_logs", "refresh_artifact",
+    "save_refreshable",
 ]
 
 RECIPE_KEY = "refresh"
 PI_MEMBER = "pi.npy"
+HF_MEMBER = "hf.npy"
 # the HistoricalFrequency parameters an HF artifact's metadata may record
 HF_PARAMETERS = ("kind", "prior_strength", "count", "smoothing", "prior_fit", "normalization", "temperature",
                  "group_column", "weight_column", "half_life")
@@ -116,38 +118,72 @@ class BlendRecipe:
 
 
 def _embedded_pi(artifact: str | PathLike[str], checksum: str) -> TabularPolicy:
+    return _embedded_table(artifact, PI_MEMBER, checksum, "pi", "--pi")
+
+
+def _embedded_table(artifact: str | PathLike[str], member: str, checksum: str, name: str,
+                    option: str) -> TabularPolicy:
     try:
         with zipfile.ZipFile(artifact) as archive:
-            table_bytes = archive.read(PI_MEMBER)
+            table_bytes = archive.read(member)
     except (KeyError, OSError, zipfile.BadZipFile) as exc:
-        raise ArtifactError(f"{artifact}: its metadata names an embedded pi but {PI_MEMBER} is unreadable "
-                            f"({exc}); give --pi PATH") from exc
+        raise ArtifactError(f"{artifact}: its metadata names an embedded {name} but {member} is unreadable "
+                            f"({exc}); give {option} PATH") from exc
     if hashlib.sha256(table_bytes).hexdigest() != checksum:
-        raise ArtifactError(f"{artifact}: checksum mismatch, the embedded pi is corrupt; give --pi PATH")
+        raise ArtifactError(f"{artifact}: checksum mismatch, the embedded {name} is corrupt; "
+                            f"give {option} PATH")
     return TabularPolicy(np.load(io.BytesIO(table_bytes), allow_pickle=False))
 
 
-def save_refreshable(policy: TabularPolicy, recipe: BlendRecipe, path: str | PathLike[str]) -> Path:
+def embedded_parents(artifact: str | PathLike[str]) -> tuple[TabularPolicy | None, TabularPolicy | None]:
+    """The pi and HF a blended artifact carries (``hfrl tune``'s, or a refreshed one); None for
+    each it does not carry.
+
+    Raises
+    ------
+    ArtifactError
+        A carried table is unreadable or its checksum does not match.
+    """
+    recipe = TabularPolicy.load(artifact).metadata.get(RECIPE_KEY) or {}
+    pi = _embedded_pi(artifact, recipe["pi_sha256"]) if recipe.get("pi_sha256") else None
+    hf = (_embedded_table(artifact, HF_MEMBER, recipe["hf_sha256"], "HF", "--hf")
+          if recipe.get("hf_sha256") else None)
+    return pi, hf
+
+
+def _npy_bytes(table: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(table, dtype=np.float64), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def save_refreshable(policy: TabularPolicy, recipe: BlendRecipe, path: str | PathLike[str],
+                     hf: np.ndarray | None = None) -> Path:
     """Save ``policy`` with what refreshes it again: pi's table (zip member) and the recipe (metadata).
 
-    The artifact stays an ordinary one (``TabularPolicy.load`` and ``hfrl serve`` read it; its
-    version is its own table's checksum).
+    With ``hf`` (the HF table blended in), the artifact also carries it, so that ``hfrl evaluate
+    --verdict`` can compare the blend with each of its parents. The artifact stays an ordinary one
+    (``TabularPolicy.load`` and ``hfrl serve`` read it; its version is its own table's checksum).
     """
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(recipe.pi.table_), allow_pickle=False)
-    pi_bytes = buffer.getvalue()
+    pi_bytes = _npy_bytes(recipe.pi.table_)
+    hf_bytes = None if hf is None else _npy_bytes(hf)
+    carried = {"pi_sha256": hashlib.sha256(pi_bytes).hexdigest()}
+    if hf_bytes is not None:
+        carried["hf_sha256"] = hashlib.sha256(hf_bytes).hexdigest()
     metadata = {
         **recipe.metadata,
         "alpha": recipe.alpha,
         "blend_method": recipe.method,
-        RECIPE_KEY: {"pi_sha256": hashlib.sha256(pi_bytes).hexdigest(), "hf": recipe.hf_settings,
-                     "alpha": recipe.alpha, "method": recipe.method, "refreshed_at": time.time()},
+        RECIPE_KEY: {**carried, "hf": recipe.hf_settings, "alpha": recipe.alpha, "method": recipe.method,
+                     "refreshed_at": time.time()},
     }
     path = Path(path)
     partial = path.with_name(path.name + ".refresh")
     TabularPolicy(policy.table_, metadata).save(partial)
     with zipfile.ZipFile(partial, "a", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr(PI_MEMBER, pi_bytes)
+        if hf_bytes is not None:
+            archive.writestr(HF_MEMBER, hf_bytes)
     partial.replace(path)
     return path
 
@@ -284,6 +320,17 @@ def _retuned_alpha(recipe: BlendRecipe, settings: dict[str, Any], frame: pd.Data
     return float(result.alpha), f"alpha re-tuned by the {level:.0%} lower bound on {len(validation):,} rows"
 
 
+def _keep_floor(policy: TabularPolicy, recipe: BlendRecipe) -> TabularPolicy:
+    """The rebuilt blend with the exploration floor the artifact was served with (its metadata's
+    ``min_propensity``), recording the uniform share now mixed in."""
+    floor = float(recipe.metadata.get("min_propensity", 0.0))
+    if floor <= 0.0:
+        return policy
+    floored = TabularPolicy(policy.table_).with_exploration(min(floor, 1.0 / policy.n_actions))
+    recipe.metadata["exploration_epsilon"] = floored.metadata["exploration_epsilon"]
+    return floored
+
+
 def refresh_artifact(
     artifact: str | PathLike[str],
     logs: Sequence[str | PathLike[str] | pd.DataFrame],
@@ -351,7 +398,7 @@ def refresh_artifact(
     from hfrl.blending import blend
 
     recipe.hf_settings = settings
-    policy = blend(recipe.pi, fitted.probabilities_, recipe.alpha, recipe.method)
-    path = save_refreshable(policy, recipe, out)
+    policy = _keep_floor(blend(recipe.pi, fitted.probabilities_, recipe.alpha, recipe.method), recipe)
+    path = save_refreshable(policy, recipe, out, hf=fitted.probabilities_)
     return RefreshResult(path, TabularPolicy.load(path), recipe.alpha, previous, retune, len(frame),
                          time.perf_counter() - start, note)
