@@ -151,7 +151,28 @@ def test_train_online_reports_exact_return(workdir):
     payload = json.loads(result.stdout)
     assert 0 < payload["true_return"] <= payload["optimal_return"] + 1e-9
     assert len(pd.read_csv(workdir / "curve.csv")) > 0
-    assert TabularPolicy.load(workdir / "pi_small.hfrl").n_actions == 10
+    written = TabularPolicy.load(workdir / "pi_small.hfrl")
+    assert written.n_actions == 10
+    # the written policy explores: every action at least the default floor, 0.05 / 10 actions
+    assert payload["min_propensity"] == pytest.approx(0.005)
+    assert written.table_.min() == pytest.approx(0.005) and written.metadata["min_propensity"] == 0.005
+    assert 0 < payload["written_true_return"] <= payload["optimal_return"] + 1e-9
+
+
+def test_train_min_propensity_zero_writes_the_learned_policy_as_it_is(workdir):
+    args = ("train", "--env", "recommendation", "--steps", 3000, "--seed", 3)
+    raw = json.loads(ok(*args, "--out", workdir / "raw.hfrl", "--min-propensity", 0, "--json").stdout)
+    floored = ok(*args, "--out", workdir / "floored.hfrl", "--min-propensity", 0.02)
+    assert raw["min_propensity"] == 0 and raw["exploration_epsilon"] == 0
+    assert raw["written_true_return"] == pytest.approx(raw["true_return"])
+    learned = TabularPolicy.load(workdir / "raw.hfrl").table_
+    assert learned.min() == 0.0  # Q-learning's greedy policy: one action per state
+    eps = 0.02 / 0.1  # (1 - eps) * 0 + eps / 10 = 0.02
+    np.testing.assert_allclose(TabularPolicy.load(workdir / "floored.hfrl").table_,
+                               (1 - eps) * learned + eps / 10, atol=1e-12)
+    assert "every action has probability >= 0.02 (20% uniform mixed in" in floored.stdout
+    too_high = invoke(*args, "--out", workdir / "x.hfrl", "--min-propensity", 0.2)
+    assert too_high.exit_code == 2 and "[0, 0.1] for 10 actions" in too_high.output
 
 
 def test_train_offline_from_logs(workdir):
@@ -190,7 +211,13 @@ def test_tune_evaluate_recommend(workdir):
     blended = TabularPolicy.load(workdir / "pi_prime.hfrl")
     pi, hf = TabularPolicy.load(workdir / "pi.hfrl"), TabularPolicy.load(workdir / "hf.hfrl")
     alpha = payload["alpha"]
-    np.testing.assert_allclose(blended.table_, (1 - alpha) * pi.table_ + alpha * hf.table_, atol=1e-12)
+    raw = (1 - alpha) * pi.table_ + alpha * hf.table_
+    # written with the default floor 0.05 / 10: mixed with uniform just enough to lift the smallest entry
+    eps = max(0.0, (0.005 - raw.min()) / (0.1 - raw.min()))
+    np.testing.assert_allclose(blended.table_, (1 - eps) * raw + eps / 10, atol=1e-12)
+    assert blended.table_.min() >= 0.005 - 1e-12
+    assert payload["min_propensity"] == pytest.approx(0.005)
+    assert payload["exploration_epsilon"] == pytest.approx(eps)
 
     result = ok(
         "evaluate",
@@ -208,8 +235,23 @@ def test_tune_evaluate_recommend(workdir):
     for row in payload["estimators"].values():
         assert row["ci_low"] <= row["estimate"] <= row["ci_high"]
     assert payload["verdict"]["verdict"] in ("ship", "no evidence", "worse", "unreliable")
+    # pi' carries pi and HF: the verdict also compares it with each parent, paired on the same rows
+    from hfrl.ope import compare
+
+    assert list(payload["verdicts"]) == ["logging policy", "pi only", "HF only"]
+    assert payload["verdicts"]["logging policy"] == payload["verdict"]
+    for label, parent in (("pi only", pi), ("HF only", hf)):
+        expected = compare(blended, pd.read_csv(workdir / "test.csv"), baseline=parent)
+        got = payload["verdicts"][label]
+        assert got["verdict"] == expected.verdict
+        assert got["difference"] == pytest.approx(expected.difference, rel=1e-9)
+        assert got["baseline_value"] == pytest.approx(expected.baseline_value, rel=1e-9)
     table = ok("evaluate", workdir / "pi_prime.hfrl", workdir / "test.csv").stdout
     assert "snips" in table and "95% CI" in table and "ESS" in table
+
+    lines = ok("evaluate", workdir / "pi_prime.hfrl", workdir / "test.csv", "--verdict").stdout
+    assert "verdict vs the logging policy: " in lines
+    assert "verdict vs pi alone: " in lines and "verdict vs HF alone: " in lines
 
     rows = json.loads(
         ok("recommend", workdir / "pi_prime.hfrl", "--states", "0,3", "--k", 2, "--json").stdout
@@ -217,6 +259,55 @@ def test_tune_evaluate_recommend(workdir):
     actions, probabilities = blended.top_k([0, 3], 2)
     assert [r["action"] for r in rows] == actions.ravel().tolist()
     assert [r["probability"] for r in rows] == pytest.approx(probabilities.ravel().tolist())
+
+
+def test_tune_min_propensity_zero_and_verdicts_from_given_parents(workdir):
+    payload = json.loads(ok("tune", workdir / "pi.hfrl", workdir / "hf.hfrl", workdir / "validation.parquet",
+                            "--alphas", "0.3", "--out", workdir / "raw_blend.hfrl", "--min-propensity", 0,
+                            "--json").stdout)
+    pi, hf = TabularPolicy.load(workdir / "pi.hfrl"), TabularPolicy.load(workdir / "hf.hfrl")
+    raw = TabularPolicy.load(workdir / "raw_blend.hfrl")
+    np.testing.assert_allclose(raw.table_, 0.7 * pi.table_ + 0.3 * hf.table_, atol=1e-12)
+    assert payload["min_propensity"] == 0 and "min_propensity" not in raw.metadata
+    # a plain artifact carries no parents: the verdict is against the logging policy only ...
+    plain = workdir / "plain.hfrl"
+    TabularPolicy(raw.table_).save(plain)
+    alone = json.loads(ok("evaluate", plain, workdir / "test.csv", "--verdict", "--json").stdout)
+    assert list(alone["verdicts"]) == ["logging policy"]
+    # ... unless --pi and --hf name them
+    both = json.loads(ok("evaluate", plain, workdir / "test.csv", "--verdict", "--json", "--pi",
+                         workdir / "pi.hfrl", "--hf", workdir / "hf.hfrl").stdout)
+    carried = json.loads(ok("evaluate", workdir / "raw_blend.hfrl", workdir / "test.csv", "--verdict",
+                            "--json").stdout)
+    assert list(both["verdicts"]) == ["logging policy", "pi only", "HF only"]
+    for label in ("pi only", "HF only"):
+        assert both["verdicts"][label]["difference"] == pytest.approx(
+            carried["verdicts"][label]["difference"])
+    # the blend at alpha = 0.3 lies between its parents: the two differences have opposite signs
+    assert both["verdicts"]["pi only"]["difference"] * both["verdicts"]["HF only"]["difference"] < 0
+    TabularPolicy(np.full((2, 10), 0.1)).save(workdir / "small.hfrl")
+    wrong = invoke("evaluate", plain, workdir / "test.csv", "--verdict", "--pi", workdir / "small.hfrl")
+    assert wrong.exit_code == 1 and "--pi: shape (2, 10) differs" in wrong.output
+
+
+def test_refresh_of_a_tuned_artifact_needs_no_parents_and_keeps_its_floor(workdir):
+    from hfrl.blending import blend
+    from hfrl.frequencies import HistoricalFrequency
+    from hfrl.service.refresh import embedded_parents
+
+    ok("tune", workdir / "pi.hfrl", workdir / "hf.hfrl", workdir / "validation.parquet", "--alphas", "0.5",
+       "--out", workdir / "half.hfrl", "--min-propensity", 0.02)
+    ok("refresh", workdir / "half.hfrl", "--logs", workdir / "test.csv", "--out", workdir / "half_new.hfrl")
+    pi = TabularPolicy.load(workdir / "pi.hfrl")
+    carried_pi, carried_hf = embedded_parents(workdir / "half_new.hfrl")
+    np.testing.assert_array_equal(carried_pi.table_, pi.table_)
+    fresh = HistoricalFrequency().fit(pd.read_csv(workdir / "test.csv").drop(columns="propensity"),
+                                      n_states=pi.n_states, n_actions=pi.n_actions).probabilities_
+    np.testing.assert_allclose(carried_hf.table_, fresh, atol=1e-12)
+    expected = blend(pi, fresh, 0.5).with_exploration(0.02).table_
+    refreshed = TabularPolicy.load(workdir / "half_new.hfrl")
+    np.testing.assert_allclose(refreshed.table_, expected, atol=1e-12)
+    assert refreshed.table_.min() >= 0.02 - 1e-12 and refreshed.metadata["min_propensity"] == 0.02
 
 
 def test_run_pipeline_and_report(tmp_path):

@@ -219,7 +219,7 @@ def test_conservative_learner_restricts_a_named_base_learner_to_logged_actions(f
     logs.to_csv(tmp_path / "logs.csv", index=False)
     payload = json.loads(ok("train", "--logs", tmp_path / "logs.csv", "--learner", "conservative", "--option",
                             'learner="direct-method"', "--option", "min_count=1", "--out",
-                            tmp_path / "pi.hfrl", "--json").stdout)
+                            tmp_path / "pi.hfrl", "--min-propensity", 0, "--json").stdout)  # as learned
     assert payload["learner"] == "ConservativeLearner"
     assert TabularPolicy.load(tmp_path / "pi.hfrl").table_[0, 3] == 0.0
 

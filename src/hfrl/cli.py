@@ -316,6 +316,31 @@ def _load_policy(path: str | Path) -> Any:
     return TabularPolicy.load(path)
 
 
+def _served(policy: Any, min_propensity: float | None) -> tuple[Any, float]:
+    """``policy`` with the exploration floor of a served artifact (``--min-propensity``; default
+    ``hfrl.policies.default_min_propensity``) and the floor applied, so that decisions served from
+    it carry real propensities and their log can evaluate the next policy."""
+    from hfrl.policies import default_min_propensity
+
+    floor = default_min_propensity(policy.n_actions) if min_propensity is None else float(min_propensity)
+    if not 0.0 <= floor <= 1.0 / policy.n_actions:
+        ceiling = 1.0 / policy.n_actions
+        raise typer.BadParameter(f"expected a floor in [0, 1 / n_actions] = [0, {ceiling:.6g}] for "
+                                 f"{policy.n_actions} actions, got {floor:g}", param_hint="--min-propensity")
+    return (policy.with_exploration(floor) if floor > 0 else policy), floor
+
+
+def _floor_sentence(policy: Any, floor: float) -> str:
+    """What the exploration floor did to a written artifact, in one line."""
+    from hfrl.report.wording import number, percent
+
+    if floor <= 0:
+        return "exploration floor: none (--min-propensity 0): written as it is"
+    share = float(policy.metadata.get("exploration_epsilon", 0.0))
+    return (f"exploration floor: every action has probability >= {number(floor)} "
+            f"({percent(share, signed=False)} uniform mixed in; --min-propensity 0 writes it as it is)")
+
+
 def _stdout_console() -> Any:
     """A Rich console on stdout; wide enough for the tables when stdout is not a terminal."""
     import sys
@@ -343,6 +368,8 @@ _ENVS_HELP = "recommendation or ad-placement"
 _ESTIMATORS_HELP = "ips, clipped-ips, snips, dm, dr, switch-dr."
 _N_STATES_HELP = "Number of states (default: the largest id + 1)."
 _N_ACTIONS_HELP = "Number of actions (default: the largest id + 1)."
+_MIN_PROPENSITY_HELP = ("Exploration floor of the written artifact: every action gets at least this "
+                        "probability (mixing in uniform). Default 0.05 / n_actions; 0 writes it as it is.")
 # what --json says about the rows behind an estimate
 DIAGNOSTICS = ("n_rows", "ess", "max_weight", "support_violation_share", "unobserved_share",
                "propensity_source")
@@ -582,10 +609,12 @@ def train(
     reward_col: str = REWARD_COL,
     propensity_col: str = PROPENSITY_COL,
     curve_out: Path = typer.Option(None, "--curve-out", help="Also write the learning curve as CSV."),
+    min_propensity: float = typer.Option(None, "--min-propensity", min=0.0, help=_MIN_PROPENSITY_HELP),
     seed: int = typer.Option(0, "--seed", help=_SEED_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
-    """Learn a policy: online against a simulator, or offline from logged data."""
+    """Learn a policy: online against a simulator, or offline from logged data; the written policy
+    keeps an exploration floor (--min-propensity)."""
     from hfrl.pipeline import (
         ENVS,
         LEARNERS,
@@ -625,10 +654,15 @@ def train(
             stage(f"training {type(model).__name__} on {opened.n_rows:,} rows")
             model.fit(opened, n_states=opened.n_states, n_actions=opened.n_actions)
             summary["rows"] = opened.n_rows
-        policy = model.policy_
-        policy.metadata.setdefault("learner", type(model).__name__)
+        learned = model.policy_
+        learned.metadata.setdefault("learner", type(model).__name__)
+        policy, floor = _served(learned, min_propensity)
         policy.save(out)
+        if online:
+            summary["written_true_return"] = simulator.policy_value(policy, gamma)
     summary["learner"] = type(model).__name__
+    summary["min_propensity"] = floor
+    summary["exploration_epsilon"] = float(policy.metadata.get("exploration_epsilon", 0.0))
     curve = getattr(model, "learning_curve_", None)
     if curve_out is not None and curve is not None:
         curve.to_csv(curve_out, index=False)
@@ -643,7 +677,9 @@ def train(
         optimal = summary["optimal_return"]
         share = percent(summary["true_return"] / optimal, signed=False) if optimal else "–"
         typer.echo(f"exact discounted return {number(summary['true_return'])} = {share} of the optimal "
-                   f"{number(optimal)} (gamma={gamma:g})")
+                   f"{number(optimal)} (gamma={gamma:g}); as written, with its floor: "
+                   f"{number(summary['written_true_return'])}")
+    typer.echo(_floor_sentence(policy, floor))
 
 
 train.epilog = _learner_settings  # type: ignore[attr-defined]  # computed when --help is asked for
@@ -695,15 +731,18 @@ def tune(
     propensity: str = typer.Option("logged", "--propensity", metavar="logged|estimate",
                                    help=_PROPENSITY_HELP),
     backend: str = typer.Option(None, "--backend", metavar="memory|duckdb|spark", help=_BACKEND_HELP),
+    min_propensity: float = typer.Option(None, "--min-propensity", min=0.0, help=_MIN_PROPENSITY_HELP),
     state_col: str = STATE_COL,
     action_col: str = ACTION_COL,
     reward_col: str = REWARD_COL,
     propensity_col: str = PROPENSITY_COL,
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
-    """Choose alpha for pi' = (1 - alpha) pi + alpha HF by off-policy evaluation on validation logs."""
+    """Choose alpha for pi' = (1 - alpha) pi + alpha HF by off-policy evaluation on validation logs;
+    the written pi' keeps an exploration floor (--min-propensity) and carries pi and HF."""
     from hfrl.ope.evidence import NoEvidenceError, require_evidence
     from hfrl.pipeline import ESTIMATORS
+    from hfrl.policies import TabularPolicy
     from hfrl.report.wording import alpha_sentence, count, number
     from hfrl.tune import tune_alpha
 
@@ -728,10 +767,13 @@ def tune(
                 f"{logs}: too little evidence to choose alpha: pi' at alpha {number(result.alpha)} is worth "
                 f"{number(best['ess'])} logged rows (its effective sample size, of {count(opened.n_rows)} "
                 f"rows), below --min-ess {number(min_ess)}; tune on more rows, or pass --min-ess 0")
-        written = result.policy
+        # the blend inherits pi's metadata; the floor recorded on pi' is pi''s own
+        own = {k: v for k, v in result.policy.metadata.items()
+               if k not in ("min_propensity", "exploration_epsilon")}
+        written, floor = _served(TabularPolicy(result.policy.table_, own), min_propensity)
         written.metadata.update(alpha=float(result.alpha), method=method, estimator=estimator,
                                 name="pi_prime")
-        written.save(out)
+        _save_blend(written, pi, hf_policy, out)
     curve = result.curve
     if curve_out is not None:
         curve.to_csv(curve_out, index=False)
@@ -746,6 +788,8 @@ def tune(
         "level": level,
         "rows": "selection",
         **diagnostics,
+        "min_propensity": floor,
+        "exploration_epsilon": float(written.metadata.get("exploration_epsilon", 0.0)),
         "out": str(out),
     }
     if as_json:
@@ -754,11 +798,23 @@ def tune(
     why = alpha_sentence(result.alpha, criterion, estimator, level, curve.to_dict(orient="records"),
                          rows=f"these {count(opened.n_rows)} rows")
     typer.echo(f"chosen {why}")
-    typer.echo(f"pi' written to {out}")
+    typer.echo(f"pi' written to {out} (with pi and HF inside, for hfrl evaluate --verdict and hfrl refresh)")
+    typer.echo(_floor_sentence(written, floor) + "; the values above are those of the blend without it")
     if best["propensity_source"] == "estimated":
         typer.echo("note: propensities were estimated from the logs (--propensity estimate)")
     typer.echo("note: values on the rows alpha was chosen on are optimistic; report pi' on other rows "
                "(hfrl evaluate PI_PRIME TEST_LOGS)")
+
+
+def _save_blend(written: Any, pi: Any, hf: Any, out: Path) -> None:
+    """Save pi' carrying pi, HF's table and HF's settings, so that a verdict can compare the blend
+    with each parent and ``hfrl refresh`` needs neither --pi nor --hf."""
+    from hfrl.service.refresh import HF_PARAMETERS, BlendRecipe, save_refreshable
+
+    settings = {k: v for k, v in hf.metadata.items() if k in HF_PARAMETERS}
+    recipe = BlendRecipe(pi, float(written.metadata["alpha"]), str(written.metadata["method"]), settings,
+                         dict(written.metadata))
+    save_refreshable(written, recipe, out, hf=hf.table_)
 
 
 _EVALUATE_CAPTION = (
@@ -786,7 +842,14 @@ def evaluate(
     ),
     verdict: bool = typer.Option(
         False, "--verdict",
-        help="Also say whether the policy beats the logging policy (ship, worse, no evidence, unreliable).",
+        help="Also say whether the policy beats the logging policy (ship, worse, no evidence, unreliable), "
+        "and pi alone and HF alone when known (--pi, --hf, or carried by a blend hfrl tune wrote).",
+    ),
+    pi: Path = typer.Option(
+        None, "--pi", help="With --verdict: also compare with this learned policy pi (paired, same rows)."
+    ),
+    hf: Path = typer.Option(
+        None, "--hf", help="With --verdict: also compare with this HF artifact (paired, same rows)."
     ),
     reward_range: str = typer.Option(None, "--reward-range", metavar="LOW,HIGH", help=_REWARD_RANGE_HELP),
     seed: int = typer.Option(0, "--seed", help=_SEED_HELP),
@@ -818,11 +881,13 @@ def evaluate(
         result = ope_evaluate(opened, target, names, level=level, n_bootstrap=bootstrap, random_state=seed,
                               propensity=propensity)
         gaps = require_evidence(result, logs)
-        decision = None
+        verdicts: dict[str, dict[str, Any]] = {}
         if verdict:
-            stage("comparing with the logging policy")
-            decision = compare(target, opened, level=level, propensity=propensity)
-    verdict_payload = _verdict_payload(decision, level) if decision is not None else None
+            for label, baseline in _baselines(policy, target, pi, hf).items():
+                stage(f"comparing with {_against(label)}")
+                decision = compare(target, opened, baseline=baseline, level=level, propensity=propensity)
+                verdicts[label] = _verdict_payload(decision, level, label)
+    verdict_payload = verdicts.get("logging policy")
     if as_json:
         rows = result.to_dict(orient="index")
         for name, row in rows.items():
@@ -832,6 +897,7 @@ def evaluate(
                                    "estimators": rows}
         if verdict_payload:
             payload["verdict"] = verdict_payload
+            payload["verdicts"] = verdicts
         _print_json(payload)
         return
     _print_values(f"Value of {policy.name} on {opened.n_rows:,} rows", result, gaps, level)
@@ -839,11 +905,37 @@ def evaluate(
         typer.echo(f"warning: {name}: no evidence: {why}", err=True)
     if (result["propensity_source"] == "estimated").any():
         typer.echo("note: propensities were estimated from the logs (--propensity estimate)")
-    if verdict_payload:
-        typer.echo(f"verdict vs the logging policy: {verdict_payload['sentence']}")
+    for label, payload in verdicts.items():
+        typer.echo(f"verdict vs {_against(label)}: {payload['sentence']}")
 
 
-def _verdict_payload(decision: Any, level: float) -> dict[str, Any]:
+def _against(label: str) -> str:
+    """A baseline's label as a sentence names it (``the logging policy``, ``pi alone``)."""
+    return "the logging policy" if label == "logging policy" else label.replace(" only", " alone")
+
+
+def _baselines(path: Path, target: Any, pi: Path | None, hf: Path | None) -> dict[str, Any]:
+    """What ``--verdict`` compares the policy with: the logging policy, then pi alone and HF alone
+    when given (``--pi``, ``--hf``) or carried by the artifact (a blend ``hfrl tune`` wrote)."""
+    from hfrl.pipeline import POLICY_LABELS
+    from hfrl.service.refresh import embedded_parents
+
+    carried_pi, carried_hf = embedded_parents(path) if pi is None or hf is None else (None, None)
+    parents = {"pi": _load_policy(pi) if pi is not None else carried_pi,
+               "hf": _load_policy(hf) if hf is not None else carried_hf}
+    baselines: dict[str, Any] = {POLICY_LABELS["logging"]: "logging"}
+    for key, parent in parents.items():
+        if parent is None:
+            continue
+        if parent.table_.shape != target.table_.shape:
+            option = f"--{key}" if (pi if key == "pi" else hf) is not None else f"{key} carried by {path}"
+            raise ValueError(f"{option}: shape {parent.table_.shape} differs from {path}'s "
+                             f"{target.table_.shape}")
+        baselines[POLICY_LABELS[key]] = parent
+    return baselines
+
+
+def _verdict_payload(decision: Any, level: float, baseline: str = "logging policy") -> dict[str, Any]:
     """A comparison's fields for people and programs: the verdict, the difference, the relative uplift."""
     from hfrl.report.wording import relative_uplift, verdict_sentence
 
@@ -854,7 +946,8 @@ def _verdict_payload(decision: Any, level: float) -> dict[str, Any]:
                                decision.baseline_value)
     if relative is not None and decision.verdict != "unreliable":
         payload.update(relative_uplift=relative[0], relative_ci_low=relative[1], relative_ci_high=relative[2])
-    payload["sentence"] = verdict_sentence(payload, level, candidate="the policy")
+    payload["sentence"] = verdict_sentence(payload, level, candidate="the policy",
+                                           baseline=_against(baseline))
     return payload
 
 
