@@ -337,8 +337,9 @@ def _floor_sentence(policy: Any, floor: float) -> str:
     if floor <= 0:
         return "exploration floor: none (--min-propensity 0): written as it is"
     share = float(policy.metadata.get("exploration_epsilon", 0.0))
+    mixed = f"{percent(share, signed=False)} uniform mixed in" if share > 0 else "already so, none mixed in"
     return (f"exploration floor: every action has probability >= {number(floor)} "
-            f"({percent(share, signed=False)} uniform mixed in; --min-propensity 0 writes it as it is)")
+            f"({mixed}; --min-propensity 0 writes it as it is)")
 
 
 def _stdout_console() -> Any:
