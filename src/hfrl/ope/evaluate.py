@@ -51,13 +51,14 @@ PROPENSITY_HINT = ("{needed} need it (only 'dm' does not); pass propensity='esti
                    "estimate) to estimate the logging policy as the smoothed frequency of actions per state")
 
 
-def check_estimators(estimators: str | Iterable[str]) -> tuple[str, ...]:
-    """Lower-cased estimator names, or ValueError naming the unknown ones."""
+def check_estimators(estimators: str | Iterable[str], known: tuple[str, ...] = ESTIMATORS,
+                     what: str = "estimator") -> tuple[str, ...]:
+    """Lower-cased estimator names among ``known``, or ValueError naming the unknown ones."""
     names = (estimators,) if isinstance(estimators, str) else tuple(estimators)
     names = tuple(str(n).lower() for n in names)
-    unknown = [n for n in names if n not in ESTIMATORS]
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise ValueError(f"unknown estimator(s) {unknown}; choose from {ESTIMATORS}")
+        raise ValueError(f"unknown {what}(s) {unknown}; choose from {known}")
     if len(set(names)) != len(names):
         raise ValueError(f"estimators has duplicates: {list(names)}")
     return names

@@ -35,6 +35,7 @@ from hfrl.backends import Backend
 from hfrl.data import as_logs, schema, shrink
 from hfrl.data.validation import format_value
 from hfrl.errors import LogValidationError
+from hfrl.ope.evaluate import check_estimators
 from hfrl.ope.inference import (
     Sums,
     bernstein_interval,
@@ -452,17 +453,6 @@ def _interval(method: str, terms: SlateTerms, sums: Sums, slates: SlateLogs, lev
     return float(low), float(high)
 
 
-def _check_names(estimators: str | Iterable[str]) -> tuple[str, ...]:
-    names = (estimators,) if isinstance(estimators, str) else tuple(estimators)
-    names = tuple(str(n).lower() for n in names)
-    unknown = [n for n in names if n not in SLATE_ESTIMATORS]
-    if unknown or not names:
-        raise ValueError(f"unknown slate estimator(s) {unknown}; choose from {SLATE_ESTIMATORS}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"estimators has duplicates: {list(names)}")
-    return names
-
-
 def _method(interval: str, name: str, ess: float) -> str:
     allowed = {"sips": ("normal", "empirical_likelihood", "bernstein"), "iips": ("normal", "bernstein"),
                "rips": ("normal", "bernstein"), "cascade_dr": ("normal",), "pseudo_inverse": ("normal",)}
@@ -562,7 +552,7 @@ def evaluate_slates(
     >>> list(result.columns[:5])
     ['estimate', 'std_error', 'ci_low', 'ci_high', 'interval']
     """
-    names = _check_names(estimators)
+    names = check_estimators(estimators, SLATE_ESTIMATORS, "slate estimator")
     level = check_level(level)
     if not isinstance(policy, RankingPolicy):
         raise TypeError(f"policy must be a hfrl.policies.RankingPolicy, got {type(policy).__name__}")
