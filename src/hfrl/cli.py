@@ -1056,6 +1056,7 @@ def _print_summary(result: Any, as_json: bool) -> None:
         curve = pd.read_csv(curve_path).to_dict(orient="records")
     why = tuning.get("reason") or alpha_sentence(result.alpha, tuning["criterion"], tuning["estimator"],
                                                  tuning["level"], curve)
+    unit = "per session" if tuning.get("objective") == "return" else "per decision"
     verdict = metrics.get("verdict") or {}
     if as_json:
         payload = {
@@ -1064,7 +1065,8 @@ def _print_summary(result: Any, as_json: bool) -> None:
             "why_alpha": why,
             "report": str(result.out_dir / "report.html"),
             "policies": result.summary.to_dict(orient="index"),
-            "verdict": {**verdict, "sentence": verdict_sentence(verdict, level)} if verdict else None,
+            "verdict": ({**verdict, "sentence": verdict_sentence(verdict, level, unit=unit)} if verdict
+                        else None),
             "verdicts": metrics.get("verdicts"),
             "safety": tuning.get("safety_reason"),
             "outcome": metrics.get("outcome"),
@@ -1077,9 +1079,11 @@ def _print_summary(result: Any, as_json: bool) -> None:
     estimator = tuning["estimator"].upper()
     simulated = not result.summary["true_value"].isna().all()
     table = Table(title=f"Policy values on the test split — chosen alpha = {number(result.alpha)}",
-                  caption="value = expected reward per decision at the test split's states"
-                  + ("; true value: exact, from the simulator's model; true return: the exact discounted "
-                     "session return (env.policy_value)" if simulated else ""),
+                  caption=("estimated value = the discounted return of a session (fitted Q evaluation)"
+                           if unit == "per session" else
+                           "estimated value = expected reward per decision at the test split's states")
+                  + ("; true value: exact expected reward per decision, from the simulator's model; true "
+                     "return: the exact discounted session return (env.policy_value)" if simulated else ""),
                   caption_justify="left")
     table.add_column("policy")
     table.add_column(f"estimated value ({estimator})", justify="right")
@@ -1095,7 +1099,7 @@ def _print_summary(result: Any, as_json: bool) -> None:
     _stdout_console().print(table)
     typer.echo(f"why: {why}")
     if verdict:
-        typer.echo(f"verdict for pi' vs the logging policy: {verdict_sentence(verdict, level)}")
+        typer.echo(f"verdict for pi' vs the logging policy: {verdict_sentence(verdict, level, unit=unit)}")
     for line in (tuning.get("safety_reason"), metrics.get("outcome")):
         if line:
             typer.echo(line)

@@ -398,7 +398,8 @@ def _headline(run: RunFolder) -> str:
         page += f"<p class='why'><b>Why this alpha:</b> {html.escape(str(why))}</p>"
     verdict = run.metrics.get("verdict")
     if isinstance(verdict, dict) and verdict.get("verdict"):
-        sentence = verdict_sentence(verdict, level).split(": ", 1)[-1]
+        unit = "per session" if tuning.get("objective") == "return" else "per decision"
+        sentence = verdict_sentence(verdict, level, unit=unit).split(": ", 1)[-1]
         page += (f"<p class='verdict'><b>Deployment verdict for pi' against the logging policy: "
                  f"{html.escape(str(verdict['verdict']))}</b> &mdash; {html.escape(sentence)}</p>")
     if tuning.get("safety_reason"):

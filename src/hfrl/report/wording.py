@@ -125,12 +125,13 @@ def relative_uplift(difference: Any, low: Any, high: Any, baseline: Any) -> tupl
 
 
 def verdict_sentence(verdict: Mapping[str, Any], level: float = 0.95, candidate: str = "pi'",
-                     baseline: str = "the logging policy") -> str:
+                     baseline: str = "the logging policy", unit: str = "per decision") -> str:
     """One line for a deployment verdict: what it is, the difference and the relative uplift.
 
     ``verdict`` holds ``verdict``, ``difference``, ``ci_low``, ``ci_high``, ``reason`` and, for
     the relative uplift, ``baseline_value`` (``hfrl.ope.compare``'s fields). Notes that follow the
-    reason's first clause (unobserved mass, unsupported actions) are kept.
+    reason's first clause (unobserved mass, unsupported actions) are kept. ``unit`` says what the
+    values are (``"per session"`` for a discounted return).
 
     Examples
     --------
@@ -149,7 +150,7 @@ def verdict_sentence(verdict: Mapping[str, Any], level: float = 0.95, candidate:
     base = verdict.get("baseline_value")
     against = f"{baseline}'s {number(base)}" if _finite(base) is not None else baseline
     verb = {"ship": "earns", "worse": "earns", "no evidence": "differs by"}.get(kind, "differs by")
-    text = (f"{kind}: {candidate} {verb} {number(diff, signed=True)} per decision "
+    text = (f"{kind}: {candidate} {verb} {number(diff, signed=True)} {unit} "
             f"{interval(low, high, signed=True)} {'more than' if verb == 'earns' else 'from'} {against}")
     relative = relative_uplift(diff, low, high, base)
     if relative is not None:
