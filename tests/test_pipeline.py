@@ -187,6 +187,17 @@ def test_same_seed_same_run_other_seed_other_logs(tmp_path):
     assert not first.summary["estimate"].equals(third.summary["estimate"])
 
 
+def test_a_relative_log_path_is_read_as_written_through_a_linked_folder(tmp_path):
+    elsewhere = tmp_path / "shared" / "examples"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "from_logs.toml").write_text((EXAMPLES / "from_logs.toml").read_text())
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "examples").symlink_to(elsewhere, target_is_directory=True)
+    config = load_config(project / "examples" / "from_logs.toml")  # path = "../logs.parquet"
+    assert config["source"]["path"] == str(project / "logs.parquet")
+
+
 def test_log_file_source_with_an_offline_learner(tmp_path):
     env = make_env("recommendation")
     _, logs = simulate_logs(env, "uniform", 8000, seed=3)

@@ -76,6 +76,7 @@ import copy
 import inspect
 import json
 import math
+import os
 import platform
 import time
 import warnings
@@ -446,7 +447,9 @@ def load_config(path: str | PathLike[str]) -> dict[str, Any]:
         and not Path(source_path).is_absolute()
         and "://" not in source_path
     ):
-        config["source"]["path"] = str(path.parent / source_path)
+        # lexically, as the user reads it: "examples/../logs.parquet" is "logs.parquet" even when
+        # examples/ is a symbolic link to another folder
+        config["source"]["path"] = os.path.normpath(path.parent / source_path)
     return config
 
 
