@@ -33,17 +33,14 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
-import venv
 from pathlib import Path
 
 import numpy as np
 
+import peers as peer_venv
+
 HERE = Path(__file__).resolve().parent
-PEER_VENV = HERE / ".venv-peers"
-PEER_REQUIREMENTS = HERE / "requirements-peers.txt"
-OBP = "obp==0.5.7"
 DATA = HERE / "data"
 N_FEATURES = 32
 N_TEST_USERS = 5_000
@@ -160,37 +157,8 @@ def peer_main(kind: str, path: str, options: str) -> None:
     print(json.dumps(out))
 
 
-def peer_python() -> tuple[str | None, str]:
-    """Path of the peer venv's python (created on first use), or None and why not."""
-    python = PEER_VENV / "bin" / "python"
-    try:
-        if not python.exists():
-            venv.EnvBuilder(with_pip=True).create(PEER_VENV)
-        check = subprocess.run([str(python), "-c", "import vowpalwabbit, obp"], capture_output=True)
-        if check.returncode != 0:
-            pip = [str(python), "-m", "pip", "install", "-q"]
-            subprocess.run([*pip, "-r", str(PEER_REQUIREMENTS)], check=True, capture_output=True,
-                           timeout=1800)
-            # obp declares Python < 3.11 and torch == 1.12; what it imports is in the requirements
-            subprocess.run([*pip, "--no-deps", "--ignore-requires-python", OBP], check=True,
-                           capture_output=True, timeout=600)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return None, f"could not prepare {PEER_VENV}: {exc}"
-    return str(python), ""
-
-
 def run_peer(kind: str, data: dict, **settings) -> dict:
-    python, why = peer_python()
-    if python is None:
-        return {"skipped": why}
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "data.npz")
-        np.savez(path, **data)
-        done = subprocess.run([python, __file__, "--peer", kind, path, json.dumps(settings)],
-                              capture_output=True, text=True, timeout=7200)
-    if done.returncode != 0:
-        return {"failed": done.stderr.strip()[-800:]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return peer_venv.run_peer(__file__, kind, data, **settings)
 
 
 # ============================================================================ hfrl parts (own processes)
