@@ -57,6 +57,10 @@ bench: $(DEV_STAMP)
 	@if [ -d "$(OBD)" ]; then $(BIN)/python bench/bench_obd.py --data $(OBD); \
 	  else echo "skipping bench_obd: no data at $(OBD) (hfrl datasets obd --out DIR; make bench OBD=DIR)"; fi
 	$(BIN)/python bench/bench_scale.py
+	$(BIN)/python bench/bench_intervals.py
+	$(BIN)/python bench/bench_sim_to_real.py
+	$(BIN)/python bench/bench_contexts.py
+	$(BIN)/python bench/bench_rankings.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache
