@@ -395,3 +395,26 @@ def test_a_refresh_swaps_under_load_without_a_failed_request(tmp_path):
     log = read_decision_log(db)
     assert (log["model_version"] == refreshed["model_version"]).sum() > 0
     assert Path(refreshed["artifact"]).name == "tuned.refreshed.zip"
+
+
+def test_monitors_never_read_past_a_row_that_is_queued_but_not_committed(tmp_path):
+    from hfrl.service.log import DecisionLog
+
+    release = threading.Event()
+
+    class SlowLog(DecisionLog):
+        def _transaction(self, rows, feedback):  # noqa: ANN001, ANN202
+            release.wait(10)  # a commit that takes longer than any lag
+            return super()._transaction(rows, feedback)
+
+    log = SlowLog(tmp_path / "slow.sqlite")
+    try:
+        assert log.settled_until() == float("inf")
+        log.submit_feedback("no-such-decision", 1.0, timestamp=100.0)
+        assert log.settled_until() < 100.0  # the queued row bounds what may be read
+        release.set()
+        log.flush()
+        assert log.settled_until() == float("inf")
+    finally:
+        release.set()
+        log.close()

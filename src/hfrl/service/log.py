@@ -49,6 +49,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ BASE_COLUMNS = (
 )
 EXPERIMENT_COLUMNS = ("experiment", "policy", "champion_probability", "challenger_probability")
 DECISION_COLUMNS = BASE_COLUMNS + EXPERIMENT_COLUMNS
+_TIMESTAMP = BASE_COLUMNS.index("timestamp")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -182,6 +184,11 @@ class QueuedDecisions:
     rows: Sequence[tuple[Any, ...]]
     done: Future[str] | None = None
 
+    @property
+    def timestamp(self) -> float:
+        """The earliest decision time among the rows."""
+        return min((float(row[_TIMESTAMP]) for row in self.rows), default=float("inf"))
+
 
 Outcome = str | FeedbackConflictError
 
@@ -236,6 +243,9 @@ class QueuedLog:
         self._closed = False
         self._busy = 0
         self._idle = threading.Condition()
+        self._pending: Counter[float] = Counter()  # timestamps of rows queued, not yet committed
+        self._pending_items: dict[int, float] = {}  # queued item -> its timestamp there
+        self._pending_lock = threading.Lock()
         self.failed_commits = 0
         self.last_error: str | None = None
         self.commits = 0
@@ -256,7 +266,7 @@ class QueuedLog:
         if self._queue.qsize() > self.max_queue:
             raise LogWriterError(f"the decision log is {self._queue.qsize()} items behind; try again shortly")
         done: Future[str] | None = Future() if self.commit_decisions else None
-        self._queue.put(QueuedDecisions(rows, done))
+        self._enqueue(QueuedDecisions(rows, done))
         return done
 
     def submit_feedback(
@@ -271,8 +281,26 @@ class QueuedLog:
         """
         self._check_open()
         done: Future[str] = Future()
-        self._queue.put(QueuedFeedback(decision_id, event, float(reward), timestamp or time.time(), done))
+        self._enqueue(QueuedFeedback(decision_id, event, float(reward), timestamp or time.time(), done))
         return done
+
+    def _enqueue(self, item: QueuedDecisions | QueuedFeedback) -> None:
+        stamp = item.timestamp
+        with self._pending_lock:
+            self._pending[stamp] += 1
+            self._pending_items[id(item)] = stamp
+        self._queue.put(item)
+
+    def settled_until(self) -> float:
+        """A time up to which every row this process queued is committed (``inf`` when none waits).
+
+        Readers that follow the log by time (the monitors) read no further, so a row queued before
+        and committed after a read is never skipped; rows other processes write (replicas sharing a
+        PostgreSQL log) are covered by the monitors' ``lag``.
+        """
+        with self._pending_lock:
+            oldest = min(self._pending, default=None)
+        return float("inf") if oldest is None else float(np.nextafter(oldest, -np.inf))
 
     async def feedback(self, decision_id: str, reward: float, event: str = DEFAULT_EVENT) -> str:
         """``submit_feedback`` for the event loop: returns (or raises) once the row is committed."""
@@ -385,6 +413,18 @@ class QueuedLog:
                     self._idle.notify_all()
 
     def _commit(self, batch: list[Any]) -> None:
+        try:
+            self._write(batch)
+        finally:  # committed or failed: either way no longer pending
+            with self._pending_lock:
+                for item in batch:
+                    stamp = self._pending_items.pop(id(item), None)
+                    if stamp is not None:
+                        self._pending[stamp] -= 1
+                        if self._pending[stamp] <= 0:
+                            del self._pending[stamp]
+
+    def _write(self, batch: list[Any]) -> None:
         rows = [full_row(row) for item in batch if isinstance(item, QueuedDecisions) for row in item.rows]
         feedback = [item for item in batch if isinstance(item, QueuedFeedback)]
         try:

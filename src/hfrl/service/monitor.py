@@ -169,7 +169,7 @@ class ExperimentMonitor:
 
     def poll(self, log: QueuedLog, now: float | None = None) -> str:
         """Read what arrived since the last poll, update the sequences, return the state."""
-        until = (time.time() if now is None else now) - self.settings.lag
+        until = min((time.time() if now is None else now) - self.settings.lag, log.settled_until())
         if until <= self.cursor or self.concluded is not None:
             return self.state
         rows = log.monitor_rows(self.settings.event, self.cursor, until, self.experiment.id)
@@ -268,7 +268,7 @@ class CandidateMonitor:
         return self.difference.state
 
     def poll(self, log: QueuedLog, now: float | None = None) -> str:
-        until = (time.time() if now is None else now) - self.settings.lag
+        until = min((time.time() if now is None else now) - self.settings.lag, log.settled_until())
         if until > self.cursor:
             rows = log.monitor_rows(self.settings.event, self.cursor, until)
             self.cursor = until
