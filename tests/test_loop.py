@@ -418,3 +418,13 @@ def test_monitors_never_read_past_a_row_that_is_queued_but_not_committed(tmp_pat
     finally:
         release.set()
         log.close()
+
+
+def test_a_read_after_the_log_closed_is_refused_not_a_crash(tmp_path):
+    from hfrl.service import LogWriterError
+    from hfrl.service.log import DecisionLog
+
+    log = DecisionLog(tmp_path / "closed.sqlite")
+    log.close()
+    with pytest.raises(LogWriterError, match="closed"):
+        log.monitor_rows("reward", 0.0, 1.0)

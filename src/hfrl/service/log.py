@@ -494,6 +494,7 @@ class DecisionLog(QueuedLog):
         self._connection = connect(self.path)
         self._reader = connect(self.path)
         self._reader_lock = threading.Lock()
+        self._reader_closed = False
         self._insert = (f"INSERT OR IGNORE INTO decisions ({', '.join(DECISION_COLUMNS)}) "
                         f"VALUES ({', '.join('?' * len(DECISION_COLUMNS))})")
         super().__init__(max_batch, max_queue)
@@ -529,11 +530,15 @@ class DecisionLog(QueuedLog):
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._reader_lock:
+            if self._reader_closed:  # a monitor's read still in flight at shutdown
+                raise LogWriterError(f"the {self.description} is closed")
             return self._reader.execute(sql, params).fetchall()
 
     def _close_store(self) -> None:
         self._connection.close()
-        self._reader.close()
+        with self._reader_lock:  # never close the reader under a read another thread is making
+            self._reader_closed = True
+            self._reader.close()
 
 
 # ---------------------------------------------------------------------- reading back
