@@ -3,15 +3,9 @@ and as a real server under load)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -24,12 +18,12 @@ from hfrl.ope import confidence_sequence
 from hfrl.policies import TabularPolicy
 from hfrl.service import artifact_version, create_app, read_decision_log
 from hfrl.service.monitor import MonitorSettings
+from test_service_reliability import KEY, running_server
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-KEY = "loop-key"
 LAG = 0.3  # seconds a monitor waits before reading a row (commits of the last group window land first)
 CHAMPION = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.5, 0.25, 0.25]])
 CHALLENGER = np.array([[0.1, 0.1, 0.8], [0.6, 0.2, 0.2], [0.0, 0.5, 0.5], [0.25, 0.25, 0.5]])
@@ -307,51 +301,6 @@ def test_serve_refuses_bad_experiment_settings_before_listening(artifacts, tmp_p
     bad_share = runner.invoke(cli, [*base, "--traffic", "1.5"])
     assert bad_share.exit_code == 1
     assert "traffic must be a share strictly between 0 and 1, got 1.5" in bad_share.output
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def running_server(artifact: Path, db: str, tmp_path: Path,
-                   *extra: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``python -m hfrl.service`` on a free port with the admin key; waits for /healthz, always stops it."""
-    port = free_port()
-    key_file = tmp_path / "api.key"
-    key_file.write_text(KEY + "\n")
-    command = [sys.executable, "-m", "hfrl.service", str(artifact), "--db", db, "--port", str(port),
-               "--api-key-file", str(key_file), *extra]
-    env = {k: v for k, v in os.environ.items() if k != "HFRL_API_KEY"}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                output = process.stdout.read().decode() if process.stdout else ""
-                raise AssertionError(f"server exited with {process.returncode}: {output}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("server did not become healthy in 30 s")
-            time.sleep(0.1)
-        yield base, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stdout:
-            process.stdout.close()
 
 
 def test_a_refresh_swaps_under_load_without_a_failed_request(tmp_path):
