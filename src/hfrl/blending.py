@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from hfrl.policies import Policy, TabularPolicy, check_distribution_table, resolve_rng
+from hfrl.sparse import SparseTable
 
 __all__ = ["BLEND_METHODS", "BlendedPolicy", "as_table", "blend", "blend_q", "count_based_alpha"]
 
@@ -24,13 +25,29 @@ BLEND_METHODS = ("linear", "geometric")
 
 
 def as_table(hf: Any, name: str = "hf") -> np.ndarray:
-    """The probability table of a fitted ``HistoricalFrequency``, a ``TabularPolicy`` or an array."""
+    """The dense probability table of a fitted ``HistoricalFrequency``, a ``TabularPolicy`` or an
+    array (a sparse one's dense form, within ``hfrl.policies.MAX_DENSE_CELLS``)."""
     if isinstance(hf, TabularPolicy):
         return hf.table_
     table = getattr(hf, "probabilities_", None)
+    if isinstance(table, SparseTable):
+        return TabularPolicy(table).table_
     if table is None and hasattr(hf, "fit") and not isinstance(hf, np.ndarray):
         raise ValueError(f"{name} is not fitted: call fit(logs) first")
     return check_distribution_table(hf if table is None else table, name)
+
+
+def _sparse_or_none(source: Any) -> SparseTable | None:
+    """The ``SparseTable`` behind a sparse TabularPolicy or a sparse fitted HF, else None."""
+    if isinstance(source, TabularPolicy):
+        return source.sparse_
+    table = getattr(source, "probabilities_", None)
+    return table if isinstance(table, SparseTable) else None
+
+
+def _as_sparse(source: Any, name: str) -> SparseTable:
+    table = _sparse_or_none(source)
+    return table if table is not None else SparseTable.from_dense(as_table(source, name))
 
 
 def _alpha_vector(alpha: Any, n_states: int) -> np.ndarray:
@@ -81,6 +98,9 @@ def blend(policy: Any, hf: Any, alpha: Any, method: str = "linear") -> TabularPo
     Returns
     -------
     TabularPolicy
+        Sparse when pi or HF is (``TabularPolicy.is_sparse``, or an HF fitted sparse): its
+        explicit cells are the union of both, and each row's remaining mass is the formula's
+        mix of their backoff rows, so every cell equals the dense blend's.
 
     Raises
     ------
@@ -99,6 +119,8 @@ def blend(policy: Any, hf: Any, alpha: Any, method: str = "linear") -> TabularPo
         if method != "linear" or np.ndim(alpha) != 0:
             raise ValueError("a contextual blend is linear with one alpha (method='linear', a float)")
         return BlendedPolicy(policy, hf, float(alpha))
+    if _sparse_or_none(policy) is not None or _sparse_or_none(hf) is not None:
+        return _sparse_blend(policy, hf, alpha, method)
     pi_table = as_table(policy, "policy")
     hf_table = as_table(hf, "hf")
     if pi_table.shape != hf_table.shape:
@@ -132,6 +154,23 @@ def blend(policy: Any, hf: Any, alpha: Any, method: str = "linear") -> TabularPo
     if np.ndim(alpha) == 0:
         metadata["alpha"] = float(alpha)
     return TabularPolicy(np.clip(table, 0.0, None), metadata)
+
+
+def _sparse_blend(policy: Any, hf: Any, alpha: Any, method: str) -> TabularPolicy:
+    """The linear blend of tables of which one is sparse: sparse, exact (``SparseTable.mix``)."""
+    if method != "linear":
+        raise ValueError(f"method={method!r} on a sparse table: only the linear blend keeps a sparse table "
+                         "exact (a geometric pool renormalises every cell); use method='linear'")
+    pi_table, hf_table = _as_sparse(policy, "policy"), _as_sparse(hf, "hf")
+    if pi_table.shape != hf_table.shape:
+        raise ValueError(f"policy has shape {pi_table.shape} but hf has shape {hf_table.shape}; "
+                         "they must cover the same states and actions")
+    a = _alpha_vector(alpha, pi_table.shape[0])
+    metadata = dict(getattr(policy, "metadata", {}) or {})
+    metadata.update({"blend_method": method})
+    if np.ndim(alpha) == 0:
+        metadata["alpha"] = float(alpha)
+    return TabularPolicy(pi_table.mix(hf_table, a), metadata)
 
 
 def blend_q(q_values: Any, hf: Any, alpha: float) -> np.ndarray:

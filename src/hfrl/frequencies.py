@@ -1,7 +1,9 @@
 """Historical frequencies (HF): what users actually did, as a probability table over actions.
 
-``HistoricalFrequency`` turns logs into a dense ``(n_states, n_actions)`` table whose rows are
-distributions, the target that hfrl blends learned policies toward. Two kinds:
+``HistoricalFrequency`` turns logs into a ``(n_states, n_actions)`` table whose rows are
+distributions, the target that hfrl blends learned policies toward: dense, or for large catalogs
+where most cells were never logged a ``hfrl.sparse.SparseTable`` holding the logged cells of each
+state plus the global backoff row (``sparse_share_table``). Two kinds:
 
 - ``"share"``: HF(a|s) = the share of state s's events (the reward sum: purchases, clicks) that
   went to action a, i.e. what users chose; with ``count="rows"`` the share of rows, i.e. the
@@ -22,11 +24,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from hfrl.backends import Backend
 from hfrl.data import Logs, as_logs, schema, shrink
 from hfrl.data.validation import Rule, time_expression
 from hfrl.errors import LogValidationError, NotFittedError
+from hfrl.sparse import SparseTable
 
 __all__ = [
     "HistoricalFrequency",
@@ -35,7 +39,13 @@ __all__ = [
     "fit_beta_binomial_prior",
     "rate_table",
     "share_table",
+    "sparse_share_table",
 ]
+
+#: ``sparse="auto"`` stores HF sparse from this many cells (128 MiB dense) when at most
+#: ``SPARSE_MAX_FILL`` of them were logged.
+SPARSE_FROM_CELLS = 1 << 24
+SPARSE_MAX_FILL = 0.1
 
 KINDS = ("share", "rate")
 COUNTS = ("reward", "rows")
@@ -113,6 +123,75 @@ def share_table(
     if seen is not None:
         probabilities[~seen] = global_row
     return probabilities, global_row
+
+
+def sparse_share_table(
+    counts: sp.csr_array,
+    prior_strength: float,
+    *,
+    state_group: np.ndarray | None = None,
+    seen: np.ndarray | None = None,
+) -> tuple[SparseTable, np.ndarray]:
+    """``share_table`` on sparse counts, as a ``SparseTable``: every cell equals the dense table's.
+
+    A row ``(counts[s] + m * parent) / (n_s + m)`` is kept as its logged cells
+    ``counts[s] / (n_s + m)``, plus ``m / (n_s + m)`` of its parent; the parent (a group's row,
+    itself its logged cells plus a share of the global row, or the global row) contributes its
+    cells and its share of the global row, which is the one base row.
+
+    Examples
+    --------
+    >>> import scipy.sparse as sp
+    >>> counts = sp.csr_array(np.array([[3.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))
+    >>> table, global_row = sparse_share_table(counts, 1.0)
+    >>> table.to_dense().round(4).tolist()
+    [[0.75, 0.25, 0.0], [0.75, 0.25, 0.0]]
+    >>> dense, _ = share_table(np.array([[3.0, 1.0, 0.0], [0.0, 0.0, 0.0]]), 1.0)
+    >>> bool(np.allclose(dense, table.to_dense()))
+    True
+    """
+    counts = sp.csr_array(counts, dtype=np.float64)
+    n_states, n_actions = counts.shape
+    action_totals = np.asarray(counts.sum(axis=0), dtype=np.float64).ravel()
+    total = action_totals.sum()
+    if total > 0:
+        global_row = action_totals / total
+    else:
+        warnings.warn(
+            "no events in the logs (every reward is 0): the global row is uniform; "
+            "use count='rows' for action frequencies",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        global_row = np.full(n_actions, 1.0 / n_actions)
+    m = float(prior_strength)
+
+    def shares(rows: sp.csr_array) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: the weight of its own counts and of its parent in ``(counts + m * parent) / (n + m)``."""
+        n = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()
+        empty = n + m <= 0
+        own = np.where(empty, 0.0, 1.0 / np.where(empty, 1.0, n + m))
+        return own, np.where(empty, 1.0, m * own)
+
+    own, to_parent = shares(counts)
+    parent_cells = sp.csr_array((n_states, n_actions))
+    parent_global = np.ones(n_states)
+    if state_group is not None and (state_group >= 0).any():
+        n_groups = int(state_group.max()) + 1
+        member = np.flatnonzero(state_group >= 0)
+        membership = sp.csr_array((np.ones(member.size), (member, state_group[member])),
+                                  shape=(n_states, n_groups))
+        group_counts = sp.csr_array(membership.T @ counts)
+        group_own, group_to_global = shares(group_counts)
+        group_cells = sp.diags_array(group_own) @ group_counts
+        parent_cells = sp.csr_array(membership @ group_cells)
+        parent_global = np.where(state_group >= 0, group_to_global[np.maximum(state_group, 0)], 1.0)
+    explicit = sp.diags_array(own) @ counts + sp.diags_array(to_parent) @ parent_cells
+    base_weight = to_parent * parent_global
+    if seen is not None:
+        explicit = sp.diags_array(seen.astype(np.float64)) @ explicit
+        base_weight = np.where(seen, base_weight, 1.0)
+    return SparseTable.build(explicit, global_row[None, :], base_weight[:, None]), global_row
 
 
 def fit_beta_binomial_prior(
@@ -350,16 +429,22 @@ class HistoricalFrequency:
         The time at which the decay weight is 1; default the latest timestamp in the logs.
     backend : {"memory", "duckdb", "spark"} or Backend, optional
         Where the sums run; default memory for a DataFrame and DuckDB for a path.
+    sparse : {"auto", True, False}, default "auto"
+        Store the table as a ``hfrl.sparse.SparseTable`` (each state's logged cells plus the
+        global backoff row; every cell equals the dense table's) instead of a dense array.
+        ``"auto"``: sparse for ``kind="share"`` with additive smoothing when the table has at
+        least ``SPARSE_FROM_CELLS`` cells and at most ``SPARSE_MAX_FILL`` of them were logged.
+        Sparse tables hold ``kind="share"`` with additive smoothing only.
 
     Attributes
     ----------
-    probabilities_ : ndarray of shape (n_states, n_actions)
+    probabilities_ : ndarray of shape (n_states, n_actions), or SparseTable
         Rows are distributions; states never seen in the logs get ``global_``.
-    counts_ : ndarray (n_states, n_actions)
+    counts_ : ndarray (n_states, n_actions), or scipy sparse array when sparse
         Events per (s, a): reward sums (or rows), weighted and decayed when asked.
-    impressions_ : ndarray (n_states, n_actions) of int64
+    impressions_ : ndarray (n_states, n_actions) of int64, or scipy sparse array when sparse
         Rows per (s, a).
-    exposures_ : ndarray (n_states, n_actions)
+    exposures_ : ndarray (n_states, n_actions), or scipy sparse array when sparse
         Weighted, decayed rows per (s, a) (the denominator of rates; equals ``impressions_``
         without weights or decay).
     rates_ : ndarray (n_states, n_actions)
@@ -403,6 +488,7 @@ class HistoricalFrequency:
         half_life: Any = None,
         reference_time: Any = None,
         backend: str | Backend | None = None,
+        sparse: bool | str = "auto",
     ) -> None:
         self.kind = kind
         self.prior_strength = prior_strength
@@ -416,7 +502,7 @@ class HistoricalFrequency:
         self.half_life = half_life
         self.reference_time = reference_time
         self.backend = backend
-
+        self.sparse = sparse
 
     def __repr__(self) -> str:
         return f"HistoricalFrequency(kind={self.kind!r}, prior_strength={self.prior_strength!r})"
@@ -452,6 +538,11 @@ class HistoricalFrequency:
                 raise ValueError(f"{name} must be the name of another column, got {column!r}")
         _half_life_seconds(self.half_life)
         _reference_seconds(self.reference_time)
+        if self.sparse not in ("auto", True, False):
+            raise ValueError(f"sparse must be 'auto', True or False, got {self.sparse!r}")
+        if self.sparse is True and (self.kind != "share" or self.smoothing != "additive"):
+            raise ValueError("sparse=True holds kind='share' with smoothing='additive' only; "
+                             f"got kind={self.kind!r}, smoothing={self.smoothing!r} (use sparse=False)")
 
 
     def _required(self) -> tuple[str, ...]:
@@ -539,6 +630,8 @@ class HistoricalFrequency:
         cells = logs.statistics(self.sums_for(logs))
         n_states, n_actions = n_states or logs.n_states, n_actions or logs.n_actions
         shape = (n_states, n_actions)
+        if self._stores_sparse(cells.state.size, shape):
+            return self._fit_sparse(logs, cells, shape)
         impressions = np.rint(cells.table(cells.count, shape)).astype(np.int64)
         exposure = cells.table(cells.extra.get("hf_exposure", cells.count), shape)
         if schema.REWARD in self._required():
@@ -574,6 +667,40 @@ class HistoricalFrequency:
         self.global_ = global_row
         self.state_groups_ = state_group
         self.n_states_, self.n_actions_ = n_states, n_actions
+        self.fingerprint_ = logs.fingerprint
+        return self
+
+    def _stores_sparse(self, n_cells: int, shape: tuple[int, int]) -> bool:
+        if self.sparse != "auto":
+            return bool(self.sparse)
+        size = shape[0] * shape[1]
+        return (self.kind == "share" and self.smoothing == "additive" and size >= SPARSE_FROM_CELLS
+                and n_cells <= SPARSE_MAX_FILL * size)
+
+    def _fit_sparse(self, logs: Logs, cells: Any, shape: tuple[int, int]) -> HistoricalFrequency:
+        """``fit`` keeping the tables sparse (the same sums, ``sparse_share_table``)."""
+        def table(values: np.ndarray) -> sp.csr_array:
+            return sp.csr_array((values, (cells.state, cells.action)), shape=shape)
+
+        impressions = table(np.rint(cells.count).astype(np.int64))
+        exposure = table(cells.extra.get("hf_exposure", cells.count))
+        counts = exposure
+        if schema.REWARD in self._required():
+            counts = table(cells.extra.get("hf_events", cells.reward))
+        seen = np.asarray(impressions.sum(axis=1)).ravel() > 0
+        state_group = self._state_groups(logs, shape[0]) if self.group_column is not None else None
+        probabilities, global_row = sparse_share_table(counts, float(self.prior_strength),
+                                                       state_group=state_group, seen=seen)
+        self.beta_prior_ = None
+        self.rates_ = None
+        self.probabilities_ = probabilities
+        self.counts_ = counts
+        self.impressions_ = impressions
+        self.exposures_ = exposure
+        self.state_counts_ = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+        self.global_ = global_row
+        self.state_groups_ = state_group
+        self.n_states_, self.n_actions_ = shape
         self.fingerprint_ = logs.fingerprint
         return self
 

@@ -2,10 +2,12 @@
 
 ``Policy`` is the protocol every consumer (blend, evaluate, tune, compare, the service, the report)
 relies on: probabilities for a batch of contexts, the probability of given actions, sampling with
-propensities, top-k and save. ``TabularPolicy`` is one implementation, a dense ``(n_states,
-n_actions)`` table whose contexts are state ids; sampling precomputes one flat cumulative table so
-that a batch of decisions is a single vectorised binary search. ``RankingPolicy`` turns a policy
-into slates of ``k`` distinct items (Plackett-Luce, arithmetic in ``hfrl.rankings``).
+propensities, top-k and save. ``TabularPolicy`` is one implementation, a ``(n_states,
+n_actions)`` table whose contexts are state ids: dense (sampling precomputes one flat cumulative
+table so that a batch of decisions is a single vectorised binary search) or, for large catalogs,
+a ``hfrl.sparse.SparseTable`` (explicit cells plus shared backoff rows) with the same methods.
+``RankingPolicy`` turns a policy into slates of ``k`` distinct items (Plackett-Luce, arithmetic
+in ``hfrl.rankings``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from hfrl.rankings import (
     draw_slates,
     plackett_luce_marginals,
 )
+from hfrl.sparse import SparseTable, top_k_of_rows
 
 __all__ = [
     "DEFAULT_EXPLORATION",
@@ -50,7 +53,11 @@ __all__ = [
 DEFAULT_EXPLORATION = 0.05
 
 ARTIFACT_FORMAT = "hfrl.tabular_policy"
-ARTIFACT_VERSION = 1
+ARTIFACT_VERSION = 1  # a dense table
+SPARSE_ARTIFACT_VERSION = 2  # a SparseTable's parts
+#: A sparse policy's ``table_`` (its dense form, for consumers that need one) is refused above this
+#: many cells (512 MiB of float64); top_k, sampling, lookups, blend and save never need it.
+MAX_DENSE_CELLS = 1 << 26
 _ROW_SUM_TOLERANCE = 1e-6
 
 
@@ -135,13 +142,17 @@ class Policy(Protocol):
 
 
 class TabularPolicy:
-    """A stochastic policy pi(a|s) stored as a dense table (a ``Policy`` whose contexts are state ids).
+    """A stochastic policy pi(a|s) stored as a table (a ``Policy`` whose contexts are state ids).
 
     Parameters
     ----------
-    probabilities : array-like of shape (n_states, n_actions)
+    probabilities : array-like of shape (n_states, n_actions), or a ``hfrl.sparse.SparseTable``
         Row ``s`` is the distribution over actions in state ``s``. Rows are renormalised to sum
-        to exactly 1 after validation (they must already sum to 1 within 1e-6).
+        to exactly 1 after validation (they must already sum to 1 within 1e-6). A
+        ``SparseTable`` (explicit cells plus shared backoff rows, for catalogs where most cells
+        are empty) is kept sparse: ``top_k``, ``sample``, ``action_probabilities``,
+        ``with_exploration``, ``hfrl.blend`` and ``save``/``load`` work on it without a dense
+        table; ``table_`` builds the dense form on request (refused above ``MAX_DENSE_CELLS``).
     metadata : mapping, optional
         JSON-serialisable facts saved with the artifact (encoders, name, training settings).
 
@@ -157,13 +168,103 @@ class TabularPolicy:
     """
 
     def __init__(self, probabilities: Any, metadata: Mapping[str, Any] | None = None) -> None:
-        table = check_distribution_table(probabilities)
-        table = table / table.sum(axis=1, keepdims=True)
-        table.setflags(write=False)
-        self.table_ = table
+        self.sparse_: SparseTable | None = None
+        self._dense: np.ndarray | None = None
+        if isinstance(probabilities, SparseTable):
+            self.sparse_ = probabilities
+        else:
+            table = check_distribution_table(probabilities)
+            table = table / table.sum(axis=1, keepdims=True)
+            table.setflags(write=False)
+            self._dense = table
         self.metadata: dict[str, Any] = dict(metadata or {})
         self._flat_cdf: np.ndarray | None = None
         self._last_positive: np.ndarray | None = None
+
+    @property
+    def table_(self) -> np.ndarray:
+        """The dense ``(n_states, n_actions)`` table (built once from a sparse table, within
+        ``MAX_DENSE_CELLS``)."""
+        if self._dense is None:
+            assert self.sparse_ is not None
+            cells = self.n_states * self.n_actions
+            if cells > MAX_DENSE_CELLS:
+                raise MemoryError(
+                    f"this policy is sparse ({self.n_states} states x {self.n_actions} actions, "
+                    f"{self.sparse_.nnz} explicit cells); its dense table would take "
+                    f"{8 * cells / 2**30:.1f} GiB, above hfrl.policies.MAX_DENSE_CELLS; "
+                    "use top_k, sample, action_probabilities or probabilities(states) on it")
+            dense = self.sparse_.to_dense()
+            dense.setflags(write=False)
+            self._dense = dense
+        return self._dense
+
+    @property
+    def is_sparse(self) -> bool:
+        """Whether the table is stored sparse (``sparse_``)."""
+        return self.sparse_ is not None
+
+    def to_sparse(self) -> TabularPolicy:
+        """The same policy stored as a ``SparseTable`` (its non-zero cells; exact)."""
+        if self.sparse_ is not None:
+            return self
+        return TabularPolicy(SparseTable.from_dense(self.table_), self.metadata)
+
+    @classmethod
+    def from_candidates(cls, states: Any, actions: Any, probabilities: Any, n_states: int, n_actions: int,
+                        metadata: Mapping[str, Any] | None = None) -> TabularPolicy:
+        """A sparse policy from each state's candidate items; each state's remaining mass
+        ``1 - sum(candidates)`` is spread uniformly over all ``n_actions`` items.
+
+        The candidates keep their probability plus their share ``rest / n_actions`` of the rest,
+        so rows are distributions and every item keeps a positive probability when ``rest > 0``.
+        States without candidates are uniform.
+
+        Examples
+        --------
+        >>> policy = TabularPolicy.from_candidates([0, 0, 1], [2, 0, 1], [0.6, 0.2, 1.0], 2, 4)
+        >>> policy.probabilities([0, 1]).round(3).tolist()
+        [[0.25, 0.05, 0.65, 0.05], [0.0, 1.0, 0.0, 0.0]]
+        """
+        import scipy.sparse as sp
+
+        s = np.asarray(states, dtype=np.int64).reshape(-1)
+        a = np.asarray(actions, dtype=np.int64).reshape(-1)
+        p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+        if not s.shape == a.shape == p.shape:
+            raise ValueError("states, actions and probabilities differ in length: "
+                             f"{s.size}, {a.size}, {p.size}")
+        for name, ids, bound in (("states", s, n_states), ("actions", a, n_actions)):
+            bad = (ids < 0) | (ids >= bound)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"{name}[{i}] = {int(ids[i])} is outside [0, {bound})")
+        if not (np.isfinite(p) & (p >= 0)).all():
+            i = int(np.flatnonzero(~(np.isfinite(p) & (p >= 0)))[0])
+            raise ValueError(f"probabilities[{i}] = {p[i]!r}; candidate probabilities must be >= 0")
+        explicit = sp.csr_array((p, (s, a)), shape=(n_states, n_actions))
+        rest = 1.0 - np.asarray(explicit.sum(axis=1)).ravel()
+        if (rest < -_ROW_SUM_TOLERANCE).any():
+            row = int(np.flatnonzero(rest < -_ROW_SUM_TOLERANCE)[0])
+            raise ValueError(f"the candidates of state {row} sum to {1 - rest[row]:.6g}, more than 1")
+        table = SparseTable.build(explicit, np.full((1, n_actions), 1.0 / n_actions),
+                                  np.clip(rest, 0.0, None)[:, None])
+        return cls(table, metadata)
+
+    def sparsify(self, n_candidates: int) -> TabularPolicy:
+        """Keep each state's ``n_candidates`` most probable actions exactly and spread the rest of
+        its mass uniformly over all actions (``from_candidates``): the kept cells and every row's
+        total are preserved, the tail's shape is not (each tail action gets the tail's mean)."""
+        if not 1 <= n_candidates <= self.n_actions:
+            raise ValueError(f"n_candidates must be in [1, {self.n_actions}], got {n_candidates}")
+        actions, probabilities = self.top_k(np.arange(self.n_states), n_candidates)
+        tail = self.n_actions - n_candidates
+        tail_mean = (1.0 - probabilities.sum(axis=1, keepdims=True)) / tail if tail else 0.0
+        states = np.repeat(np.arange(self.n_states), n_candidates)
+        # from_candidates adds the rest's uniform share to every item: the tail's mean here
+        kept = np.clip(probabilities - tail_mean, 0.0, None)
+        return TabularPolicy.from_candidates(states, actions.ravel(), kept.ravel(), self.n_states,
+                                             self.n_actions, self.metadata)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -214,14 +315,15 @@ class TabularPolicy:
     # ------------------------------------------------------------------ shape
     @property
     def n_states(self) -> int:
-        return int(self.table_.shape[0])
+        return int(self.sparse_.shape[0] if self.sparse_ is not None else self.table_.shape[0])
 
     @property
     def n_actions(self) -> int:
-        return int(self.table_.shape[1])
+        return int(self.sparse_.shape[1] if self.sparse_ is not None else self.table_.shape[1])
 
     def __repr__(self) -> str:
-        return f"TabularPolicy(n_states={self.n_states}, n_actions={self.n_actions})"
+        sparse = ", sparse" if self.sparse_ is not None else ""
+        return f"TabularPolicy(n_states={self.n_states}, n_actions={self.n_actions}{sparse})"
 
     def _states(self, states: Any) -> np.ndarray:
         s = np.asarray(states)
@@ -242,6 +344,8 @@ class TabularPolicy:
     # ------------------------------------------------------------------ queries
     def probabilities(self, states: Any) -> np.ndarray:
         """Rows of the table for ``states``: shape ``(len(states), n_actions)``."""
+        if self.sparse_ is not None:
+            return self.sparse_.to_dense(self._states(states))
         return self.table_[self._states(states)]
 
     def action_probabilities(self, states: Any, actions: Any) -> np.ndarray:
@@ -255,9 +359,14 @@ class TabularPolicy:
             raise ValueError(
                 f"action id {int(a[bad])} at position {bad} is outside [0, {self.n_actions})"
             )
+        if self.sparse_ is not None:
+            return self.sparse_.values(s, a)
         return self.table_.ravel()[s * self.n_actions + a]
 
     def _sampling_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.sparse_ is not None:  # precompute the sparse sampler's tables
+            self.sparse_.sample(np.zeros(0, dtype=np.intp), np.random.default_rng(0))
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
         if self._flat_cdf is None:
             cdf = np.cumsum(self.table_, axis=1)
             cdf[:, -1] = 1.0
@@ -278,6 +387,8 @@ class TabularPolicy:
         """
         s = self._states(states)
         rng = resolve_rng(random_state)
+        if self.sparse_ is not None:
+            return self.sparse_.sample(s, rng)
         flat_cdf, last_positive = self._sampling_tables()
         u = rng.random(s.shape[0])
         index = np.searchsorted(flat_cdf, s + u, side="right")
@@ -298,18 +409,18 @@ class TabularPolicy:
         if not 1 <= k <= self.n_actions:
             raise ValueError(f"k must be in [1, {self.n_actions}], got {k}")
         s = self._states(states)
-        rows = self.table_[s]
-        if k < self.n_actions:
-            part = np.argpartition(-rows, k - 1, axis=1)[:, :k]
-        else:
-            part = np.broadcast_to(np.arange(self.n_actions), rows.shape).copy()
-        picked = np.take_along_axis(rows, part, axis=1)
-        order = np.lexsort((part, -picked), axis=1)
-        actions = np.take_along_axis(part, order, axis=1)
-        return actions.astype(np.int64), np.take_along_axis(picked, order, axis=1)
+        if self.sparse_ is not None:
+            return self.sparse_.top_k(s, k)
+        return top_k_of_rows(self.table_[s], k)
 
     def greedy(self) -> TabularPolicy:
-        """The deterministic policy that takes each state's most probable action."""
+        """The deterministic policy that takes each state's most probable action (ties share the
+        mass; a sparse policy takes the lowest id among tied actions and stays sparse)."""
+        if self.sparse_ is not None:
+            actions, _ = self.top_k(np.arange(self.n_states), 1)
+            states = np.arange(self.n_states)
+            return TabularPolicy.from_candidates(states, actions[:, 0], np.ones(self.n_states),
+                                                 self.n_states, self.n_actions, self.metadata)
         return TabularPolicy.from_q_values(self.table_, "greedy", metadata=self.metadata)
 
     def with_exploration(self, min_propensity: float) -> TabularPolicy:
@@ -351,10 +462,15 @@ class TabularPolicy:
         if not 0.0 <= floor <= ceiling:  # also refuses NaN
             raise ValueError(f"min_propensity must be in [0, 1 / n_actions] = [0, {ceiling:.6g}] "
                              f"for {self.n_actions} actions, got {min_propensity!r}")
-        lowest = float(self.table_.min())
+        # sparse: a lower bound on the smallest cell (exact unless a row's base mix is smallest on
+        # one of its explicit cells), so eps may be slightly above the smallest that suffices
+        lowest = float(self.table_.min()) if self.sparse_ is None else self.sparse_.min_value()
         # (1 - eps) * p + eps / n >= floor for every p: binding at the smallest p, when below floor
         eps = 0.0 if lowest >= floor else min(1.0, (floor - lowest) / (ceiling - lowest))
-        table = (1.0 - eps) * self.table_ + eps * ceiling
+        if self.sparse_ is not None:
+            table: Any = self.sparse_.mix(SparseTable.uniform(self.n_states, self.n_actions), eps)
+        else:
+            table = (1.0 - eps) * self.table_ + eps * ceiling
         previous_eps = float(self.metadata.get("exploration_epsilon", 0.0))
         metadata = {
             **self.metadata,
@@ -365,7 +481,8 @@ class TabularPolicy:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | PathLike[str]) -> Path:
-        """Write a versioned artifact: the table (``.npy``) and JSON metadata in one zip file.
+        """Write a versioned artifact: the table (``.npy``, or a sparse table's parts in ``.npz``)
+        and JSON metadata in one zip file.
 
         The metadata records the format version, the library version, the shape and a
         SHA-256 checksum of the table, so ``load`` can refuse a corrupt or mismatched file.
@@ -374,13 +491,18 @@ class TabularPolicy:
 
         path = Path(path)
         buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(self.table_), allow_pickle=False)
+        if self.sparse_ is not None:
+            np.savez(buffer, allow_pickle=False, **self.sparse_.arrays())
+            member, version = "sparse.npz", SPARSE_ARTIFACT_VERSION
+        else:
+            np.save(buffer, np.ascontiguousarray(self.table_), allow_pickle=False)
+            member, version = "probabilities.npy", ARTIFACT_VERSION
         table_bytes = buffer.getvalue()
         header = {
             "format": ARTIFACT_FORMAT,
-            "format_version": ARTIFACT_VERSION,
+            "format_version": version,
             "hfrl_version": __version__,
-            "shape": list(self.table_.shape),
+            "shape": [self.n_states, self.n_actions],
             "dtype": "float64",
             "sha256": hashlib.sha256(table_bytes).hexdigest(),
             "metadata": self.metadata,
@@ -393,7 +515,7 @@ class TabularPolicy:
         tmp = path.with_name(path.name + ".tmp")
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
             archive.writestr("metadata.json", header_bytes)
-            archive.writestr("probabilities.npy", table_bytes)
+            archive.writestr(member, table_bytes)
         tmp.replace(path)
         return path
 
@@ -406,36 +528,47 @@ class TabularPolicy:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = set(archive.namelist())
-                missing = {"metadata.json", "probabilities.npy"} - names
-                if missing:
-                    raise ArtifactError(f"{path}: artifact lacks {sorted(missing)}")
+                if "metadata.json" not in names:
+                    raise ArtifactError(f"{path}: artifact lacks ['metadata.json']")
                 header_bytes = archive.read("metadata.json")
-                table_bytes = archive.read("probabilities.npy")
+                try:
+                    header = json.loads(header_bytes)
+                except ValueError as exc:
+                    raise ArtifactError(f"{path}: metadata.json is not valid JSON ({exc})") from exc
+                if header.get("format") != ARTIFACT_FORMAT:
+                    raise ArtifactError(
+                        f"{path}: format is {header.get('format')!r}, expected {ARTIFACT_FORMAT!r}"
+                    )
+                version = header.get("format_version")
+                members = {ARTIFACT_VERSION: "probabilities.npy", SPARSE_ARTIFACT_VERSION: "sparse.npz"}
+                if version not in members:
+                    raise ArtifactError(
+                        f"{path}: format_version {version!r} is not supported "
+                        f"(this hfrl reads versions {sorted(members)})"
+                    )
+                if members[version] not in names:
+                    raise ArtifactError(f"{path}: artifact lacks {[members[version]]}")
+                table_bytes = archive.read(members[version])
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise ArtifactError(f"{path}: not a readable hfrl artifact ({exc})") from exc
-        try:
-            header = json.loads(header_bytes)
-        except ValueError as exc:
-            raise ArtifactError(f"{path}: metadata.json is not valid JSON ({exc})") from exc
-        if header.get("format") != ARTIFACT_FORMAT:
-            raise ArtifactError(
-                f"{path}: format is {header.get('format')!r}, expected {ARTIFACT_FORMAT!r}"
-            )
-        if header.get("format_version") != ARTIFACT_VERSION:
-            raise ArtifactError(
-                f"{path}: format_version {header.get('format_version')!r} is not supported "
-                f"(this hfrl reads version {ARTIFACT_VERSION})"
-            )
         if hashlib.sha256(table_bytes).hexdigest() != header.get("sha256"):
             raise ArtifactError(f"{path}: checksum mismatch, the table is corrupt")
         try:
-            table = np.load(io.BytesIO(table_bytes), allow_pickle=False)
-        except ValueError as exc:
-            raise ArtifactError(f"{path}: probabilities.npy is unreadable ({exc})") from exc
-        if list(table.shape) != header.get("shape"):
-            raise ArtifactError(
-                f"{path}: table shape {list(table.shape)} does not match metadata {header.get('shape')}"
-            )
+            if version == SPARSE_ARTIFACT_VERSION:
+                with np.load(io.BytesIO(table_bytes), allow_pickle=False) as parts:
+                    arrays = {name: parts[name] for name in parts.files}
+                shape = tuple(header.get("shape") or ())
+                if len(shape) != 2:
+                    raise ArtifactError(
+                        f"{path}: metadata shape {header.get('shape')} is not (n_states, n_actions)")
+                table: Any = SparseTable.from_arrays(arrays, (int(shape[0]), int(shape[1])))
+            else:
+                table = np.load(io.BytesIO(table_bytes), allow_pickle=False)
+                if list(table.shape) != header.get("shape"):
+                    raise ArtifactError(f"{path}: table shape {list(table.shape)} does not match "
+                                        f"metadata {header.get('shape')}")
+        except (ValueError, KeyError) as exc:
+            raise ArtifactError(f"{path}: the table is unreadable ({exc})") from exc
         try:
             return cls(table, header.get("metadata") or {})
         except ValueError as exc:

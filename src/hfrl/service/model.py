@@ -152,7 +152,8 @@ class ServedModel:
             else None
         )
         self._log_table: np.ndarray | None = None  # log pi, built on the first k > 1 explore
-        self._positive = (policy.table_ > 0).sum(axis=1)
+        self._positive = (policy.sparse_.support_sizes() if policy.sparse_ is not None
+                          else (policy.table_ > 0).sum(axis=1))
         self._context_cache: dict[tuple[tuple[str, Any], ...], int] = {}
         policy._sampling_tables()  # precompute the flat CDF before the first request
 
@@ -239,7 +240,6 @@ class ServedModel:
         """
         states = np.asarray(states, dtype=np.int64)
         self.check_k(states, k, mode)
-        table = self.policy.table_
         if mode == EXPLOIT:
             actions, probs = self.policy.top_k(states, k)
             return Decisions(states, actions, np.ones_like(probs), probs)
@@ -261,7 +261,12 @@ class ServedModel:
             actions = actions[:, None]
             probs = probs[:, None]
             return Decisions(states, actions, probs.copy(), probs)
+        if self.policy.is_sparse:
+            actions = self._sample_distinct(states, k, rng)
+            probs = self._probabilities(states, actions)
+            return Decisions(states, actions, _sequential(probs), probs)
         # Gumbel-top-k: argmax-k of log pi + Gumbel noise is sequential sampling without replacement
+        table = self.policy.table_
         if self._log_table is None:
             with np.errstate(divide="ignore"):
                 self._log_table = np.log(table)  # -inf where pi = 0: never picked
@@ -294,7 +299,32 @@ class ServedModel:
         if mode == EXPLOIT:
             top, _ = self.policy.top_k(states, actions.shape[1])
             return np.cumprod(top == actions, axis=1).astype(np.float64)
-        return _sequential(self.policy.table_[states[:, None], actions])
+        return _sequential(self._probabilities(states, actions))
+
+    def _probabilities(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """pi(actions[i, j] | states[i]), shape of ``actions``."""
+        flat = self.policy.action_probabilities(np.repeat(states, actions.shape[1]), actions.ravel())
+        return flat.reshape(actions.shape)
+
+    def _sample_distinct(self, states: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+        """``k`` distinct actions per state drawn in sequence without replacement, by drawing from pi
+        and redrawing repeats (the same law as renormalising over the actions left), without a
+        dense row; a state still short after ``_MAX_REDRAWS`` rounds is finished from its dense row."""
+        actions = np.full((states.shape[0], k), -1, dtype=np.int64)
+        for j in range(k):
+            todo = np.arange(states.shape[0])
+            for _ in range(_MAX_REDRAWS):
+                drawn, _ = self.policy.sample(states[todo], random_state=rng)
+                repeat = (actions[todo, :j] == drawn[:, None]).any(axis=1)
+                actions[todo[~repeat], j] = drawn[~repeat]
+                todo = todo[repeat]
+                if not todo.size:
+                    break
+            for i in todo:
+                row = self.policy.probabilities(states[i:i + 1])[0]
+                row[actions[i, :j]] = 0.0
+                actions[i, j] = rng.choice(row.size, p=row / row.sum())
+        return actions
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/model`` reports."""
@@ -310,6 +340,9 @@ class ServedModel:
             "has_item_ids": self.action_encoder is not None,
             "artifact": self.path,
         }
+
+
+_MAX_REDRAWS = 64
 
 
 def _sequential(probs: np.ndarray) -> np.ndarray:

@@ -279,7 +279,7 @@ class CandidateMonitor:
         keep = (rows["mode"] == EXPLORE) & (rows["decided_at"] >= self.started)
         if not keep.any():
             return
-        target = self.candidate.policy.table_[rows["state"][keep], rows["action"][keep]]
+        target = self.candidate.policy.action_probabilities(rows["state"][keep], rows["action"][keep])
         self.difference.add(target, rows["champion_probability"][keep], rows["propensity"][keep],
                             rows["reward"][keep])
         self.difference.judge()
