@@ -185,3 +185,72 @@ def test_bad_parts_are_named():
         TabularPolicy.from_candidates([0, 9], [1, 1], [0.5, 0.5], 3, 4)
     with pytest.raises(ValueError, match="candidates of state 0 sum to 1.5"):
         TabularPolicy.from_candidates([0, 0], [1, 2], [0.75, 0.75], 3, 4)
+
+
+def test_evaluate_a_sparse_policy_as_its_dense_table():
+    from hfrl.ope import evaluate
+
+    rng = np.random.default_rng(7)
+    n = 4_000
+    logs = pd.DataFrame({"state": rng.integers(0, 20, n), "action": rng.integers(0, 60, n),
+                         "propensity": 1 / 60})
+    logs["reward"] = rng.binomial(1, 0.1 + 0.5 * (logs["action"] < 5)).astype(float)
+    hf = HistoricalFrequency(prior_strength=1.0, sparse=True).fit(logs, n_states=20, n_actions=60)
+    pi = TabularPolicy(rng.dirichlet(np.ones(60), 20)).sparsify(8)
+    target = blend(pi, hf, 0.4)
+    sparse_result = evaluate(logs, target, estimators=("ips", "snips", "dr"))
+    dense_result = evaluate(logs, TabularPolicy(target.table_), estimators=("ips", "snips", "dr"))
+    columns = ["estimate", "std_error", "ci_low", "ci_high"]
+    assert np.allclose(sparse_result[columns].to_numpy(), dense_result[columns].to_numpy())
+
+
+def served_sparse_policy(n_states: int = 30, n_actions: int = 5_000) -> TabularPolicy:
+    rng = np.random.default_rng(8)
+    states = np.repeat(np.arange(n_states), 12)
+    actions = rng.choice(n_actions, states.size)
+    probabilities = np.tile(np.linspace(0.1, 0.04, 12), n_states)
+    policy = TabularPolicy.from_candidates(states, actions, probabilities, n_states, n_actions)
+    return policy.with_exploration(1e-5)
+
+
+def test_served_model_explores_slates_of_a_sparse_policy_by_its_law():
+    from hfrl.service.model import ServedModel
+
+    policy = served_sparse_policy()
+    model = ServedModel(policy, version="sparse")
+    states = np.full(30_000, 3)
+    decisions = model.decide(states, 3, "explore", np.random.default_rng(0))
+    assert all(len(set(row)) == 3 for row in decisions.actions.tolist())
+    first = decisions.actions[:, 0]
+    expected = policy.action_probabilities(np.full(10, 3), np.argsort(-policy.probabilities([3])[0])[:10])
+    for action, p in zip(np.argsort(-policy.probabilities([3])[0])[:10], expected, strict=True):
+        assert abs((first == action).mean() - p) < 4 * np.sqrt(p * (1 - p) / first.size)
+    # the logged slot propensities are the sequential ones, as for a dense policy
+    dense = ServedModel(TabularPolicy(policy.table_), version="dense")
+    assert np.allclose(model.rule_probabilities(states[:50], decisions.actions[:50], "explore"),
+                       dense.rule_probabilities(states[:50], decisions.actions[:50], "explore"))
+    exploit = model.decide(np.arange(30), 10, "exploit", None)
+    assert np.array_equal(exploit.actions, dense.decide(np.arange(30), 10, "exploit", None).actions)
+
+
+def test_a_real_server_decides_and_logs_on_a_sparse_artifact(tmp_path):
+    import httpx
+
+    from hfrl.service import read_decision_log
+    from test_service_reliability import running_server
+
+    artifact = served_sparse_policy().save(tmp_path / "sparse.zip")
+    with running_server(artifact, tmp_path / "log.sqlite", tmp_path) as (base, _):
+        with httpx.Client(base_url=base, timeout=10) as client:
+            model = client.get("/v1/model").json()
+            assert model["n_actions"] == 5_000
+            answer = client.post("/v1/decide", json={"state": 4, "k": 10}).json()
+            assert len(set(answer["actions"])) == 10 and answer["slate_propensity"] > 0
+            top = client.post("/v1/decide", json={"state": 4, "k": 10, "mode": "exploit"}).json()
+            assert top["actions"] == served_sparse_policy().top_k([4], 10)[0][0].tolist()
+            bad = client.post("/v1/decide", json={"state": 30})
+            assert bad.status_code == 422 and "state" in bad.text
+            assert client.post("/v1/feedback", json={"decision_id": answer["decision_id"],
+                                                     "reward": 1.0}).status_code == 202
+    log = read_decision_log(tmp_path / "log.sqlite")
+    assert len(log) >= 2
