@@ -3,6 +3,9 @@ blend of ranking policies; the truth comes from SlatePage-v0's position click mo
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -224,3 +227,17 @@ def test_blend_rankings_refuses_what_is_not_an_item_policy() -> None:
         blend_rankings(pi.policy, hf, 0.5)
     with pytest.raises(ValueError, match="alpha"):
         blend_rankings(pi, hf, 1.5)
+
+
+def test_the_docs_example_runs_and_its_numbers_are_the_ones_quoted(capsys: pytest.CaptureFixture) -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "rankings.md").read_text()
+    section = text.split("## HF and the blend for rankings")[1].split("\n## ")[0]
+    code = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)[0]
+    exec(compile(code, "docs/rankings.md", "exec"), {"__name__": "docs_example"})  # noqa: S102 - our docs
+    printed = capsys.readouterr().out
+    values = {name: float(v) for name, v in re.findall(r"^(raw HF|debiased HF) ([0-9.]+)$", printed, re.M)}
+    assert values["debiased HF"] > values["raw HF"]
+    for value in values.values():
+        assert f"{value:.3f}" in section
+    thetas = re.findall(r"^\d+\s+\d+\s+([0-9.]+)\s", printed, re.M)[1:]
+    assert thetas and all(theta in section for theta in thetas)
