@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from hfrl.envs import SlateEnv, collect_slate_logs, slate_policy_value
@@ -241,3 +243,40 @@ def test_the_docs_example_runs_and_its_numbers_are_the_ones_quoted(capsys: pytes
         assert f"{value:.3f}" in section
     thetas = re.findall(r"^\d+\s+\d+\s+([0-9.]+)\s", printed, re.M)[1:]
     assert thetas and all(theta in section for theta in thetas)
+
+
+def test_a_file_through_duckdb_and_a_log_without_state_give_the_same_tables(tmp_path: Path) -> None:
+    env = SlateEnv(n_segments=2, n_items=6, k=3)
+    logs = collect_slate_logs(env, RankingPolicy.from_policy(TabularPolicy.uniform(2, 6), 3), 2000, seed=0)
+    path = tmp_path / "ranking.csv"
+    logs.to_csv(path, index=False)
+    pd.testing.assert_frame_equal(examination_probabilities(path), examination_probabilities(logs))
+    from_file, in_memory = PositionFrequency().fit(path), PositionFrequency().fit(logs)
+    np.testing.assert_allclose(from_file.probabilities_, in_memory.probabilities_)
+    assert from_file.fingerprint_ == in_memory.fingerprint_
+    one_state = PositionFrequency(theta=[1.0, 0.5, 0.3], prior_strength=0).fit(logs.drop(columns="state"))
+    pooled = PositionFrequency(theta=[1.0, 0.5, 0.3], prior_strength=0).fit(logs.assign(state=0))
+    assert one_state.probabilities_.shape == (1, 6)
+    np.testing.assert_allclose(one_state.probabilities_, pooled.probabilities_)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.lists(st.floats(0.05, 1.0), min_size=3, max_size=3),
+       st.sampled_from(["share", "rate"]), st.floats(0.0, 5.0))
+def test_rows_are_distributions_and_debiased_clicks_add_up(seed: int, theta: list[float], kind: str,
+                                                           prior_strength: float) -> None:
+    rng = np.random.default_rng(seed)
+    n_slates = 20
+    logs = pd.DataFrame({"slate_id": np.repeat(np.arange(n_slates), 3),
+                         "position": np.tile(np.arange(3), n_slates),
+                         "state": np.repeat(rng.integers(0, 3, n_slates), 3),
+                         "action": np.concatenate([rng.permutation(5)[:3] for _ in range(n_slates)]),
+                         "reward": rng.integers(0, 2, 3 * n_slates)})
+    hf = PositionFrequency(kind, theta=theta, prior_strength=prior_strength)
+    hf.fit(logs, n_states=3, n_actions=5)
+    np.testing.assert_allclose(hf.probabilities_.sum(axis=1), 1.0)
+    assert (hf.probabilities_ >= 0).all()
+    clicks = logs["reward"].to_numpy()
+    position_theta = np.asarray(theta)[logs["position"]]
+    expected = (clicks / position_theta).sum() if kind == "share" else clicks.sum()
+    assert hf.counts_.sum() == pytest.approx(expected)
