@@ -95,20 +95,18 @@ def _mantel_haenszel(impressions: np.ndarray, clicks: np.ndarray, binary: bool
     var_log = np.full(n_positions, np.nan)
     matched = np.zeros(n_positions, dtype=np.int64)
     theta[0], var_log[0], matched[0] = 1.0, 0.0, int((impressions[:, 0] > 0).sum())
-    n0, b = impressions[:, 0], clicks[:, 0]
     for j in range(1, n_positions):
-        both = (n0 > 0) & (impressions[:, j] > 0)
+        both = (impressions[:, 0] > 0) & (impressions[:, j] > 0)
         matched[j] = int(both.sum())
-        if not both.any():
-            continue
-        n1, a, m0, bb = impressions[both, j], clicks[both, j], n0[both], b[both]
-        total = n1 + m0
-        r, s = float(np.sum(a * m0 / total)), float(np.sum(bb * n1 / total))
-        if s <= 0:
+        n1, a = impressions[both, j], clicks[both, j]
+        n0, b = impressions[both, 0], clicks[both, 0]
+        total = n0 + n1
+        r, s = float(np.sum(a * n0 / total)), float(np.sum(b * n1 / total))
+        if s <= 0:  # no matched item, or none clicked at position 0
             continue
         theta[j] = r / s
         if r > 0:
-            spread = (a + bb) * n1 * m0 / total**2 - (a * bb / total if binary else 0.0)
+            spread = (a + b) * n1 * n0 / total**2 - (a * b / total if binary else 0.0)
             var_log[j] = max(float(np.sum(spread)), 0.0) / (r * s)
     return theta, var_log, matched
 
@@ -378,7 +376,7 @@ class PositionFrequency:
         why = "n_positions" if self.n_positions is not None or theta is None else "one theta per position"
         k = _check_positions(validated, n_positions, why)
         if theta is not None and theta.size < k:
-            raise ValueError(f"theta has {theta.size} values but n_positions is {k}")
+            raise ValueError(f"theta has {theta.size} values but n_positions is {k}: one per position")
         self.examination_ = None
         if theta is None and not self.per_position:
             self.examination_ = examination_probabilities(validated, k, confidence=self.confidence)
@@ -387,8 +385,8 @@ class PositionFrequency:
             if bad.any():
                 j = int(np.flatnonzero(bad)[0])
                 raise ValueError(
-                    f"the estimated examination probability of position {j} is {theta[j]} (no item "
-                    "shown at both it and position 0 was clicked at both): pass theta")
+                    f"the estimated examination probability of position {j} is {theta[j]}: the "
+                    "estimate needs items shown at both it and position 0 and clicked at each; pass theta")
 
         has_state = validated.has(schema.STATE)
         frame = validated.frame([c for c in (schema.STATE, schema.ACTION, schema.POSITION, schema.REWARD,
