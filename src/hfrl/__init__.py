@@ -17,6 +17,11 @@ _LAZY = {
     "blend": "hfrl.blending",
     "evaluate": "hfrl.ope",
     "tune_alpha": "hfrl.tune",
+    # rankings: Plackett-Luce policies, HF per position or position-debiased, their blend
+    "RankingPolicy": "hfrl.policies",
+    "PositionFrequency": "hfrl.positions",
+    "examination_probabilities": "hfrl.positions",
+    "blend_rankings": "hfrl.positions",
 }
 
 __all__ = ["__version__", *_LAZY]
