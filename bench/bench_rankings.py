@@ -2,6 +2,14 @@
 
 Parts (issue "Rankings and real catalogs", letters as there; ``--parts`` picks them):
 
+(a) catalog scale: ``--catalog-rows`` logged rows (50,000,000) over ``--segments`` (10,000) x
+    ``--items`` (100,000), written to a Parquet file by DuckDB (items long-tailed per segment: rank
+    ``floor(U ** -2)``, shifted per segment; 10% clicks). In a fresh process: ``HistoricalFrequency``
+    (sparse, DuckDB backend) fitted on the file, a learned policy of 50 candidates per segment
+    (``TabularPolicy.from_candidates``), their blend at alpha 0.3 with the serving exploration floor,
+    the top 10 of every segment, the artifact saved and loaded again; the seconds of each step, the
+    process's peak RSS and the sizes (the dense table would be 8 bytes x 10^9 = 8 GB).
+
 (b) speed and cross-check: ``--slates`` logged slates (1,000,000 by default) of 3 positions over 20
     items in 10 segments from ``SlatePage-v0`` (position click model); the seconds of
     ``evaluate_slates`` for each estimator alone (validation and reading the slates included) and for
@@ -23,17 +31,21 @@ Parts (issue "Rankings and real catalogs", letters as there; ``--parts`` picks t
     (only sips, rips and cascade_dr's hold); the share of 95% intervals (``interval="auto"``) that
     contain the exact value ``slate_policy_value``, with the misses on each side.
 
-Not measured here: (a) HF + blend + top-10 on 10,000 segments x 100,000 items and (d) the service on
-a 100,000-item artifact need sparse policy tables, which hfrl does not have yet.
+(d) the service on (a)'s artifact (``--service-duration`` seconds per load): ``bench_service.py``'s
+    uvicorn server and load generator, top-10 slates per request (``"k": 10``) in exploit mode and in
+    explore mode (sampled without replacement, propensities logged): the latency at 1,000 requests/s
+    (open loop, from each request's scheduled send time) and the closed-loop saturation rate.
 
-Targets: OBP's estimates equal hfrl's within 1e-9 where the definitions agree; hfrl >= 20x faster
-than OBP (each estimator alone, and the four together); coverage in [0.93, 0.97] for the estimators
-whose assumptions hold in a design.
+Targets: (a) peak RSS < 1 GB; (b) OBP's estimates equal hfrl's within 1e-9 where the definitions
+agree, hfrl >= 20x faster than OBP (each estimator alone, and the four together); (c) coverage in
+[0.93, 0.97] for the estimators whose assumptions hold in a design; (d) p99 < 10 ms at 1,000
+requests/s, and the artifact loads in seconds.
 
 Usage::
 
     .venv/bin/python bench/bench_rankings.py                       # prints ONE JSON line
     .venv/bin/python bench/bench_rankings.py --slates 200000 --repetitions 100
+    .venv/bin/python bench/bench_rankings.py --parts a,d --catalog-rows 5000000   # smaller catalog run
     HFRL_PEER_VENV=/elsewhere/.venv-peers .venv/bin/python bench/bench_rankings.py --parts b
 """
 
@@ -43,7 +55,10 @@ import argparse
 import itertools
 import json
 import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -282,23 +297,157 @@ def coverage(click_model: str, n_slates: int, repetitions: int, seed: int) -> di
     }
 
 
+CANDIDATES, CATALOG_ALPHA, TOP = 50, 0.3, 10
+
+
+def write_catalog_logs(path: str, n_rows: int, n_segments: int, n_items: int) -> float:
+    """Long-tailed click logs written by DuckDB (never held in this process); returns the seconds."""
+    import duckdb
+
+    started = time.perf_counter()
+    with duckdb.connect() as connection:
+        connection.execute("SET threads = 1")  # setseed makes random() repeatable on one thread
+        connection.execute("SELECT setseed(0.42)")
+        connection.execute(f"""
+            COPY (
+              SELECT CAST(i % {n_segments} AS BIGINT) AS state,
+                     CAST((i % {n_segments}) * 7919
+                          + CAST(least(pow(1.0 - random(), -2.0), 1e9) AS BIGINT) - 1 AS BIGINT) % {n_items}
+                       AS action,
+                     CAST(random() < 0.1 AS DOUBLE) AS reward
+              FROM range({n_rows}) t(i)
+            ) TO '{path}' (FORMAT parquet)""")
+    return time.perf_counter() - started
+
+
+def catalog_child(path: str, artifact: str, n_segments: int, n_items: int) -> None:
+    """Part (a) inside a fresh process, so that its peak RSS is HF + blend + top-k's own."""
+    import resource
+
+    from hfrl import blend
+    from hfrl.backends.duckdb import DuckDBBackend
+    from hfrl.frequencies import HistoricalFrequency
+    from hfrl.policies import TabularPolicy, default_min_propensity
+
+    seconds = {}
+    started = time.perf_counter()
+    hf = HistoricalFrequency(prior_strength=1.0, backend=DuckDBBackend(memory_limit="400MB"))
+    hf.fit(path, n_states=n_segments, n_actions=n_items)
+    seconds["hf_fit"] = time.perf_counter() - started
+    rng = np.random.default_rng(1)
+    step = time.perf_counter()
+    states = np.repeat(np.arange(n_segments), CANDIDATES)
+    items = (states * 104_729 + rng.integers(0, n_items, states.size)) % n_items
+    scores = rng.dirichlet(np.ones(CANDIDATES), n_segments).ravel() * 0.9  # 10% left to the others
+    pi = TabularPolicy.from_candidates(states, items, scores, n_segments, n_items)
+    blended = blend(pi, hf, CATALOG_ALPHA).with_exploration(default_min_propensity(n_items))
+    seconds["blend"] = time.perf_counter() - step
+    step = time.perf_counter()
+    top, probabilities = blended.top_k(np.arange(n_segments), TOP)
+    seconds["top_10_all_segments"] = time.perf_counter() - step
+    step = time.perf_counter()
+    blended.save(artifact)
+    seconds["save"] = time.perf_counter() - step
+    step = time.perf_counter()
+    loaded = TabularPolicy.load(artifact)
+    seconds["load"] = time.perf_counter() - step
+    same = bool(np.array_equal(loaded.top_k(np.arange(100), TOP)[0], top[:100]))
+    seconds["total"] = time.perf_counter() - started
+    table = blended.sparse_
+    print(json.dumps({
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "hf_sparse": bool(hf.to_policy().is_sparse),
+        "hf_logged_cells": int(hf.counts_.nnz),
+        "blend_explicit_cells": table.nnz, "blend_base_rows": int(table.base.shape[0]),
+        "blend_megabytes": round(table.nbytes / 2**20, 1),
+        "dense_table_megabytes": round(8 * n_segments * n_items / 2**20, 1),
+        "artifact_megabytes": round(os.path.getsize(artifact) / 2**20, 1),
+        "loaded_top_10_same": same,
+        "top_10_mass_mean": round(float(probabilities.sum(axis=1).mean()), 4),
+    }))
+
+
+def catalog(n_rows: int, n_segments: int, n_items: int, folder: str) -> dict:
+    import subprocess
+    import sys
+
+    path = os.path.join(folder, "catalog.parquet")
+    written = write_catalog_logs(path, n_rows, n_segments, n_items)
+    artifact = os.path.join(folder, "catalog.zip")
+    out = subprocess.run([sys.executable, __file__, "--catalog-child", path, artifact, str(n_segments),
+                          str(n_items)], capture_output=True, text=True, check=True)
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"rows": n_rows, "segments": n_segments, "items": n_items, "alpha": CATALOG_ALPHA,
+            "candidates_per_segment": CANDIDATES, "file_megabytes": round(os.path.getsize(path) / 2**20, 1),
+            "write_seconds": round(written, 1), **figures, "artifact": artifact}
+
+
+def serve_catalog(artifact: str, n_segments: int, duration: float, folder: str) -> dict:
+    """Part (d): bench_service's server and load generator on the catalog artifact, top-10 slates."""
+    import sys
+
+    result = {}
+    for mode in ("exploit", "explore"):
+        os.environ["HFRL_BENCH_DECIDE_EXTRA"] = f',"k":{TOP},"mode":"{mode}"'
+        os.environ["HFRL_BENCH_N_STATES"] = str(n_segments)
+        import importlib
+
+        import bench_service
+
+        bench_service = importlib.reload(bench_service)  # reads the request shape at import
+        port = bench_service.free_port()
+        server = [sys.executable, bench_service.__file__, "--hfrl-server", artifact,
+                  os.path.join(folder, f"serve-{mode}.sqlite"), str(port), "fast_path"]
+        measured = bench_service.measure_server(server, port, duration, 1000.0, Path(folder))
+        fixed = measured["fixed_rate_open_loop"]
+        result[mode] = {"p50_ms_at_1000rps": fixed.get("p50_ms"), "p99_ms_at_1000rps": fixed.get("p99_ms"),
+                        "achieved_rps": fixed.get("rps"), "non_200": fixed.get("non_200"),
+                        "saturation_rps": measured["saturation"].get("rps"),
+                        "saturation_p99_ms": measured["saturation"].get("p99_ms"),
+                        "server_cpu_us_per_request": measured["saturation"].get("server_cpu_us_per_request"),
+                        "loadavg": measured["loadavg"]}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slates", type=int, default=1_000_000)
     parser.add_argument("--repetitions", type=int, default=200)
     parser.add_argument("--coverage-slates", type=int, default=5_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--parts", default="b,c", help="comma-separated: b (speed, OBP), c (coverage)")
+    parser.add_argument("--catalog-rows", type=int, default=50_000_000)
+    parser.add_argument("--segments", type=int, default=10_000)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--service-duration", type=float, default=10.0)
+    parser.add_argument("--parts", default="a,b,c,d",
+                        help="comma-separated: a (catalog HF + blend + top-10), b (speed, OBP), "
+                             "c (coverage), d (service on a's artifact)")
     parser.add_argument("--peer", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--catalog-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer:
         peer_main(*args.peer)
+        return
+    if args.catalog_child:
+        path, artifact, n_segments, n_items = args.catalog_child
+        catalog_child(path, artifact, int(n_segments), int(n_items))
         return
     parts = args.parts.split(",")
     started = time.perf_counter()
     figures: dict = {"bench": "rankings", "k": K, "n_items": N_ITEMS, "n_segments": N_SEGMENTS,
                      "parts": parts, "load_avg_1m_start": round(os.getloadavg()[0], 2)}
     targets = figures["targets"] = {}
+    folder = tempfile.mkdtemp(prefix="bench-rankings-")
+    if "a" in parts or "d" in parts:
+        scale = figures["catalog"] = catalog(args.catalog_rows, args.segments, args.items, folder)
+        targets["catalog_peak_rss_below_1gb"] = bool(scale["peak_rss_mb"] < 1024)
+        targets["catalog_artifact_loads_in_seconds"] = bool(scale["seconds"]["load"] < 10)
+    if "d" in parts:
+        served = figures["service"] = serve_catalog(figures["catalog"]["artifact"], args.segments,
+                                                    args.service_duration, folder)
+        targets["service_p99_below_10ms_at_1000rps"] = {mode: bool(served[mode]["p99_ms_at_1000rps"] < 10)
+                                                        for mode in served}
     if "b" in parts:
         fast = figures["speed"] = speed(args.slates, args.seed)
         if "max_abs_difference" in fast["obp"]:
@@ -312,9 +461,8 @@ def main() -> None:
         figures["repetitions"] = args.repetitions
         targets["coverage_in_093_097"] = all(0.93 <= c <= 0.97 for d in designs
                                              for c in d["coverage"].values())
-    figures["not_measured"] = ["a: HF + blend + top-10 at 10,000 x 100,000 (no sparse tables)",
-                               "b: pseudo_inverse against OBP (OBP has no pseudo-inverse estimator)",
-                               "d: service on a 100,000-item artifact (no sparse tables)"]
+    shutil.rmtree(folder, ignore_errors=True)
+    figures["not_measured"] = ["b: pseudo_inverse against OBP (OBP has no pseudo-inverse estimator)"]
     figures.update(seconds=round(time.perf_counter() - started, 1), cpu_count=os.cpu_count(),
                    load_avg_1m=round(os.getloadavg()[0], 2))
     print(json.dumps(figures, default=lambda value: value.item()))

@@ -41,6 +41,9 @@ GRACE_S = 5.0
 TARGETS = {"p99_ms_at_1000rps": 10.0, "saturation_rps": 3000.0, "inprocess_decisions_per_s": 200_000.0}
 # create_app options compared in the same run (the first is what ``hfrl serve`` runs)
 VARIANTS: dict[str, dict] = {"fast_path": {"fast_path": True}, "fastapi_routes": {"fast_path": False}}
+# extra JSON fields sent with every /v1/decide (bench_rankings asks for top-10 slates), and the states
+DECIDE_EXTRA = os.environ.get("HFRL_BENCH_DECIDE_EXTRA", "")
+N_STATES = int(os.environ.get("HFRL_BENCH_N_STATES", N_STATES))
 
 
 def run_hfrl_server(artifact: str, db: str, port: int, variant: str) -> None:
@@ -113,7 +116,7 @@ def run_baseline_server(artifact: str, db: str, port: int, journal: str) -> None
 
 # ---------------------------------------------------------------------- the load generator (own process)
 def _request(state: int) -> bytes:
-    body = b'{"state":%d}' % state
+    body = b'{"state":%d%s}' % (state, DECIDE_EXTRA.encode())
     return (
         b"POST /v1/decide HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
@@ -223,9 +226,9 @@ WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 request = function()
-  return wrk.format(nil, nil, nil, '{"state":' .. math.random(0, LAST_STATE) .. '}')
+  return wrk.format(nil, nil, nil, '{"state":' .. math.random(0, LAST_STATE) .. 'EXTRA}')
 end
-""".replace("LAST_STATE", str(N_STATES - 1))
+""".replace("LAST_STATE", str(N_STATES - 1)).replace("EXTRA", DECIDE_EXTRA)
 
 
 def _ms(text: str) -> float:

@@ -159,8 +159,15 @@ class SparseTable:
         rows = np.asarray(rows, dtype=np.intp).reshape(-1)
         columns = np.asarray(columns, dtype=np.intp).reshape(-1)
         values = np.zeros(rows.size)
-        if rows.size:
-            values = np.asarray(self.explicit[rows, columns], dtype=np.float64).reshape(-1)
+        e = self.explicit
+        if rows.size and e.nnz:
+            if "keys" not in self._cache:  # cell (s, a) as s * n_columns + a: sorted, as CSR is
+                entry_rows = np.repeat(np.arange(self.shape[0], dtype=np.int64), np.diff(e.indptr))
+                self._cache["keys"] = entry_rows * self.shape[1] + e.indices
+            keys = self._cache["keys"]
+            wanted = rows.astype(np.int64) * self.shape[1] + columns
+            where = np.minimum(np.searchsorted(keys, wanted), keys.size - 1)
+            values = np.where(keys[where] == wanted, e.data[where], 0.0)
         if self.base.shape[0]:
             values = values + np.einsum("ij,ji->i", self.base_weight[rows], self.base[:, columns])
         return values
@@ -266,6 +273,7 @@ class SparseTable:
         if "flat_cdf" not in self._cache:
             self._cache["flat_cdf"] = np.cumsum(e.data)
             self._cache["base_cdf"] = np.cumsum(self.base, axis=1)
+            self._cache["base_last"] = [int(np.flatnonzero(row > 0)[-1]) for row in self.base]
         flat_cdf, base_cdf = self._cache["flat_cdf"], self._cache["base_cdf"]
         u = rng.random(rows.size)
         explicit_mass = self.explicit_mass()[rows]
@@ -288,7 +296,7 @@ class SparseTable:
             for b in np.unique(j):
                 mine = j == b
                 cdf = base_cdf[b]
-                last = int(np.flatnonzero(self.base[b] > 0)[-1])
+                last = self._cache["base_last"][b]
                 picked[mine] = np.minimum(np.searchsorted(cdf, v[mine] * cdf[-1], side="right"), last)
             items[rest] = picked
         probabilities = self.values(rows, items)

@@ -307,23 +307,33 @@ class ServedModel:
         return flat.reshape(actions.shape)
 
     def _sample_distinct(self, states: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-        """``k`` distinct actions per state drawn in sequence without replacement, by drawing from pi
-        and redrawing repeats (the same law as renormalising over the actions left), without a
-        dense row; a state still short after ``_MAX_REDRAWS`` rounds is finished from its dense row."""
-        actions = np.full((states.shape[0], k), -1, dtype=np.int64)
-        for j in range(k):
-            todo = np.arange(states.shape[0])
-            for _ in range(_MAX_REDRAWS):
-                drawn, _ = self.policy.sample(states[todo], random_state=rng)
-                repeat = (actions[todo, :j] == drawn[:, None]).any(axis=1)
-                actions[todo[~repeat], j] = drawn[~repeat]
-                todo = todo[repeat]
-                if not todo.size:
-                    break
-            for i in todo:
-                row = self.policy.probabilities(states[i:i + 1])[0]
-                row[actions[i, :j]] = 0.0
+        """``k`` distinct actions per state drawn in sequence without replacement, without a dense
+        row: the first ``k`` distinct actions of a stream of draws from pi (the same law as drawing
+        each slot from pi renormalised over the actions left). Draws come ``2k`` per state at a
+        time; a state still short after ``_MAX_REDRAWS`` rounds is finished from its dense row."""
+        n = states.shape[0]
+        actions = np.full((n, k), -1, dtype=np.int64)
+        filled = np.zeros(n, dtype=np.int64)
+        todo = np.arange(n)
+        for _ in range(_MAX_REDRAWS):
+            drawn, _ = self.policy.sample(np.repeat(states[todo], 2 * k), random_state=rng)
+            for i, stream in zip(todo.tolist(), drawn.reshape(todo.size, 2 * k).tolist(), strict=True):
+                chosen = actions[i, :filled[i]].tolist()
+                for action in dict.fromkeys(stream):
+                    if filled[i] == k:
+                        break
+                    if action not in chosen:
+                        actions[i, filled[i]] = action
+                        filled[i] += 1
+            todo = np.flatnonzero(filled < k)
+            if not todo.size:
+                return actions
+        for i in todo:
+            row = self.policy.probabilities(states[i:i + 1])[0]
+            row[actions[i, :filled[i]]] = 0.0
+            for j in range(filled[i], k):
                 actions[i, j] = rng.choice(row.size, p=row / row.sum())
+                row[actions[i, j]] = 0.0
         return actions
 
     def describe(self) -> dict[str, Any]:
