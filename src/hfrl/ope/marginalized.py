@@ -128,8 +128,9 @@ class ItemEmbedding:
             if bad.any():
                 item, *dimension = (int(i) for i in np.argwhere(bad)[0])
                 where = f"item {item}" + (f", dimension {dimension[0]}" if dimension else "")
+                found = values[(item, *dimension)].item()
                 raise ValueError(
-                    f"item_embeddings: {where} has {values[(item, *dimension)]!r} (dtype {values.dtype}), "
+                    f"item_embeddings: {where} has {found!r} (dtype {values.dtype}), "
                     "expected an integer category id; MIPS here needs discrete embeddings (bin continuous "
                     "features, number labels with pandas.factorize)")
             values = numbers.astype(np.int64)
