@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -243,3 +246,14 @@ def test_item_embedding_numbers_its_values():
     rows = np.array([[0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]])
     np.testing.assert_allclose(embedding.marginals(rows), [[0.2, 0.4, 0.4], [0.25, 0.5, 0.25]])
     assert ItemEmbedding.of(np.array([2.0, 2.0, 7.0]), 3).ids.tolist() == [0, 0, 1]
+
+
+def test_the_docs_example_runs(capsys):
+    text = (Path(__file__).resolve().parents[1] / "docs" / "rankings.md").read_text()
+    section = text[text.index("## Large catalogs"):]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL).group(1)
+    exec(compile(code, "docs/rankings.md", "exec"), {"__name__": "docs_example"})  # noqa: S102 - our docs
+    printed = capsys.readouterr().out
+    estimates = dict(re.findall(r"^(mips|ips)\s+([0-9.]+)", printed, flags=re.MULTILINE))
+    exact = float(re.search(r"exact: ([0-9.]+)", printed).group(1))
+    assert abs(float(estimates["mips"]) - exact) < 0.01
