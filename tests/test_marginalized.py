@@ -111,6 +111,40 @@ def test_the_weights_and_the_self_normalised_estimate():
     assert again.loc["mips", "estimate"] != pytest.approx(0.25, rel=1e-6)
 
 
+def test_a_direct_effect_biases_mips_as_its_docstring_says():
+    """Items of one category differ in reward: MIPS converges to the truth plus
+    ``E_x sum_e p(e|x, pi) (E_pi0[r|x, e] - E_pi[r|x, e])``, not to the truth."""
+    category, _, logging, target, _ = problem(10)
+    rng = np.random.default_rng(1)
+    item_mean = rng.uniform(0.0, 0.8, (N_STATES, N_ITEMS))  # every item its own click rate
+    pi, pi0 = target.probabilities(np.arange(N_STATES)), logging.probabilities(np.arange(N_STATES))
+    truth = float(np.mean((pi * item_mean).sum(axis=1)))
+    bias = 0.0
+    for s in range(N_STATES):
+        p_e = np.bincount(category, weights=pi[s], minlength=N_CATEGORIES)
+        p0_e = np.bincount(category, weights=pi0[s], minlength=N_CATEGORIES)
+        under_logging = np.bincount(category, weights=pi0[s] * item_mean[s], minlength=N_CATEGORIES) / p0_e
+        under_target = np.bincount(category, weights=pi[s] * item_mean[s], minlength=N_CATEGORIES) / p_e
+        bias += float(p_e @ (under_logging - under_target)) / N_STATES
+    state = rng.integers(0, N_STATES, 200_000)
+    action, propensity = logging.sample(state, rng)
+    reward = (rng.random(state.size) < item_mean[state, action]).astype(np.float64)
+    logs = pd.DataFrame({"state": state, "action": action, "reward": reward, "propensity": propensity})
+    row = evaluate_embedded(logs, target, category, logging, "mips").loc["mips"]
+    assert abs(row["estimate"] - (truth + bias)) < 4 * row["std_error"]
+    assert abs(bias) > 5 * row["std_error"]  # the design makes the bias visible
+    assert not row["ci_low"] <= truth <= row["ci_high"]
+
+
+def test_logs_from_a_parquet_file(tmp_path):
+    category, mean, logging, target, _ = problem(11)
+    logs = collect(logging, mean, category, 2_000, 0)
+    logs.to_parquet(tmp_path / "logs.parquet")
+    in_memory = evaluate_embedded(logs, target, category, logging)
+    from_file = evaluate_embedded(str(tmp_path / "logs.parquet"), target, category, logging)
+    pd.testing.assert_frame_equal(in_memory, from_file)
+
+
 def test_two_dimensional_embeddings_are_their_joint_category():
     category, mean, logging, target, _ = problem(3)
     logs = collect(logging, mean, category, 3_000, 0)

@@ -65,7 +65,8 @@ from hfrl.ope.support import UNOBSERVED_WARNING_SHARE, SupportWarning
 from hfrl.ope.targets import RowInputs
 from hfrl.policies import Policy, TabularPolicy, resolve_rng
 
-__all__ = ["EMBEDDED_ASSUMPTIONS", "EMBEDDED_ESTIMATORS", "ItemEmbedding", "evaluate_embedded"]
+__all__ = ["EMBEDDED_ASSUMPTIONS", "EMBEDDED_ESTIMATORS", "MIPS", "SNMIPS", "ItemEmbedding",
+           "evaluate_embedded"]
 
 EMBEDDED_ESTIMATORS = ("mips", "snmips", "ips", "snips")
 EMBEDDED_ASSUMPTIONS = {
@@ -81,6 +82,39 @@ _GRAM_ROWS = 1 << 20
 # with an estimated logging marginal, the target's mass on unlogged cells is left out (bias): warn from 1%
 ESTIMATED_UNOBSERVED_WARNING_SHARE = 0.01
 S, A, R, P = schema.STATE, schema.ACTION, schema.REWARD, schema.PROPENSITY
+
+
+# ---------------------------------------------------------------------------------------------
+# the estimators: IPS and SNIPS with the marginal weight
+
+
+class MIPS(IPS):
+    """Marginalised IPS (Saito & Joachims 2022): ``V = mean_i w(x_i, e_i) r_i`` with the embedding weight
+    ``w(x, e) = p(e | x, pi) / p(e | x, pi_0)`` in place of IPS's per-item weight (the formula is IPS's).
+
+    Unbiased under two assumptions: no direct effect (``E[r | x, a] = E[r | x, e(a)]``: the reward
+    depends on the item only through its embedding) and common embedding support (``p(e | x, pi_0) > 0``
+    wherever ``p(e | x, pi) > 0``). Without the first its bias is
+    ``E_x sum_e p(e | x, pi) (E_pi0[r | x, e] - E_pi[r | x, e])``: each embedding's items are weighed as
+    the logging policy mixed them, not as the target does; without the second the target's mass on
+    embeddings the logging policy never shows is missing (``support_violation_share``).
+    """
+
+    name = "mips"
+
+
+class SNMIPS(SNIPS):
+    """Self-normalised marginalised IPS: ``V = sum_i w_i r_i / sum_i w_i`` with MIPS's weights.
+
+    The assumptions of ``MIPS``; bounded by the reward range whatever the weights, consistent, with a
+    bias of order 1/n on top of MIPS's when the assumptions fail (the same limit: each embedding's
+    items weighed as the logging policy mixed them).
+    """
+
+    name = "snmips"
+
+
+_ESTIMATORS: dict[str, type[Estimator]] = {"mips": MIPS, "snmips": SNMIPS, "ips": IPS, "snips": SNIPS}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,15 +217,11 @@ def _rows_per_chunk(n_actions: int) -> int:
     return max(1, CELL_BUDGET // max(n_actions, 1))
 
 
-def _state_frequency(state: np.ndarray, e: np.ndarray, n_embeddings: int
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``p_hat(e_i | s_i)`` per row: the share of state ``s_i``'s rows whose item has embedding ``e_i``;
-    and the (state, embedding) cell of each row with the cells' keys ``s * n_embeddings + e``."""
-    keys, cell, count = np.unique(state * n_embeddings + e, return_inverse=True, return_counts=True)
-    cell = cell.ravel()
-    states, state_of_row = np.unique(state, return_inverse=True)
-    state_rows = np.bincount(state_of_row.ravel())
-    return count[cell] / state_rows[state_of_row.ravel()], cell, keys
+def _state_frequency(state: np.ndarray, e: np.ndarray, n_embeddings: int) -> np.ndarray:
+    """``p_hat(e_i | s_i)`` per row: the share of state ``s_i``'s rows whose item has embedding ``e_i``."""
+    _, cell, count = np.unique(state * n_embeddings + e, return_inverse=True, return_counts=True)
+    _, state_of_row, state_rows = np.unique(state, return_inverse=True, return_counts=True)
+    return count[cell.ravel()] / state_rows[state_of_row.ravel()]
 
 
 def read_tabular(frame: pd.DataFrame, policy: TabularPolicy, logging_policy: TabularPolicy | None,
@@ -298,7 +328,7 @@ def read_rows(logs: Logs, columns: list[str], policy: Any, logging_policy: Any, 
     unobserved = float("nan")
     if logging_policy is None:
         assert joined["state"] is not None and joined["e"] is not None
-        logging_e, _, _ = _state_frequency(joined["state"], joined["e"], embedding.n_embeddings)
+        logging_e = _state_frequency(joined["state"], joined["e"], embedding.n_embeddings)
         bound = float((target_e / logging_e).max(initial=0.0))
     else:
         logging_e = joined["logging_e"]
@@ -323,12 +353,12 @@ def _columns(estimator: Estimator, weight: np.ndarray, reward: np.ndarray) -> np
 
 
 def _sums(estimator: Estimator, weight: np.ndarray, reward: np.ndarray) -> Sums:
+    """The Gram matrix of ``_columns`` over rows, a block of rows at a time."""
     gram = np.zeros((5, 5))
     for start in range(0, weight.size, _GRAM_ROWS):
         block = _columns(estimator, weight[start:start + _GRAM_ROWS], reward[start:start + _GRAM_ROWS])
         gram += block @ block.T
-    return Sums(gram, estimator.normalizer(RowInputs(weight[:1], reward[:1], weight[:1], weight[:1], None))
-                is not None)
+    return Sums(gram, isinstance(estimator, SNIPS))
 
 
 def _method(interval: str, name: str, ess: float, known: bool) -> str:
@@ -499,7 +529,7 @@ def evaluate_embedded(
     rows, chosen = [], []
     for name in names:
         embedded = name in ("mips", "snmips")
-        estimator: Estimator = IPS() if name in ("mips", "ips") else SNIPS()
+        estimator = _ESTIMATORS[name]()
         weight = w_embedded if embedded else w_item
         assert weight is not None
         sums = _sums(estimator, weight, facts.reward)
