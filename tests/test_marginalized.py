@@ -264,6 +264,11 @@ def test_bad_inputs_name_the_field():
         evaluate_embedded(logs, target, category, TabularPolicy.uniform(N_STATES, 10))
     with pytest.raises(TypeError, match="logging_policy must be a hfrl.policies.Policy"):
         evaluate_embedded(logs, target, category, logging.probabilities(np.arange(N_STATES)))
+    never_category_0 = logging.probabilities(np.arange(N_STATES)) * (category != 0)
+    never_category_0 = TabularPolicy(never_category_0 / never_category_0.sum(axis=1, keepdims=True))
+    first = int(np.flatnonzero(category[logs["action"]] == 0)[0])
+    with pytest.raises(ValueError, match=f"probability 0 to the embedding of logged row {first} "):
+        evaluate_embedded(logs, target, category, never_category_0)
     with pytest.raises(ValueError, match="unknown embedded estimator"):
         evaluate_embedded(logs, target, category, logging, "dr")
     with pytest.raises(Exception, match="propensity"):

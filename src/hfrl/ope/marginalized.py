@@ -519,6 +519,8 @@ def evaluate_embedded(
         facts = read_tabular(validated.frame(needed), policy, logging_policy, embedding, need_items)
     else:
         facts = read_rows(validated, needed, policy, logging_policy, embedding, context_columns, need_items)
+    if logging_policy is not None:
+        _check_logged(facts)
     _warn(facts, logging_policy is not None)
     marginal_source = ("logging policy" if logging_policy is not None
                        else "estimated (embedding frequency per state)")
@@ -571,6 +573,17 @@ def _bootstrap(chosen: list[tuple[Estimator, np.ndarray]], reward: np.ndarray, n
     low, high, spread = bootstrap_interval(replicates, level)
     return pd.DataFrame({"boot_std_error": spread, "boot_ci_low": low, "boot_ci_high": high,
                          "n_bootstrap": n_bootstrap}, index=list(names))
+
+
+def _check_logged(facts: RowFacts) -> None:
+    """A logging policy that gives a logged row's embedding (or item) probability 0 did not log the rows."""
+    for values, what in ((facts.logging_e, "the embedding of"), (facts.logging_a, "the item of")):
+        if values is not None and not (values > 0).all():
+            row = int(np.flatnonzero(~(values > 0))[0])
+            raise ValueError(
+                f"logging_policy gives probability 0 to {what} logged row {row} "
+                f"({int((~(values > 0)).sum()):,} rows): it cannot have logged these rows; pass the "
+                "policy that did, or leave logging_policy out to estimate its marginal from the logs")
 
 
 def _warn(facts: RowFacts, known: bool) -> None:
