@@ -61,6 +61,7 @@ bench: $(DEV_STAMP)
 	$(BIN)/python bench/bench_sim_to_real.py
 	$(BIN)/python bench/bench_contexts.py
 	$(BIN)/python bench/bench_rankings.py
+	$(BIN)/python bench/bench_embedded.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache
