@@ -254,3 +254,30 @@ def test_a_real_server_decides_and_logs_on_a_sparse_artifact(tmp_path):
                                                      "reward": 1.0}).status_code == 202
     log = read_decision_log(tmp_path / "log.sqlite")
     assert len(log) >= 2
+
+
+def test_the_docs_example_runs_sparse_and_prints_its_sizes(capsys):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "rankings.md").read_text()
+    section = text[text.index("## Sparse tables"):]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL).group(1)
+    exec(compile(code, "docs/rankings.md", "exec"), {"__name__": "docs_example"})  # noqa: S102 - our docs
+    printed = capsys.readouterr().out
+    assert "sparse)" in printed  # the repr of a sparse TabularPolicy
+    mebibytes = float(re.search(r"([0-9.]+) MiB instead of", printed).group(1))
+    assert mebibytes < 50
+
+
+def test_sparse_hf_takes_ids_beyond_a_dense_table_and_still_refuses_raw_ids():
+    from hfrl.errors import LogValidationError
+
+    logs = pd.DataFrame({"state": [0, 1, 2_999], "action": [5, 99_999, 7], "reward": [1.0, 1.0, 0.0]})
+    hf = HistoricalFrequency().fit(logs, n_states=3_000, n_actions=100_000)  # 3e8 cells: auto is sparse
+    assert isinstance(hf.probabilities_, SparseTable)
+    with pytest.raises(LogValidationError, match="tables hold at most 100,000,000"):
+        HistoricalFrequency(sparse=False).fit(logs, n_states=3_000, n_actions=100_000)
+    raw = logs.assign(action=[5, 123_456_789, 7])
+    with pytest.raises(LogValidationError, match="dense action id below 10,000,000"):
+        HistoricalFrequency().fit(raw)

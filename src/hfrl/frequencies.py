@@ -28,6 +28,7 @@ import scipy.sparse as sp
 
 from hfrl.backends import Backend
 from hfrl.data import Logs, as_logs, schema, shrink
+from hfrl.data.source import MAX_TABLE_CELLS
 from hfrl.data.validation import Rule, time_expression
 from hfrl.errors import LogValidationError, NotFittedError
 from hfrl.sparse import SparseTable
@@ -46,6 +47,10 @@ __all__ = [
 #: ``SPARSE_MAX_FILL`` of them were logged.
 SPARSE_FROM_CELLS = 1 << 24
 SPARSE_MAX_FILL = 0.1
+#: A sparse HF's bounds on its ids: ``n_states x n_actions`` cells (most of them empty) and ids of
+#: one kind (its backoff row is dense over the actions). Dense tables hold ``MAX_TABLE_CELLS``.
+SPARSE_MAX_CELLS = 10**12
+SPARSE_MAX_IDS = 10**7
 
 KINDS = ("share", "rate")
 COUNTS = ("reward", "rows")
@@ -433,8 +438,10 @@ class HistoricalFrequency:
         Store the table as a ``hfrl.sparse.SparseTable`` (each state's logged cells plus the
         global backoff row; every cell equals the dense table's) instead of a dense array.
         ``"auto"``: sparse for ``kind="share"`` with additive smoothing when the table has at
-        least ``SPARSE_FROM_CELLS`` cells and at most ``SPARSE_MAX_FILL`` of them were logged.
-        Sparse tables hold ``kind="share"`` with additive smoothing only.
+        least ``SPARSE_FROM_CELLS`` cells and at most ``SPARSE_MAX_FILL`` of them were logged,
+        or more cells than a dense table may hold (``MAX_TABLE_CELLS``). Sparse tables hold
+        ``kind="share"`` with additive smoothing only; their ids are bounded by
+        ``SPARSE_MAX_CELLS`` cells and ``SPARSE_MAX_IDS`` ids of a kind.
 
     Attributes
     ----------
@@ -620,7 +627,10 @@ class HistoricalFrequency:
             unparseable timestamps; the message names the column, first row and count.
         """
         self._check_parameters()
-        logs = as_logs(logs, self.backend, n_states=n_states, n_actions=n_actions, required=self._required())
+        limits = ({"max_cells": SPARSE_MAX_CELLS, "max_ids": SPARSE_MAX_IDS} if self._may_be_sparse()
+                  else {})
+        logs = as_logs(logs, self.backend, n_states=n_states, n_actions=n_actions, required=self._required(),
+                       **limits)
         self._check_rewards(logs)
         if self.group_column is not None:
             logs.validate_column(self.group_column, "id")
@@ -670,12 +680,15 @@ class HistoricalFrequency:
         self.fingerprint_ = logs.fingerprint
         return self
 
+    def _may_be_sparse(self) -> bool:
+        return self.sparse is not False and self.kind == "share" and self.smoothing == "additive"
+
     def _stores_sparse(self, n_cells: int, shape: tuple[int, int]) -> bool:
         if self.sparse != "auto":
             return bool(self.sparse)
         size = shape[0] * shape[1]
-        return (self.kind == "share" and self.smoothing == "additive" and size >= SPARSE_FROM_CELLS
-                and n_cells <= SPARSE_MAX_FILL * size)
+        return self._may_be_sparse() and size >= SPARSE_FROM_CELLS and (
+            n_cells <= SPARSE_MAX_FILL * size or size > MAX_TABLE_CELLS)
 
     def _fit_sparse(self, logs: Logs, cells: Any, shape: tuple[int, int]) -> HistoricalFrequency:
         """``fit`` keeping the tables sparse (the same sums, ``sparse_share_table``)."""

@@ -159,6 +159,8 @@ class Logs:
         required: Iterable[str] = schema.REQUIRED_COLUMNS,
         hints: Mapping[str, str] | None = None,
         columns: Mapping[str, str] | None = None,
+        max_cells: int = MAX_TABLE_CELLS,
+        max_ids: int | None = None,
     ) -> Logs:
         """Validate ``logs`` once and return them with their proof.
 
@@ -181,6 +183,10 @@ class Logs:
             Where the schema's columns are, when the logs name them otherwise, e.g.
             ``{"action": "item_id", "reward": "click", "propensity": "propensity_score"}`` for the
             Open Bandit Dataset (see ``with_schema_names``; a file is then read into memory).
+        max_cells, max_ids : int, optional
+            The largest table (``n_states x n_actions`` cells) the ids may index, and the largest
+            number of ids of one kind: ids beyond are refused as raw ids (``MAX_TABLE_CELLS`` by
+            default; a consumer that keeps sparse tables allows more cells but bounds each id).
 
         Raises
         ------
@@ -218,7 +224,7 @@ class Logs:
         if rules:  # scanned columns: their statistics are now known to be clean
             ranges = resolved.column_ranges(logs, validated) if not isinstance(logs, pd.DataFrame) else ranges
         proof = _proof(ranges, present, n_rows, n_states, n_actions, declared, time_kind)
-        _refuse_huge_tables(resolved, logs, proof, n_states, n_actions, name)
+        _refuse_huge_tables(resolved, logs, proof, n_states, n_actions, name, max_cells, max_ids)
         return cls(logs, resolved, proof, name)
 
     # ------------------------------------------------------------------ facts
@@ -465,21 +471,27 @@ def with_schema_names(logs: LogSource, columns: Mapping[str, str], name: str | N
 
 
 def _refuse_huge_tables(backend: Backend, logs: LogSource, proof: LogProof, n_states: int | None,
-                        n_actions: int | None, name: str | None) -> None:
-    """Refuse ids whose table (``n_states x n_actions`` cells) would exceed ``MAX_TABLE_CELLS``."""
+                        n_actions: int | None, name: str | None, max_cells: int = MAX_TABLE_CELLS,
+                        max_ids: int | None = None) -> None:
+    """Refuse ids whose table (``n_states x n_actions`` cells) would exceed ``max_cells``, or whose
+    count of one kind would exceed ``max_ids``."""
     cells = proof.n_states * proof.n_actions
-    if cells <= MAX_TABLE_CELLS:
+    longest = max(proof.n_states, proof.n_actions)
+    if cells <= max_cells and (max_ids is None or longest <= max_ids):
         return
     label = "action" if proof.n_actions >= proof.n_states else "state"
     if (n_actions if label == "action" else n_states) is not None:  # the size was asked for
+        ids = f" and at most {max_ids:,} ids of a kind" if max_ids is not None else ""
         raise LogValidationError(
             f"n_states x n_actions = {proof.n_states:,} x {proof.n_actions:,} = {cells:,} cells; hfrl's "
-            f"tables hold at most {MAX_TABLE_CELLS:,}", source=name)
+            f"tables hold at most {max_cells:,}{ids}", source=name)
     other = proof.n_states if label == "action" else proof.n_actions
-    limit = max(MAX_TABLE_CELLS // other, 1)
+    limit = max(max_cells // other, 1)
+    if max_ids is not None:
+        limit = min(limit, max_ids)
     candidates = [A] if label == "action" else [c for c in (S, schema.NEXT_STATE) if c in proof.columns]
     expected = (f"a dense {label} id below {limit:,}: ids index tables of n_states x n_actions cells (at "
-                f"most {MAX_TABLE_CELLS:,}); map raw ids to 0..n-1 with hfrl.data.CategoryEncoder")
+                f"most {max_cells:,}); map raw ids to 0..n-1 with hfrl.data.CategoryEncoder")
     rules = [Rule(column, expected, f"finite(cast_double({column})) * (cast_double({column}) >= {limit})")
              for column in candidates]
     totals = backend.group_sums(logs, [], {f"rule{i}": r.bad for i, r in enumerate(rules)}).iloc[0]
