@@ -406,7 +406,11 @@ def serve_catalog(artifact: str, n_segments: int, duration: float, folder: str) 
                         "saturation_rps": measured["saturation"].get("rps"),
                         "saturation_p99_ms": measured["saturation"].get("p99_ms"),
                         "server_cpu_us_per_request": measured["saturation"].get("server_cpu_us_per_request"),
+                        "saturation_tool": measured["saturation"].get("tool"),
                         "loadavg": measured["loadavg"]}
+        if "fixed_rate_wrk_paced" in measured:
+            paced = measured["fixed_rate_wrk_paced"]
+            result[mode].update(wrk_paced_rps=paced.get("rps"), wrk_paced_p99_ms=paced.get("p99_ms"))
     return result
 
 
