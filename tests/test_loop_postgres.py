@@ -93,6 +93,27 @@ def test_feedback_reaches_any_replica_and_contradictions_get_409(tmp_path, datab
     assert "wrote 50 decisions" in export.stdout
 
 
+def test_slot_feedback_reaches_any_replica_and_exports_per_slot(tmp_path, database):
+    policy = TabularPolicy(CHAMPION).save(tmp_path / "policy.zip")
+    with running_server(policy, database, tmp_path) as (first, _), \
+            running_server(policy, database, tmp_path) as (second, _):
+        decided = httpx.post(f"{first}/v1/decide", json={"state": 3, "k": 3}).json()
+        decision_id = decided["decision_id"]
+        click = {"decision_id": decision_id, "reward": 1.0, "position": 1}
+        assert httpx.post(f"{second}/v1/feedback", json=click).json()["status"] == "accepted"
+        assert httpx.post(f"{first}/v1/feedback", json=click).json()["status"] == "duplicate"
+        assert httpx.post(f"{first}/v1/feedback", json={**click, "reward": 0.0}).status_code == 409
+        assert httpx.post(f"{second}/v1/feedback", json={**click, "position": 5}).status_code == 404
+        both = [{"decision_id": decision_id, "reward": 0.0, "position": 0},
+                {"decision_id": decision_id, "reward": 1.0}]  # a slot's and the decision's, one batch
+        for body in both:
+            assert httpx.post(f"{second}/v1/feedback", json=body).status_code == 202
+    slots = read_decision_log(database, all_positions=True)
+    assert slots["reward"].tolist()[:2] == [0.0, 1.0] and np.isnan(slots["reward"].tolist()[2])
+    assert slots["slot_propensity"].tolist() == pytest.approx(decided["propensities"])
+    assert read_decision_log(database)["reward"].tolist() == [1.0]  # the decision's own feedback
+
+
 def test_an_unreachable_database_is_named_and_the_server_exits(tmp_path, cluster):
     policy = TabularPolicy(CHAMPION).save(tmp_path / "policy.zip")
     url = f"postgresql://hfrl@127.0.0.1:{cluster.port}/no_such_database"

@@ -402,3 +402,25 @@ def test_the_fast_path_answers_exactly_like_the_routes(artifact, tmp_path, path,
                 answers[-1].append((response.status_code, response.json()))
     assert answers[0] == answers[1]
     assert answers[0][2][0] in (400, 404, 422)  # with the key, the body's own error
+
+
+def test_feedback_per_slot_of_a_list(client, tmp_path):
+    decided = client.post("/v1/decide", json={"state": 1, "k": 3}).json()
+    decision_id = decided["decision_id"]
+    first = client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 1.0, "position": 2})
+    assert first.status_code == 202 and first.json() == {"decision_id": decision_id, "event": "reward",
+                                                         "status": "accepted", "position": 2}
+    again = client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 1.0, "position": 2})
+    assert again.json()["status"] == "duplicate"
+    other = client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 0.0, "position": 2})
+    assert other.status_code == 409 and "position 2" in other.text
+    beyond = client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 1.0, "position": 3})
+    assert beyond.status_code == 404 and "no slot at position 3" in beyond.text
+    negative = client.post("/v1/feedback", json={"decision_id": decision_id, "reward": 1.0, "position": -1})
+    assert negative.status_code == 422 and "position" in negative.text
+    client.app.state.service.log.flush()
+    slots = read_decision_log(tmp_path / "log.sqlite", all_positions=True)
+    mine = slots[slots["decision_id"] == decision_id]
+    assert mine["reward"].isna().tolist() == [True, True, False]
+    assert mine["reward"].tolist()[2] == 1.0 and mine["reward_per_slot"].all()
+    assert mine["slot_propensity"].tolist() == decided["propensities"]

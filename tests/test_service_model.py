@@ -254,9 +254,12 @@ def test_read_decision_log_is_in_the_log_schema(tmp_path):
     slots = read_decision_log(path, all_positions=True)
     assert len(slots) == 3
     b_slots = slots[slots["decision_id"] == "b"]
-    first, second = b_slots["propensity"].tolist()
+    first, second = b_slots["slot_propensity"].tolist()
     assert b_slots["cascade_propensity"].tolist() == pytest.approx([first, first * second])
     assert b_slots["slate_propensity"].tolist() == pytest.approx([first * second] * 2)
+    # an explored slot's marginal propensity is not logged: the ranking schema's column is left out
+    assert "propensity" not in slots.columns
+    assert not slots["reward_per_slot"].any()
     assert read_decision_log(path, missing_reward=0.0)["reward"].tolist() == [1.5, 0.0]
     out = tmp_path / "log.parquet"
     assert write_parquet(path, out) == 2
@@ -304,3 +307,35 @@ def test_back_pressure_refuses_new_decisions(tmp_path):
             log.log_decisions([row("x", 0, 0)])
     finally:
         log.close()
+
+
+def test_slot_feedback_makes_the_all_positions_export_a_ranking_log(tmp_path):
+    from hfrl.ope import evaluate_slates
+    from hfrl.policies import RankingPolicy, TabularPolicy
+    from hfrl.service.log import FeedbackConflictError
+
+    path = tmp_path / "log.sqlite"
+    log = DecisionLog(path)
+    exploit = lambda d, j, a: (d, j, 0, a, 1.0, 0.5, 1.0, "v1", "exploit", 2, None, None)  # noqa: E731
+    log.log_decisions([exploit("a", 0, 1), exploit("a", 1, 2), exploit("b", 0, 1), exploit("b", 1, 2)])
+    assert log.submit_feedback("a", 1.0, position=1).result(timeout=10) == "accepted"
+    assert log.submit_feedback("a", 1.0, position=1).result(timeout=10) == "duplicate"
+    with pytest.raises(FeedbackConflictError, match="at position 1"):
+        log.submit_feedback("a", 0.0, position=1).result(timeout=10)
+    assert log.submit_feedback("a", 1.0, position=2).result(timeout=10) == "unknown_decision"
+    assert log.submit_feedback("b", 1.0).result(timeout=10) == "accepted"  # the decision's reward
+    log.close()
+    slots = read_decision_log(path, all_positions=True, missing_reward=0.0)
+    assert slots["reward"].tolist() == [0.0, 1.0, 1.0, 1.0]  # a: per slot; b: its decision's on each
+    assert slots["reward_per_slot"].tolist() == [True, True, False, False]
+    assert slots["propensity"].tolist() == [1.0] * 4  # exploited lists: the marginal is known (1)
+    assert read_decision_log(path)["reward"].isna().tolist() == [True, False]  # slot feedback stays apart
+    # the export of exploited lists evaluates as a ranking log
+    deterministic = RankingPolicy.from_policy(TabularPolicy(np.array([[0.0, 0.6, 0.4]])), 2)
+    ranking = slots[slots["decision_id"] == "a"].rename(columns={"decision_id": "slate_id"})
+    result = evaluate_slates(ranking[["slate_id", "position", "state", "action", "reward", "propensity",
+                                      "cascade_propensity", "slate_propensity"]], deterministic,
+                             estimators=("iips",))
+    # Plackett-Luce over [0, 0.6, 0.4]: item 2 is at position 1 when item 1 comes first (0.6), and only
+    # slot 1 was clicked: iips = 0.6 / 1 * 1
+    assert result.loc["iips", "estimate"] == pytest.approx(0.6)

@@ -1324,7 +1324,8 @@ def export_log(
     event: str | None = typer.Option(None, "--event", help="Reward from this feedback event only."),
     all_positions: bool = typer.Option(
         False, "--all-positions",
-        help="Also the slots k>1 of each decision, with cascade_propensity and slate_propensity.",
+        help="Also the slots k>1 of each decision: a ranking log with each slot's own feedback "
+             "(sent with position), slot_propensity, cascade_propensity and slate_propensity.",
     ),
     missing_reward: float | None = typer.Option(
         None, "--missing-reward", help="Reward of decisions without feedback (default: null)."

@@ -40,6 +40,8 @@ experiment runs (NULL otherwise): ``experiment`` (its id), ``policy`` (``champio
 of the slot given the earlier ones).
 ``feedback``: ``decision_id``, ``event``, ``reward``, ``timestamp``; primary key
 ``(decision_id, event)`` so a repeated feedback stores one row.
+``slot_feedback``: the same for one slot of a list (feedback sent with a ``position``), primary key
+``(decision_id, position, event)``; what ``read_decision_log(all_positions=True)`` puts on each slot.
 """
 
 from __future__ import annotations
@@ -110,6 +112,14 @@ CREATE TABLE IF NOT EXISTS feedback (
     timestamp REAL NOT NULL,
     PRIMARY KEY (decision_id, event)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS slot_feedback (
+    decision_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    reward REAL NOT NULL,
+    timestamp REAL NOT NULL,
+    PRIMARY KEY (decision_id, position, event)
+) WITHOUT ROWID;
 """
 # created after the columns exist (a log written before experiments gets them by ALTER TABLE)
 INDEXES = """
@@ -120,6 +130,9 @@ CREATE INDEX IF NOT EXISTS decisions_by_experiment ON decisions (experiment, tim
 _KNOWN_DECISION = "SELECT 1 FROM decisions WHERE decision_id = ? AND position = 0"
 _STORED_REWARD = "SELECT reward FROM feedback WHERE decision_id = ? AND event = ?"
 _INSERT_FEEDBACK = "INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?)"
+_KNOWN_SLOT = "SELECT 1 FROM decisions WHERE decision_id = ? AND position = ?"
+_STORED_SLOT_REWARD = "SELECT reward FROM slot_feedback WHERE decision_id = ? AND position = ? AND event = ?"
+_INSERT_SLOT_FEEDBACK = "INSERT OR IGNORE INTO slot_feedback VALUES (?, ?, ?, ?, ?)"
 
 # what the monitors read: slot 0 of every decision whose feedback of one event arrived in a window
 MONITOR_SQL = """
@@ -150,20 +163,25 @@ class LogWriterError(RuntimeError):
 
 
 class FeedbackConflictError(ValueError):
-    """A feedback repeats a stored ``(decision_id, event)`` with a different reward; the stored one is kept.
+    """A feedback repeats a stored ``(decision_id, event)`` (and ``position``, for a slot) with a
+    different reward; the stored one is kept.
 
-    ``decision_id``, ``event``, ``stored_reward`` and ``reward`` (the refused one) carry the facts.
+    ``decision_id``, ``event``, ``stored_reward``, ``reward`` (the refused one) and ``position``
+    carry the facts.
     """
 
-    def __init__(self, decision_id: str, event: str, stored_reward: float, reward: float) -> None:
+    def __init__(self, decision_id: str, event: str, stored_reward: float, reward: float,
+                 position: int | None = None) -> None:
+        slot = f" at position {position}" if position is not None else ""
         super().__init__(
-            f"decision {decision_id!r} already has reward {stored_reward!r} for event {event!r}; "
+            f"decision {decision_id!r} already has reward {stored_reward!r}{slot} for event {event!r}; "
             f"refusing reward {reward!r} (a repeat must carry the same reward)"
         )
         self.decision_id = decision_id
         self.event = event
         self.stored_reward = stored_reward
         self.reward = reward
+        self.position = position
 
 
 @dataclass(slots=True)
@@ -175,6 +193,7 @@ class QueuedFeedback:
     reward: float
     timestamp: float
     done: Future[str]
+    position: int | None = None  # a slot's feedback (``slot_feedback``), else the decision's
 
 
 @dataclass(slots=True)
@@ -270,18 +289,21 @@ class QueuedLog:
         return done
 
     def submit_feedback(
-        self, decision_id: str, reward: float, event: str = DEFAULT_EVENT, timestamp: float | None = None
+        self, decision_id: str, reward: float, event: str = DEFAULT_EVENT, timestamp: float | None = None,
+        position: int | None = None,
     ) -> Future[str]:
         """Queue a feedback row; the future resolves after its transaction commits.
 
         The result is ``"accepted"``, ``"duplicate"`` (the same decision, event and reward were
         stored before; nothing changes) or ``"unknown_decision"``. A different reward for a stored
         decision and event sets ``FeedbackConflictError`` on the future (after the commit of its
-        transaction, like every outcome).
+        transaction, like every outcome). With ``position``, the feedback is the reward of that slot
+        of the list (``slot_feedback``; ``"unknown_decision"`` when the decision has no such slot).
         """
         self._check_open()
         done: Future[str] = Future()
-        self._enqueue(QueuedFeedback(decision_id, event, float(reward), timestamp or time.time(), done))
+        self._enqueue(QueuedFeedback(decision_id, event, float(reward), timestamp or time.time(), done,
+                                     None if position is None else int(position)))
         return done
 
     def _enqueue(self, item: QueuedDecisions | QueuedFeedback) -> None:
@@ -302,9 +324,10 @@ class QueuedLog:
             oldest = min(self._pending, default=None)
         return float("inf") if oldest is None else float(np.nextafter(oldest, -np.inf))
 
-    async def feedback(self, decision_id: str, reward: float, event: str = DEFAULT_EVENT) -> str:
+    async def feedback(self, decision_id: str, reward: float, event: str = DEFAULT_EVENT,
+                       position: int | None = None) -> str:
         """``submit_feedback`` for the event loop: returns (or raises) once the row is committed."""
-        return await asyncio.wrap_future(self.submit_feedback(decision_id, reward, event))
+        return await asyncio.wrap_future(self.submit_feedback(decision_id, reward, event, position=position))
 
     def flush(self, timeout: float = 30.0) -> None:
         """Block until everything queued so far is committed."""
@@ -517,6 +540,8 @@ class DecisionLog(QueuedLog):
 
     def _store_feedback(self, item: QueuedFeedback) -> Outcome:
         connection = self._connection
+        if item.position is not None:
+            return self._store_slot_feedback(item)
         if connection.execute(_KNOWN_DECISION, (item.decision_id,)).fetchone() is None:
             return UNKNOWN
         values = (item.decision_id, item.event, item.reward, item.timestamp)
@@ -527,6 +552,19 @@ class DecisionLog(QueuedLog):
         if stored == item.reward:
             return DUPLICATE
         return FeedbackConflictError(item.decision_id, item.event, stored, item.reward)
+
+    def _store_slot_feedback(self, item: QueuedFeedback) -> Outcome:
+        connection = self._connection
+        slot = (item.decision_id, item.position)
+        if connection.execute(_KNOWN_SLOT, slot).fetchone() is None:
+            return UNKNOWN
+        cursor = connection.execute(_INSERT_SLOT_FEEDBACK, (*slot, item.event, item.reward, item.timestamp))
+        if cursor.rowcount == 1:
+            return ACCEPTED
+        (stored,) = connection.execute(_STORED_SLOT_REWARD, (*slot, item.event)).fetchone()
+        if stored == item.reward:
+            return DUPLICATE
+        return FeedbackConflictError(item.decision_id, item.event, stored, item.reward, item.position)
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._reader_lock:
@@ -542,25 +580,38 @@ class DecisionLog(QueuedLog):
 
 
 # ---------------------------------------------------------------------- reading back
-def decision_log_sql(event: str | None, all_positions: bool) -> str:
-    """The query ``read_decision_log`` runs (``?`` placeholders: the event when given)."""
+def decision_log_sql(event: str | None, all_positions: bool) -> tuple[str, int]:
+    """The query ``read_decision_log`` runs and how many times it takes the event (``?`` placeholders)."""
     event_filter = "WHERE event = ?" if event is not None else ""
-    position_filter = "" if all_positions else "WHERE d.position = 0"
-    return f"""
+    if not all_positions:
+        slots, joins, uses = "NULL, 0", "WHERE d.position = 0", 1
+    else:
+        slots = "s.reward, h.decision_id IS NOT NULL"
+        joins = f"""
+        LEFT JOIN (SELECT decision_id, position, sum(reward) AS reward FROM slot_feedback {event_filter}
+                   GROUP BY decision_id, position) AS s
+          ON s.decision_id = d.decision_id AND s.position = d.position
+        LEFT JOIN (SELECT DISTINCT decision_id FROM slot_feedback {event_filter}) AS h
+          ON h.decision_id = d.decision_id"""
+        uses = 3
+    sql = f"""
         SELECT d.state, d.action, f.reward, d.propensity, d.timestamp, d.decision_id, d.position,
-               d.policy_probability, d.model_version, d.mode, d.k, d.request_id, d.context, d.policy
+               d.policy_probability, d.model_version, d.mode, d.k, d.request_id, d.context, d.policy,
+               {slots}
         FROM decisions AS d
         LEFT JOIN (SELECT decision_id, sum(reward) AS reward FROM feedback {event_filter}
                    GROUP BY decision_id) AS f ON f.decision_id = d.decision_id
-        {position_filter}
+        {joins}
         ORDER BY d.timestamp, d.decision_id, d.position
     """
+    return sql, uses if event is not None else 0
 
 
 LOG_FRAME_COLUMNS = (
     "state", "action", "reward", "propensity", "timestamp", "decision_id", "position", "policy_probability",
     "model_version", "mode", "k", "request_id", "context", "policy",
 )
+_SLOT_COLUMNS = ("slot_reward", "reward_per_slot")
 
 
 def read_decision_log(
@@ -587,11 +638,15 @@ def read_decision_log(
         Take the reward of this feedback event only. By default a decision's reward is the sum of
         the rewards of all its feedback events.
     all_positions : bool
-        Also return the slots ``position >= 1`` of k > 1 decisions (propensity: probability at that
-        slot given the earlier picks); each carries its decision's reward. Adds the ranking log
-        schema's ``cascade_propensity`` (the product of the slot propensities up to this slot: the
-        probability of the list's items at positions 0..position) and ``slate_propensity`` (of the
-        whole list).
+        Also return the slots ``position >= 1`` of k > 1 decisions, as a ranking log: each slot's
+        ``reward`` is the sum of its own feedback (sent with ``position``) when its decision got any
+        slot feedback (``reward_per_slot`` True; NaN for a slot without), else its decision's reward
+        (``reward_per_slot`` False). ``slot_propensity`` is the probability of the slot's item given
+        the earlier picks, ``cascade_propensity`` their product up to this slot (the probability of
+        the list's items at positions 0..position) and ``slate_propensity`` of the whole list.
+        ``propensity`` is the ranking schema's marginal, P(item at this position): kept only when
+        every row's is known (slot 0; exploited lists outside an experiment, where it is 1), and
+        dropped otherwise: an explored slot's marginal is not logged, so ``iips`` cannot use it.
     missing_reward : float, optional
         The reward of decisions without feedback. By default it stays NaN (null), which
         ``validate_logs`` rejects: choose explicitly, e.g. 0.0 when silence means no click, or drop
@@ -613,12 +668,13 @@ def read_decision_log(
     >>> frame[["state", "action", "propensity"]].values.tolist(), bool(frame["reward"].isna()[0])
     ([[1.0, 2.0, 0.25]], True)
     """
-    sql = decision_log_sql(event, all_positions)
-    params: tuple[Any, ...] = (event,) if event is not None else ()
+    sql, uses = decision_log_sql(event, all_positions)
+    params: tuple[Any, ...] = (event,) * uses
+    columns = [*LOG_FRAME_COLUMNS, *_SLOT_COLUMNS]
     if is_database_url(db):
         from hfrl.service.postgres import read_rows
 
-        frame = pd.DataFrame(read_rows(str(db), sql, params), columns=list(LOG_FRAME_COLUMNS))
+        frame = pd.DataFrame(read_rows(str(db), sql, params), columns=columns)
     else:
         path = Path(db)
         if not path.is_file():
@@ -627,10 +683,15 @@ def read_decision_log(
             raise LogValidationError(f"no decision log database at {path}", source=str(path))
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            frame = pd.DataFrame(connection.execute(sql, params).fetchall(), columns=list(LOG_FRAME_COLUMNS))
+            frame = pd.DataFrame(connection.execute(sql, params).fetchall(), columns=columns)
         finally:
             connection.close()
     frame[schema.REWARD] = frame[schema.REWARD].astype("float64")
+    if all_positions:
+        per_slot = frame["reward_per_slot"].astype(bool)
+        frame[schema.REWARD] = frame[schema.REWARD].where(~per_slot, frame["slot_reward"].astype("float64"))
+        frame["reward_per_slot"] = per_slot
+    frame = frame.drop(columns=[c for c in _SLOT_COLUMNS if not (all_positions and c == "reward_per_slot")])
     if missing_reward is not None:
         frame[schema.REWARD] = frame[schema.REWARD].fillna(float(missing_reward))
     for column in (schema.PROPENSITY, "policy_probability", schema.TIMESTAMP):
@@ -639,9 +700,14 @@ def read_decision_log(
     for column in (schema.STATE, schema.ACTION, schema.POSITION, "k"):
         frame[column] = frame[column].astype("int64")
     if all_positions:  # rows are ordered by position within each decision
-        by_decision = frame.groupby("decision_id", sort=False)[schema.PROPENSITY]
+        frame["slot_propensity"] = frame[schema.PROPENSITY]
+        by_decision = frame.groupby("decision_id", sort=False)["slot_propensity"]
         frame[schema.CASCADE_PROPENSITY] = by_decision.cumprod()
         frame[schema.SLATE_PROPENSITY] = by_decision.transform("prod")
+        exploited = (frame["mode"] == "exploit") & frame["policy"].isna()
+        marginal_known = (frame[schema.POSITION] == 0) | exploited
+        if not marginal_known.all():
+            frame = frame.drop(columns=[schema.PROPENSITY])
     return frame
 
 

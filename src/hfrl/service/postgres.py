@@ -62,6 +62,14 @@ CREATE TABLE IF NOT EXISTS feedback (
     timestamp DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (decision_id, event)
 );
+CREATE TABLE IF NOT EXISTS slot_feedback (
+    decision_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    reward DOUBLE PRECISION NOT NULL,
+    timestamp DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (decision_id, position, event)
+);
 CREATE INDEX IF NOT EXISTS feedback_by_time ON feedback (timestamp);
 CREATE INDEX IF NOT EXISTS decisions_by_experiment ON decisions (experiment, timestamp)
     WHERE experiment IS NOT NULL;
@@ -82,6 +90,17 @@ _INSERT_FEEDBACK = """
     ORDER BY t.decision_id, t.event
     ON CONFLICT DO NOTHING
     RETURNING decision_id, event
+"""
+_INSERT_SLOT_FEEDBACK = """
+    INSERT INTO slot_feedback (decision_id, position, event, reward, timestamp)
+    SELECT %(decision_id)s, %(position)s, %(event)s, %(reward)s, %(ts)s
+    WHERE EXISTS (SELECT 1 FROM decisions WHERE decision_id = %(decision_id)s AND position = %(position)s)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+"""
+_STORED_SLOT_REWARD = """
+    SELECT reward FROM slot_feedback WHERE decision_id = %(decision_id)s AND position = %(position)s
+      AND event = %(event)s
 """
 _STORED_REWARDS = """
     SELECT f.decision_id, f.event, f.reward FROM feedback AS f
@@ -170,7 +189,31 @@ class PostgresDecisionLog(QueuedLog):
         with self._pool.connection() as connection, connection.transaction():
             if rows:
                 connection.execute(_INSERT_DECISIONS, [list(column) for column in zip(*rows, strict=True)])
-            return self._store_feedback(connection, feedback) if feedback else []
+            if not feedback:
+                return []
+            slots = [item for item in feedback if item.position is not None]
+            if not slots:
+                return self._store_feedback(connection, feedback)
+            outcomes = {id(item): self._store_slot_feedback(connection, item) for item in slots}
+            decisions = [item for item in feedback if item.position is None]
+            if decisions:
+                stored = self._store_feedback(connection, decisions)
+                outcomes.update(zip(map(id, decisions), stored, strict=True))
+            return [outcomes[id(item)] for item in feedback]
+
+    @staticmethod
+    def _store_slot_feedback(connection: Any, item: QueuedFeedback) -> Outcome:
+        """One slot's feedback (rare next to decision feedback: one statement each)."""
+        values = {"decision_id": item.decision_id, "position": item.position, "event": item.event,
+                  "reward": item.reward, "ts": item.timestamp}
+        if connection.execute(_INSERT_SLOT_FEEDBACK, values).fetchone() is not None:
+            return ACCEPTED
+        stored = connection.execute(_STORED_SLOT_REWARD, values).fetchone()
+        if stored is None:
+            return UNKNOWN
+        if stored[0] == item.reward:
+            return DUPLICATE
+        return FeedbackConflictError(item.decision_id, item.event, stored[0], item.reward, item.position)
 
     @staticmethod
     def _store_feedback(connection: Any, feedback: list[QueuedFeedback]) -> list[Outcome]:

@@ -104,6 +104,14 @@ class FeedbackRequest(BaseModel):
             "duplicate, a different reward a 409.",
         ),
     ] = DEFAULT_EVENT
+    position: Annotated[
+        int | None,
+        Field(
+            ge=0, le=10_000,
+            description="The slot of a list (k > 1) this reward is for (0-based): stored per slot, for "
+            "ranking evaluation (export-log --all-positions); omitted: the decision's reward.",
+        ),
+    ] = None
 
 
 class ConcludeRequest(BaseModel):
@@ -161,6 +169,7 @@ class FeedbackResponse(BaseModel):
     status: Literal["accepted", "duplicate"] = Field(
         description="duplicate: this (decision_id, event) was stored before with the same reward."
     )
+    position: int | None = Field(default=None, description="The slot, for a slot's feedback.")
 
 
 class ModelResponse(BaseModel):

@@ -280,19 +280,27 @@ class ServiceState:
     # ------------------------------------------------------------------ feedback
     async def record_feedback(self, body: FeedbackRequest) -> dict[str, Any]:
         """Store one feedback; return once its row is committed (the answer then means "on disk")."""
-        if body.event == self.settings.event and (self.experiment_monitor is not None or self.candidates):
+        # the monitors read decisions' feedback, not a slot's
+        monitored = body.position is None and body.event == self.settings.event
+        if monitored and (self.experiment_monitor is not None or self.candidates):
             problem = self.settings.check_reward(body.reward)
             if problem is not None:
                 raise FieldError(("reward",), problem)
         try:
-            outcome = await self.log.feedback(body.decision_id, body.reward, body.event)
+            outcome = await self.log.feedback(body.decision_id, body.reward, body.event, body.position)
         except FeedbackConflictError:
             self.metrics.observe_feedback("conflict")
             raise
         self.metrics.observe_feedback(outcome)
         if outcome == UNKNOWN:
+            if body.position is not None:
+                raise UnknownDecisionError(f"unknown decision_id {body.decision_id!r}, or it has no slot at "
+                                           f"position {body.position}")
             raise UnknownDecisionError(f"unknown decision_id {body.decision_id!r}")
-        return {"decision_id": body.decision_id, "event": body.event, "status": outcome}
+        answer = {"decision_id": body.decision_id, "event": body.event, "status": outcome}
+        if body.position is not None:
+            answer["position"] = body.position
+        return answer
 
     # ------------------------------------------------------------------ experiment and candidates
     def experiment_report(self) -> dict[str, Any]:
