@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import hfrl.ope.marginalized as marginalized
+from docs_examples import run_docs_example
 from hfrl.contextual import LinearPolicy
 from hfrl.ope import SupportWarning, evaluate, evaluate_embedded
 from hfrl.ope.marginalized import ItemEmbedding
@@ -288,10 +288,7 @@ def test_item_embedding_numbers_its_values():
 
 
 def test_the_docs_example_runs(capsys):
-    text = (Path(__file__).resolve().parents[1] / "docs" / "rankings.md").read_text()
-    section = text[text.index("## Large catalogs"):]
-    code = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL).group(1)
-    exec(compile(code, "docs/rankings.md", "exec"), {"__name__": "docs_example"})  # noqa: S102 - our docs
+    run_docs_example("rankings.md", "Large catalogs")
     printed = capsys.readouterr().out
     estimates = dict(re.findall(r"^(mips|ips)\s+([0-9.]+)", printed, flags=re.MULTILINE))
     exact = float(re.search(r"exact: ([0-9.]+)", printed).group(1))

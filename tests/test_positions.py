@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from docs_examples import run_docs_example
 from hfrl.envs import SlateEnv, collect_slate_logs, slate_policy_value
 from hfrl.errors import LogValidationError
 from hfrl.frequencies import HistoricalFrequency
@@ -232,10 +233,7 @@ def test_blend_rankings_refuses_what_is_not_an_item_policy() -> None:
 
 
 def test_the_docs_example_runs_and_its_numbers_are_the_ones_quoted(capsys: pytest.CaptureFixture) -> None:
-    text = (Path(__file__).resolve().parents[1] / "docs" / "rankings.md").read_text()
-    section = text.split("## HF and the blend for rankings")[1].split("\n## ")[0]
-    code = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)[0]
-    exec(compile(code, "docs/rankings.md", "exec"), {"__name__": "docs_example"})  # noqa: S102 - our docs
+    section = run_docs_example("rankings.md", "HF and the blend for rankings")
     printed = capsys.readouterr().out
     values = {name: float(v) for name, v in re.findall(r"^(raw HF|debiased HF) ([0-9.]+)$", printed, re.M)}
     assert values["debiased HF"] > values["raw HF"]

@@ -258,12 +258,10 @@ def test_a_real_server_decides_and_logs_on_a_sparse_artifact(tmp_path):
 
 def test_the_docs_example_runs_sparse_and_prints_its_sizes(capsys):
     import re
-    from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "rankings.md").read_text()
-    section = text[text.index("## Sparse tables"):]
-    code = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL).group(1)
-    exec(compile(code, "docs/rankings.md", "exec"), {"__name__": "docs_example"})  # noqa: S102 - our docs
+    from docs_examples import run_docs_example
+
+    run_docs_example("rankings.md", "Sparse tables")
     printed = capsys.readouterr().out
     assert "sparse)" in printed  # the repr of a sparse TabularPolicy
     mebibytes = float(re.search(r"([0-9.]+) MiB instead of", printed).group(1))

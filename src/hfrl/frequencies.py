@@ -77,6 +77,20 @@ def _parent_rows(group_rows: np.ndarray | None, state_group: np.ndarray | None, 
     return parent
 
 
+def _global_row(action_totals: np.ndarray) -> np.ndarray:
+    """All states pooled: each action's share of the events (uniform, with a warning, when none)."""
+    total = action_totals.sum()
+    if total > 0:
+        return action_totals / total
+    warnings.warn(
+        "no events in the logs (every reward is 0): the global row is uniform; "
+        "use count='rows' for action frequencies",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    return np.full(action_totals.size, 1.0 / action_totals.size)
+
+
 def _shrink_shares(counts: np.ndarray, parent: np.ndarray, m: float) -> np.ndarray:
     """Rows ``(counts + m * parent) / (n + m)``, ``n`` the row total; an empty row is its parent."""
     return shrink(counts, counts.sum(axis=1, keepdims=True), parent, m)
@@ -107,18 +121,7 @@ def share_table(
     ([[0.75, 0.25], [0.75, 0.25]], [0.75, 0.25])
     """
     n_states, n_actions = counts.shape
-    action_totals = counts.sum(axis=0)
-    total = action_totals.sum()
-    if total > 0:
-        global_row = action_totals / total
-    else:
-        warnings.warn(
-            "no events in the logs (every reward is 0): the global row is uniform; "
-            "use count='rows' for action frequencies",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        global_row = np.full(n_actions, 1.0 / n_actions)
+    global_row = _global_row(counts.sum(axis=0))
     group_rows = None
     if state_group is not None:
         n_groups = int(state_group.max()) + 1 if (state_group >= 0).any() else 0
@@ -157,18 +160,7 @@ def sparse_share_table(
     """
     counts = sp.csr_array(counts, dtype=np.float64)
     n_states, n_actions = counts.shape
-    action_totals = np.asarray(counts.sum(axis=0), dtype=np.float64).ravel()
-    total = action_totals.sum()
-    if total > 0:
-        global_row = action_totals / total
-    else:
-        warnings.warn(
-            "no events in the logs (every reward is 0): the global row is uniform; "
-            "use count='rows' for action frequencies",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        global_row = np.full(n_actions, 1.0 / n_actions)
+    global_row = _global_row(np.asarray(counts.sum(axis=0), dtype=np.float64).ravel())
     m = float(prior_strength)
 
     def shares(rows: sp.csr_array) -> tuple[np.ndarray, np.ndarray]:
