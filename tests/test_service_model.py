@@ -332,10 +332,7 @@ def test_slot_feedback_makes_the_all_positions_export_a_ranking_log(tmp_path):
     assert read_decision_log(path)["reward"].isna().tolist() == [True, False]  # slot feedback stays apart
     # the export of exploited lists evaluates as a ranking log
     deterministic = RankingPolicy.from_policy(TabularPolicy(np.array([[0.0, 0.6, 0.4]])), 2)
-    ranking = slots[slots["decision_id"] == "a"].rename(columns={"decision_id": "slate_id"})
-    result = evaluate_slates(ranking[["slate_id", "position", "state", "action", "reward", "propensity",
-                                      "cascade_propensity", "slate_propensity"]], deterministic,
-                             estimators=("iips",))
+    result = evaluate_slates(slots[slots["slate_id"] == "a"], deterministic, estimators=("iips",))
     # Plackett-Luce over [0, 0.6, 0.4]: item 2 is at position 1 when item 1 comes first (0.6), and only
     # slot 1 was clicked: iips = 0.6 / 1 * 1
     assert result.loc["iips", "estimate"] == pytest.approx(0.6)

@@ -638,7 +638,8 @@ def read_decision_log(
         Take the reward of this feedback event only. By default a decision's reward is the sum of
         the rewards of all its feedback events.
     all_positions : bool
-        Also return the slots ``position >= 1`` of k > 1 decisions, as a ranking log: each slot's
+        Also return the slots ``position >= 1`` of k > 1 decisions, as a ranking log (``slate_id``
+        is the ``decision_id``): each slot's
         ``reward`` is the sum of its own feedback (sent with ``position``) when its decision got any
         slot feedback (``reward_per_slot`` True; NaN for a slot without), else its decision's reward
         (``reward_per_slot`` False). ``slot_propensity`` is the probability of the slot's item given
@@ -700,6 +701,7 @@ def read_decision_log(
     for column in (schema.STATE, schema.ACTION, schema.POSITION, "k"):
         frame[column] = frame[column].astype("int64")
     if all_positions:  # rows are ordered by position within each decision
+        frame[schema.SLATE_ID] = frame["decision_id"]
         frame["slot_propensity"] = frame[schema.PROPENSITY]
         by_decision = frame.groupby("decision_id", sort=False)["slot_propensity"]
         frame[schema.CASCADE_PROPENSITY] = by_decision.cumprod()
