@@ -424,3 +424,12 @@ def test_feedback_per_slot_of_a_list(client, tmp_path):
     assert mine["reward"].isna().tolist() == [True, True, False]
     assert mine["reward"].tolist()[2] == 1.0 and mine["reward_per_slot"].all()
     assert mine["slot_propensity"].tolist() == decided["propensities"]
+    # an explored list's marginals are not logged: iips is refused by name, sips reads the export as it is
+    from hfrl.errors import LogValidationError
+    from hfrl.ope import evaluate_slates
+
+    ranking = RankingPolicy.from_policy(TabularPolicy(TABLE), 3)
+    exported = mine.assign(reward=mine["reward"].fillna(0.0))
+    with pytest.raises(LogValidationError, match="leave 'iips' out"):
+        evaluate_slates(exported, ranking)
+    assert np.isfinite(evaluate_slates(exported, ranking, estimators=("sips",)).loc["sips", "estimate"])

@@ -117,7 +117,10 @@ def read_slates(logs: Any, n_actions: int, required: Iterable[str] = (), backend
     and one ``slate_propensity``; the errors name the first slate that does not.
     """
     needed = (*schema.RANKING_COLUMNS, *required)
-    validated = as_logs(logs, backend, n_actions=n_actions, required=needed, reward_range=reward_range)
+    hints = {schema.PROPENSITY: "iips reads each item's marginal probability at its position; leave "
+                                "'iips' out of estimators for logs without it (an export of explored lists)"}
+    validated = as_logs(logs, backend, n_actions=n_actions, required=needed, reward_range=reward_range,
+                        hints=hints)
     optional = (schema.STATE, schema.PROPENSITY, schema.CASCADE_PROPENSITY, schema.SLATE_PROPENSITY)
     present = [c for c in optional if validated.has(c)]
     frame = validated.frame([*schema.RANKING_COLUMNS, *present])
