@@ -127,6 +127,9 @@ def test_blend_of_sparse_tables_equals_the_dense_blend():
         assert np.array_equal(blended.top_k(states, 10)[0], TabularPolicy(expected).top_k(states, 10)[0])
     with pytest.raises(ValueError, match="linear"):
         blend(pi, hf, 0.5, method="geometric")
+    # a fitted HF's table given as it is (as the service's refresh does) blends the same
+    assert np.allclose(blend(pi, hf.probabilities_, 0.3).table_, blend(pi, hf, 0.3).table_)
+    assert np.allclose(blend(pi.table_, hf.probabilities_, 0.3).table_, blend(pi, hf, 0.3).table_)
 
 
 def test_sparsify_keeps_the_candidates_and_the_row_mass():

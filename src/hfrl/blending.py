@@ -29,7 +29,7 @@ def as_table(hf: Any, name: str = "hf") -> np.ndarray:
     array (a sparse one's dense form, within ``hfrl.policies.MAX_DENSE_CELLS``)."""
     if isinstance(hf, TabularPolicy):
         return hf.table_
-    table = getattr(hf, "probabilities_", None)
+    table = hf if isinstance(hf, SparseTable) else getattr(hf, "probabilities_", None)
     if isinstance(table, SparseTable):
         return TabularPolicy(table).table_
     if table is None and hasattr(hf, "fit") and not isinstance(hf, np.ndarray):
@@ -38,7 +38,9 @@ def as_table(hf: Any, name: str = "hf") -> np.ndarray:
 
 
 def _sparse_or_none(source: Any) -> SparseTable | None:
-    """The ``SparseTable`` behind a sparse TabularPolicy or a sparse fitted HF, else None."""
+    """The ``SparseTable`` itself, or behind a sparse TabularPolicy or a sparse fitted HF, else None."""
+    if isinstance(source, SparseTable):
+        return source
     if isinstance(source, TabularPolicy):
         return source.sparse_
     table = getattr(source, "probabilities_", None)
