@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import scipy.sparse as sp
 
 from hfrl.errors import ArtifactError
 from hfrl.rankings import (
@@ -226,8 +227,6 @@ class TabularPolicy:
         >>> policy.probabilities([0, 1]).round(3).tolist()
         [[0.25, 0.05, 0.65, 0.05], [0.0, 1.0, 0.0, 0.0]]
         """
-        import scipy.sparse as sp
-
         s = np.asarray(states, dtype=np.int64).reshape(-1)
         a = np.asarray(actions, dtype=np.int64).reshape(-1)
         p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
